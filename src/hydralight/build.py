@@ -1,0 +1,95 @@
+"""Builds what train and eval share from the composed config: data, callbacks, loggers, strategy, trainer."""
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch import Callback, LightningDataModule, Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.strategies import FSDPStrategy, Strategy
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+
+from hydralight.callbacks import MetricsJson
+from hydralight.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Lightning's own warning, replaced by one line of ours that says what the run really uses.
+_FP16_ON_CPU_WARNING = r".*AMP with fp16 is not supported on CPU.*"
+
+
+def info(message: str, *args: Any) -> None:
+    """Log once per run, not once per DDP rank."""
+    if rank_zero_only.rank == 0:
+        log.info(message, *args)
+
+
+def build_datamodule(cfg: DictConfig) -> LightningDataModule:
+    info("Data: %s", cfg._target_)
+    return instantiate(cfg, _convert_="all")
+
+
+def build_loggers(cfg: DictConfig | None) -> list[Logger]:
+    loggers = [instantiate(entry) for entry in (cfg or {}).values() if entry]
+    info("Loggers: %s", ", ".join(type(logger).__name__ for logger in loggers) or "none")
+    return loggers
+
+
+def build_callbacks(cfg: DictConfig | None, output_dir: str | Path, has_logger: bool) -> list[Callback]:
+    """The configured callbacks plus MetricsJson, which the metrics.json contract needs whatever the config says."""
+    callbacks = [instantiate(entry) for entry in (cfg or {}).values() if entry]
+    if not has_logger and any(isinstance(callback, LearningRateMonitor) for callback in callbacks):
+        info("No logger configured: dropping LearningRateMonitor (it has nowhere to write).")
+        callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
+    callbacks.append(MetricsJson(Path(output_dir) / "metrics.json"))
+    info("Callbacks: %s", ", ".join(type(callback).__name__ for callback in callbacks))
+    return callbacks
+
+
+def build_strategy(cfg: DictConfig) -> Strategy | str:
+    """`strategy=auto` is Lightning's own choice; every other option instantiates a Strategy."""
+    if "_target_" not in cfg:
+        return cfg.get("name", "auto")
+    strategy = instantiate(cfg, _convert_="all")
+    if isinstance(strategy, FSDPStrategy) and not torch.cuda.is_available():
+        raise UserError(
+            "strategy=fsdp needs CUDA GPUs, and this machine has none. "
+            "On CPU use strategy=ddp (with trainer.devices=N) or strategy=auto."
+        )
+    return strategy
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> Trainer:
+    """The Trainer from conf/trainer with the strategy group, callbacks and loggers; flag errors become UserErrors."""
+    strategy = build_strategy(cfg.strategy)
+    info("Trainer: strategy=%s precision=%s", type(strategy).__name__ if strategy != "auto" else "auto",
+         cfg.precision)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_FP16_ON_CPU_WARNING)
+        try:
+            trainer = instantiate(
+                cfg.trainer, strategy=strategy, callbacks=callbacks, logger=loggers or False, _convert_="all"
+            )
+        except (MisconfigurationException, ValueError) as error:
+            raise UserError(f"the trainer settings are not valid here: {error}") from error
+    if str(cfg.precision) in ("16-mixed", "16") and trainer.precision == "bf16-mixed":
+        warnings.warn(
+            "precision=16-mixed: this run has no CUDA device and CPUs have no fp16 autocast, "
+            "so Lightning trains with bf16-mixed instead (bfloat16 autocast, no GradScaler).",
+            UserWarning,
+            stacklevel=1,
+        )
+    return trainer
+
+
+def log_hyperparameters(loggers: list[Logger], cfg: DictConfig) -> None:
+    """Send the whole resolved config to every logger, so a run's logs say exactly how it was made."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_hyperparams(config)

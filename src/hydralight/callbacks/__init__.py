@@ -1,0 +1,5 @@
+"""The project's own Lightning callbacks."""
+
+from hydralight.callbacks.metrics_json import MetricsJson
+
+__all__ = ["MetricsJson"]

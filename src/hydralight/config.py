@@ -1,0 +1,88 @@
+"""Checks a composed config before anything heavy is imported, so a typo costs a second, not a torch import."""
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from hydralight.errors import UserError, choices_message
+
+# The values Lightning's Trainer accepts (lightning.fabric.plugins.precision.precision; a test keeps them in sync).
+PRECISIONS = (
+    "32-true", "16-mixed", "bf16-mixed", "64-true", "16-true", "bf16-true",
+    "transformer-engine", "transformer-engine-float16",
+    "64", "32", "16", "bf16", 64, 32, 16,
+)  # fmt: skip
+CLIP_ALGORITHMS = ("norm", "value")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def validate_switches(cfg: DictConfig) -> None:
+    """The top-level switches every task shares (train.yaml / eval.yaml)."""
+    _require(cfg.precision in PRECISIONS, choices_message("precision", cfg.precision, PRECISIONS[:8]))
+    acc = cfg.accumulate_grad_batches
+    _require(
+        _is_int(acc) and acc >= 1,
+        f"accumulate_grad_batches={acc!r} is not valid. Use a whole number >= 1 (1 = no accumulation).",
+    )
+    clip = cfg.gradient_clip_val
+    _require(
+        clip is None or (_is_number(clip) and clip >= 0),
+        f"gradient_clip_val={clip!r} is not valid. Use a number >= 0, or null for no clipping.",
+    )
+    _require(
+        cfg.gradient_clip_algorithm in CLIP_ALGORITHMS,
+        choices_message("gradient_clip_algorithm", cfg.gradient_clip_algorithm, CLIP_ALGORITHMS),
+    )
+    _require(_is_int(cfg.seed), f"seed={cfg.seed!r} is not valid. Use a whole number, e.g. seed=42.")
+
+
+def validate_trainer(cfg: DictConfig) -> None:
+    """Trainer and data values whose wrong types Lightning would report deep inside a traceback."""
+    trainer = cfg.trainer
+    max_epochs = trainer.get("max_epochs")
+    _require(
+        max_epochs is None or (_is_int(max_epochs) and max_epochs >= -1),
+        f"trainer.max_epochs={max_epochs!r} is not valid. Use a whole number >= 1 (or -1 for no limit).",
+    )
+    devices = trainer.get("devices")
+    _require(
+        devices == "auto" or (_is_int(devices) and devices != 0 and devices >= -1) or OmegaConf.is_list(devices),
+        f"trainer.devices={devices!r} is not valid. Use a number of devices >= 1, -1 (all), 'auto' "
+        "or a list of device indices.",
+    )
+    batch_size = cfg.data.get("batch_size")
+    _require(
+        _is_int(batch_size) and batch_size >= 1,
+        f"data.batch_size={batch_size!r} is not valid. Use a whole number >= 1.",
+    )
+
+
+def validate_ckpt_path(ckpt_path: object, required: bool) -> None:
+    """An explicit checkpoint must be an existing file; eval requires one."""
+    if ckpt_path is None and not required:
+        return
+    hint = "Give the path of a .ckpt file, e.g. ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt"
+    _require(ckpt_path is not None, f"ckpt_path is required. {hint}")
+    path = Path(str(ckpt_path))
+    _require(path.exists(), f"ckpt_path={ckpt_path!r}: no such file. {hint}")
+    _require(path.is_file(), f"ckpt_path={ckpt_path!r} is a directory, not a checkpoint file. {hint}")
+
+
+def validate(cfg: DictConfig, *, ckpt_required: bool) -> None:
+    """All checks that need no torch; raises UserError on the first problem."""
+    validate_switches(cfg)
+    validate_trainer(cfg)
+    ckpt_path = None if OmegaConf.is_missing(cfg, "ckpt_path") else cfg.ckpt_path
+    validate_ckpt_path(ckpt_path, required=ckpt_required)

@@ -1,0 +1,77 @@
+"""What the in-memory datamodules share: split by a fixed seed, serve tensors through DataLoaders."""
+
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from hydralight.errors import UserError
+
+
+def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
+    """A random permutation of range(n) cut into consecutive parts of the given sizes (last part: the rest)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+    bounds.append(n)
+    return [order[start:stop] for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+class InMemoryDataModule(LightningDataModule):
+    """Train/val/test TensorDatasets built once in `setup`; subclasses implement `load_splits`."""
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        split_seed: int = 0,
+        input_shape: Sequence[int] = (1, 8, 8),
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.split_seed = split_seed
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.splits: dict[str, Dataset] = {}
+
+    def load_splits(self) -> dict[str, TensorDataset]:
+        """Return {"train": ..., "val": ..., "test": ...} as TensorDatasets of (image, label)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        self.splits = self.load_splits()
+        for name, split in self.splits.items():
+            if len(split) == 0:
+                raise UserError(f"the {name} split of {type(self).__name__} is empty: check the split sizes.")
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.splits[name],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

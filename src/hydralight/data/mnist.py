@@ -1,0 +1,94 @@
+"""MNIST read from the standard IDX files; downloaded only when asked to and torchvision is installed."""
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from hydralight.data.base import InMemoryDataModule, split_indices
+from hydralight.errors import UserError
+
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IDX_UBYTE = 0x08  # the only element type MNIST uses
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Parse one IDX file (optionally gzip-compressed) into a uint8 array of its declared shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != IDX_UBYTE:
+        raise UserError(f"{path} is not an unsigned-byte IDX file (header {data[:4].hex()}).")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise UserError(f"{path} is truncated: header says {shape}, found {body.size} values.")
+    return body.reshape(shape)
+
+
+def find_idx(data_dir: Path, name: str) -> Path | None:
+    """Where torchvision puts the files (`MNIST/raw`) or `data_dir` itself; plain or .gz."""
+    for folder in (data_dir / "MNIST" / "raw", data_dir):
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+class MNISTDataModule(InMemoryDataModule):
+    """60,000 training images (minus `val_size` for validation) and the official 10,000 test images."""
+
+    def __init__(self, data_dir: str = "data", download: bool = False, val_size: int = 5000, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.data_dir = Path(data_dir)
+        self.download = download
+        self.val_size = val_size
+
+    def missing_files(self) -> list[str]:
+        return [name for pair in IDX_FILES.values() for name in pair if find_idx(self.data_dir, name) is None]
+
+    def prepare_data(self) -> None:
+        missing = self.missing_files()
+        if not missing:
+            return
+        if not self.download:
+            raise UserError(
+                f"data.data_dir={str(self.data_dir)!r} has no MNIST files (missing: {', '.join(missing)}). "
+                "Put the IDX files there, or set data.download=true (needs network and torchvision)."
+            )
+        try:
+            from torchvision.datasets import MNIST
+        except ImportError as error:
+            raise UserError(
+                "data.download=true needs torchvision: pip install -e '.[mnist-download]'"
+            ) from error
+        for train in (True, False):
+            MNIST(str(self.data_dir), train=train, download=True)
+
+    def _read(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        images_name, labels_name = IDX_FILES[split]
+        paths = [find_idx(self.data_dir, name) for name in (images_name, labels_name)]
+        if None in paths:
+            self.prepare_data()  # raises the clear message when the files are missing
+            paths = [find_idx(self.data_dir, name) for name in (images_name, labels_name)]
+        images, labels = (read_idx(path) for path in paths)
+        if len(images) != len(labels):
+            raise UserError(f"{paths[0]} has {len(images)} images but {paths[1]} has {len(labels)} labels.")
+        images = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+        return images, torch.from_numpy(labels.astype(np.int64))
+
+    def load_splits(self) -> dict[str, TensorDataset]:
+        train_images, train_labels = self._read("train")
+        val, train = split_indices(len(train_labels), [self.val_size], self.split_seed)
+        return {
+            "train": TensorDataset(train_images[train], train_labels[train]),
+            "val": TensorDataset(train_images[val], train_labels[val]),
+            "test": TensorDataset(*self._read("test")),
+        }
