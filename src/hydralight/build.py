@@ -24,6 +24,14 @@ log = logging.getLogger(__name__)
 _FP16_ON_CPU_WARNING = r".*AMP with fp16 is not supported on CPU.*"
 
 
+def use_hydra_logging() -> None:
+    """`import lightning` adds its own console handler; Hydra's handlers already print and write the run's log."""
+    lightning_logger = logging.getLogger("lightning")
+    if logging.getLogger().handlers:
+        for handler in list(lightning_logger.handlers):
+            lightning_logger.removeHandler(handler)
+
+
 def info(message: str, *args: Any) -> None:
     """Log once per run, not once per DDP rank."""
     if rank_zero_only.rank == 0:
@@ -79,12 +87,11 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
         except (MisconfigurationException, ValueError) as error:
             raise UserError(f"the trainer settings are not valid here: {error}") from error
     if str(cfg.precision) in ("16-mixed", "16") and trainer.precision == "bf16-mixed":
-        warnings.warn(
-            "precision=16-mixed: this run has no CUDA device and CPUs have no fp16 autocast, "
-            "so Lightning trains with bf16-mixed instead (bfloat16 autocast, no GradScaler).",
-            UserWarning,
-            stacklevel=1,
-        )
+        if rank_zero_only.rank == 0:
+            log.warning(
+                "precision=16-mixed: no CUDA device, and CPUs have no fp16 autocast, "
+                "so this run uses precision=bf16-mixed (bfloat16 autocast, no GradScaler)."
+            )
     return trainer
 
 

@@ -12,6 +12,7 @@ from hydralight.build import (
     build_loggers,
     build_trainer,
     info,
+    use_hydra_logging,
     log_hyperparameters,
 )
 
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> float | None:
     """Train per `cfg`; returns `cfg.optimized_metric` from the final metrics (None if it was not logged)."""
+    use_hydra_logging()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     info("Model: %s with net %s", cfg.model._target_, cfg.model.net._target_)

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 from hydralight.errors import UserError
 
@@ -29,6 +29,7 @@ class InMemoryDataModule(LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         split_seed: int = 0,
+        shuffle: bool = True,
         input_shape: Sequence[int] = (1, 8, 8),
         num_classes: int = 10,
     ) -> None:
@@ -38,6 +39,7 @@ class InMemoryDataModule(LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.split_seed = split_seed
+        self.shuffle = shuffle
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.splits: dict[str, Dataset] = {}
@@ -55,17 +57,25 @@ class InMemoryDataModule(LightningDataModule):
                 raise UserError(f"the {name} split of {type(self).__name__} is empty: check the split sizes.")
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        dataset, sampler = self.splits[name], None
+        if name == "train" and not shuffle and self.trainer is not None and self.trainer.world_size > 1:
+            # Lightning would swap in a *shuffling* DistributedSampler; an explicit one keeps the order, so N ranks
+            # at batch B see exactly the batches one process sees at batch N x B.
+            sampler = DistributedSampler(
+                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
         return DataLoader(
-            self.splits[name],
+            dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=self.shuffle)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -1,0 +1,77 @@
+"""Shared fixtures: the real configs composed with Hydra's compose API, and the real CLI run as a subprocess."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from hydralight.cli import config_dir
+from hydralight.resolvers import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = config_dir()
+
+# Small, quick and CPU-only: what almost every test wants on top of the real defaults.
+TINY = (
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+)
+
+
+def compose_config(config_name: str, output_dir: Path, overrides: tuple[str, ...] | list[str] = ()) -> DictConfig:
+    """The config a user gets from `python <config_name>.py <overrides>`, with paths pointing into `output_dir`."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides))
+    with open_dict(cfg):  # what Hydra's runtime would fill in
+        cfg.paths.root_dir = str(ROOT)
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir.parent)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """make_cfg(*overrides, config_name="train", tiny=True): a composed config writing into tmp_path/run."""
+
+    def make(*overrides: str, config_name: str = "train", tiny: bool = True) -> DictConfig:
+        return compose_config(config_name, tmp_path / "run", (*(TINY if tiny else ()), *overrides))
+
+    return make
+
+
+def run_cli(script: str, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python <script> <args>` from the repo root as a user would; stdout and stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, script, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})},
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    """A failed child shows its own stderr, not just an exit code."""
+    assert result.returncode == 0, f"exit {result.returncode}\n--- stderr ---\n{result.stderr[-6000:]}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
