@@ -1,0 +1,126 @@
+"""The train and eval tasks end to end: what a user runs, on the real configs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hydralight.evaluate import evaluate
+from hydralight.train import train
+from tests.conftest import assert_ok, run_cli
+
+
+def read_metrics(run_dir: Path) -> dict[str, float]:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def assert_weights_only_loadable(run_dir: Path) -> list[Path]:
+    """Every checkpoint of the run loads with torch.load(weights_only=True) and has no `=` in its name."""
+    checkpoints = sorted((run_dir / "checkpoints").glob("*.ckpt"))
+    assert checkpoints, f"no checkpoints in {run_dir}"
+    for path in checkpoints:
+        assert "=" not in path.name
+        checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+        assert checkpoint["state_dict"]
+    return checkpoints
+
+
+def test_fast_dev_run_trains_and_tests(make_cfg):
+    """debug=fdr runs one batch of fit and test through the real train function and writes metrics.json."""
+    cfg = make_cfg("debug=fdr", tiny=False)
+    train(cfg)
+    metrics = read_metrics(Path(cfg.paths.output_dir))
+    assert {"test/acc", "test/loss"} <= metrics.keys()
+
+
+def test_train_writes_the_run_contract_and_eval_reproduces_it(make_cfg, tmp_path):
+    """A run leaves metrics.json (val/acc_best, test/acc, test/loss) and last.ckpt; eval of the best checkpoint
+    reproduces the test accuracy training reported."""
+    cfg = make_cfg("trainer.max_epochs=2", "trainer.limit_test_batches=null")
+    returned = train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    metrics = read_metrics(run_dir)
+    assert {"val/acc_best", "test/acc", "test/loss"} <= metrics.keys()
+    assert all(isinstance(value, float) for value in metrics.values())
+    assert returned == pytest.approx(metrics["val/acc_best"])  # the sweep metric (optimized_metric)
+    checkpoints = assert_weights_only_loadable(run_dir)
+    assert run_dir / "checkpoints" / "last.ckpt" in checkpoints
+    best = next(path for path in checkpoints if path.name != "last.ckpt")
+
+    eval_cfg = make_cfg(f"ckpt_path={best}", "trainer.limit_test_batches=null", config_name="eval")
+    eval_cfg.paths.output_dir = str(tmp_path / "eval")
+    evaluated = evaluate(eval_cfg)
+    assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert read_metrics(tmp_path / "eval")["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-5)
+
+
+def test_eval_rebuilds_the_checkpoints_own_architecture(make_cfg, tmp_path):
+    """A CNN checkpoint evaluates with the default eval config: the net comes from the checkpoint, not the config."""
+    cfg = make_cfg("model/net=cnn", "model.net.channels=[8,16]")
+    train(cfg)
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    eval_cfg = make_cfg(f"ckpt_path={last}", config_name="eval")
+    eval_cfg.paths.output_dir = str(tmp_path / "eval")
+    assert "test/acc" in evaluate(eval_cfg)
+
+
+def test_resume_from_explicit_checkpoint_continues_training(make_cfg, tmp_path):
+    """ckpt_path=<last.ckpt> with more epochs continues from the saved epoch instead of starting over."""
+    first = make_cfg("trainer.max_epochs=1", "test=false")
+    train(first)
+    last = Path(first.paths.output_dir) / "checkpoints" / "last.ckpt"
+    second = make_cfg("trainer.max_epochs=2", f"ckpt_path={last}", "test=false")
+    second.paths.output_dir = str(tmp_path / "resumed")
+    train(second)
+    resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["epoch"] == 1
+    assert resumed["global_step"] == 2 * torch.load(last, weights_only=True)["global_step"]
+
+
+@pytest.mark.slow
+def test_readme_command_ddp_16_mixed_runs_as_typed(tmp_path):
+    """`python train.py strategy=ddp precision=16-mixed` runs on CPU, says once that it uses bf16-mixed."""
+    result = run_cli(
+        "train.py", "strategy=ddp", "precision=16-mixed", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}"
+    )
+    assert_ok(result)
+    output = result.stdout + result.stderr
+    assert output.count("this run uses precision=bf16-mixed") == 1
+    assert "AMP with fp16 is not supported on CPU" not in output  # Lightning's own, replaced by ours
+    assert "test/acc" in read_metrics(tmp_path)
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_make_one_run_dir(tmp_path):
+    """strategy=ddp trainer.devices=2: two ranks, one run dir, one metrics.json, checkpoints loadable."""
+    outputs = tmp_path / "outputs"
+    result = run_cli(
+        "train.py", "strategy=ddp", "trainer.devices=2", "trainer.max_epochs=1", f"paths.log_dir={outputs}"
+    )
+    assert_ok(result)
+    assert "MEMBER: 2/2" in result.stdout + result.stderr
+    run_dirs = list((outputs / "train" / "runs").iterdir())
+    assert len(run_dirs) == 1
+    assert [path.parent for path in outputs.rglob("metrics.json")] == run_dirs
+    assert_weights_only_loadable(run_dirs[0])
+
+
+def test_runs_started_together_never_share_a_dir(tmp_path):
+    """Two runs started in the same second get two run dirs (outputs/<task>/runs/<time>[_N])."""
+    from hydralight.resolvers import unique_dir
+
+    base = str(tmp_path / "runs" / "2026-01-01_00-00-00")
+    claimed = {unique_dir(base) for _ in range(3)}
+    assert len(claimed) == 3 and all(Path(path).is_dir() for path in claimed)
+
+
+@pytest.mark.slow
+def test_default_run_reaches_97_percent_on_digits(tmp_path):
+    """The README's `python train.py` (default config) reaches >= 0.97 test accuracy on the embedded digits."""
+    result = run_cli("train.py", f"hydra.run.dir={tmp_path}")
+    assert_ok(result)
+    metrics = read_metrics(tmp_path)
+    assert metrics["test/acc"] >= 0.97, metrics
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()
+    assert (tmp_path / "csv" / "metrics.csv").is_file()
