@@ -1,3 +1,3 @@
-"""hydralight: a Lightning + Hydra project template. Importing the package is cheap; torch loads on first training use."""
+"""hydralight: a Lightning + Hydra project template. Importing it is cheap: torch loads only when training."""
 
 __version__ = "0.1.0"

@@ -86,12 +86,11 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
             )
         except (MisconfigurationException, ValueError) as error:
             raise UserError(f"the trainer settings are not valid here: {error}") from error
-    if str(cfg.precision) in ("16-mixed", "16") and trainer.precision == "bf16-mixed":
-        if rank_zero_only.rank == 0:
-            log.warning(
-                "precision=16-mixed: no CUDA device, and CPUs have no fp16 autocast, "
-                "so this run uses precision=bf16-mixed (bfloat16 autocast, no GradScaler)."
-            )
+    if str(cfg.precision) in ("16-mixed", "16") and trainer.precision == "bf16-mixed" and rank_zero_only.rank == 0:
+        log.warning(
+            "precision=16-mixed: no CUDA device, and CPUs have no fp16 autocast, "
+            "so this run uses precision=bf16-mixed (bfloat16 autocast, no GradScaler)."
+        )
     return trainer
 
 

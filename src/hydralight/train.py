@@ -12,8 +12,8 @@ from hydralight.build import (
     build_loggers,
     build_trainer,
     info,
-    use_hydra_logging,
     log_hyperparameters,
+    use_hydra_logging,
 )
 
 log = logging.getLogger(__name__)

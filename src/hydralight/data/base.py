@@ -1,5 +1,6 @@
 """What the in-memory datamodules share: split by a fixed seed, serve tensors through DataLoaders."""
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -16,7 +17,7 @@ def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[torch.Tensor]
     for size in sizes:
         bounds.append(bounds[-1] + size)
     bounds.append(n)
-    return [order[start:stop] for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [order[start:stop] for start, stop in itertools.pairwise(bounds)]
 
 
 class InMemoryDataModule(LightningDataModule):

@@ -66,9 +66,7 @@ class MNISTDataModule(InMemoryDataModule):
         try:
             from torchvision.datasets import MNIST
         except ImportError as error:
-            raise UserError(
-                "data.download=true needs torchvision: pip install -e '.[mnist-download]'"
-            ) from error
+            raise UserError("data.download=true needs torchvision: pip install -e '.[mnist-download]'") from error
         for train in (True, False):
             MNIST(str(self.data_dir), train=train, download=True)
 
