@@ -124,3 +124,15 @@ def test_default_run_reaches_97_percent_on_digits(tmp_path):
     assert metrics["test/acc"] >= 0.97, metrics
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
     assert (tmp_path / "csv" / "metrics.csv").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_spawn_keeps_fit_metrics_and_learning_curves(tmp_path):
+    """strategy=ddp_spawn runs fit and test in separate spawned processes; metrics.json and metrics.csv keep both."""
+    result = run_cli(
+        "train.py", "strategy=ddp_spawn", "trainer.devices=2", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}"
+    )
+    assert_ok(result)
+    assert {"val/acc_best", "test/acc", "test/loss"} <= read_metrics(tmp_path).keys()
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/acc", "test/acc"} <= set(header)

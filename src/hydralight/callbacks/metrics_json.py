@@ -9,25 +9,33 @@ from torch import Tensor
 
 
 class MetricsJson(Callback):
-    """After fit and after test, merge the run's final metrics as floats into one JSON object (rank 0 only)."""
+    """After fit and after test, merge the final metrics as floats into `path` (rank 0 only).
+
+    Merging with what the file already holds (rather than with what this object saw) keeps fit's metrics when test
+    runs in other processes, as under `strategy=ddp_spawn`, and a resumed run updates its dir's file.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.metrics: dict[str, float] = {}
 
-    def _update(self, trainer: Trainer) -> None:
-        for name, value in trainer.callback_metrics.items():
-            if isinstance(value, Tensor) and value.numel() == 1:
-                self.metrics[name] = float(value)
-        if trainer.is_global_zero and not trainer.sanity_checking:
-            self.write()
+    def read(self) -> dict[str, float]:
+        return json.loads(self.path.read_text()) if self.path.is_file() else {}
 
-    def write(self) -> None:
+    def write(self, metrics: dict[str, float]) -> None:
         """Atomically (temp file + rename): a reader never sees half a file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(dict(sorted(self.metrics.items())), indent=2) + "\n")
+        tmp.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
         os.replace(tmp, self.path)
+
+    def _update(self, trainer: Trainer) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        metrics = self.read()
+        for name, value in trainer.callback_metrics.items():
+            if isinstance(value, Tensor) and value.numel() == 1:
+                metrics[name] = float(value)
+        self.write(metrics)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._update(trainer)
