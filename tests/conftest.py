@@ -26,6 +26,8 @@ TINY = (
     "trainer.limit_test_batches=2",
     "~callbacks.progress_bar",
     "~callbacks.model_summary",
+    "trainer.enable_progress_bar=false",  # else Lightning adds its own bar and summary back
+    "trainer.enable_model_summary=false",
 )
 
 

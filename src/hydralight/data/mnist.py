@@ -18,16 +18,24 @@ IDX_FILES = {
 IDX_UBYTE = 0x08  # the only element type MNIST uses
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file (optionally gzip-compressed) into a uint8 array of its declared shape."""
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Parse one IDX file (optionally gzip-compressed) of `ndim` dimensions into a uint8 array of its shape."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype != IDX_UBYTE:
-        raise UserError(f"{path} is not an unsigned-byte IDX file (header {data[:4].hex()}).")
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as error:  # BadGzipFile is an OSError; EOFError: a .gz cut short
+        raise UserError(f"{path} could not be read ({error}): replace it with a complete copy.") from error
+    header_size = 4 + 4 * ndim
+    if len(data) < header_size:
+        raise UserError(f"{path} is truncated: {len(data)} bytes, shorter than its IDX header.")
+    zero, dtype, file_ndim = struct.unpack(">HBB", data[:4])
+    if (zero, dtype, file_ndim) != (0, IDX_UBYTE, ndim):
+        raise UserError(
+            f"{path} is not the IDX file expected here: magic 0x{data[:4].hex()}, expected 0x000008{ndim:02x}."
+        )
+    shape = struct.unpack(f">{ndim}I", data[4:header_size])
+    body = np.frombuffer(data, dtype=np.uint8, offset=header_size)
     if body.size != int(np.prod(shape)):
         raise UserError(f"{path} is truncated: header says {shape}, found {body.size} values.")
     return body.reshape(shape)
@@ -76,7 +84,7 @@ class MNISTDataModule(InMemoryDataModule):
         if None in paths:
             self.prepare_data()  # raises the clear message when the files are missing
             paths = [find_idx(self.data_dir, name) for name in (images_name, labels_name)]
-        images, labels = (read_idx(path) for path in paths)
+        images, labels = read_idx(paths[0], ndim=3), read_idx(paths[1], ndim=1)
         if len(images) != len(labels):
             raise UserError(f"{paths[0]} has {len(images)} images but {paths[1]} has {len(labels)} labels.")
         images = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)

@@ -13,6 +13,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.strategies import ParallelStrategy
 from torch import Tensor, nn
 
+from hydralight.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -39,9 +41,10 @@ class DataParallelStrategy(ParallelStrategy):
     def _module(self) -> LightningModule:
         module = self.lightning_module
         if not isinstance(getattr(module, self.module_name, None), nn.Module):
-            raise AttributeError(
-                f"strategy=dp wraps `{type(module).__name__}.{self.module_name}`, which is not an nn.Module: "
-                "set strategy.module_name to the attribute that holds your network."
+            children = ", ".join(name for name, _ in module.named_children())
+            raise UserError(
+                f"strategy.module_name={self.module_name!r}: `{type(module).__name__}.{self.module_name}` is not an "
+                f"nn.Module, so strategy=dp cannot wrap it. Choose one of: {children}"
             )
         return module
 
