@@ -24,12 +24,15 @@ log = logging.getLogger(__name__)
 _FP16_ON_CPU_WARNING = r".*AMP with fp16 is not supported on CPU.*"
 
 
-def use_hydra_logging() -> None:
-    """`import lightning` adds its own console handler; Hydra's handlers already print and write the run's log."""
+def quiet_console() -> None:
+    """One line per message, and no noise a user can do nothing about."""
+    # `import lightning` adds its own console handler; Hydra's handlers already print and write the run's log.
     lightning_logger = logging.getLogger("lightning")
     if logging.getLogger().handlers:
         for handler in list(lightning_logger.handlers):
             lightning_logger.removeHandler(handler)
+    # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per step: Lightning's to fix, not the user's.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def info(message: str, *args: Any) -> None:

@@ -5,7 +5,7 @@ from hydra.utils import get_class
 from lightning.pytorch import LightningModule
 from omegaconf import DictConfig
 
-from hydralight.build import build_callbacks, build_datamodule, build_loggers, build_trainer, info, use_hydra_logging
+from hydralight.build import build_callbacks, build_datamodule, build_loggers, build_trainer, info, quiet_console
 from hydralight.errors import UserError
 
 
@@ -22,7 +22,7 @@ def load_model(model_class: type[LightningModule], ckpt_path: str) -> LightningM
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint at `cfg.ckpt_path`; returns the test metrics (also written to metrics.json)."""
-    use_hydra_logging()
+    quiet_console()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     info("Loading %s", cfg.ckpt_path)

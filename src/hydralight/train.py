@@ -13,7 +13,7 @@ from hydralight.build import (
     build_trainer,
     info,
     log_hyperparameters,
-    use_hydra_logging,
+    quiet_console,
 )
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> float | None:
     """Train per `cfg`; returns `cfg.optimized_metric` from the final metrics (None if it was not logged)."""
-    use_hydra_logging()
+    quiet_console()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     info("Model: %s with net %s", cfg.model._target_, cfg.model.net._target_)
