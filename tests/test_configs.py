@@ -86,7 +86,7 @@ def assert_plain(value: object, where: str = "hparams") -> None:
         assert isinstance(value, PLAIN_SCALARS), f"{where} is a {type(value).__name__}: {value!r}"
 
 
-def test_every_param_grouphas_options():
+def test_every_group_has_options():
     """Option discovery finds the yaml files of every group (guards the parametrized tests against being empty)."""
     for group in GROUPS:
         assert options(group), f"conf/{group}/ has no options"

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -76,8 +77,19 @@ def build_strategy(cfg: DictConfig) -> Strategy | str:
     return strategy
 
 
+def check_accelerator(accelerator: object) -> None:
+    """Lightning's own error for a GPU accelerator without a GPU names neither the key nor the way out."""
+    has_gpu = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
+    if accelerator in ("gpu", "cuda") and not has_gpu:
+        raise UserError(
+            f"trainer.accelerator={accelerator!r}: this machine has no GPU. "
+            "Choose one of: cpu, auto (auto uses a GPU when there is one)."
+        )
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> Trainer:
     """The Trainer from conf/trainer with the strategy group, callbacks and loggers; flag errors become UserErrors."""
+    check_accelerator(cfg.trainer.get("accelerator", "auto"))
     strategy = build_strategy(cfg.strategy)
     info("Trainer: strategy=%s precision=%s", type(strategy).__name__ if strategy != "auto" else "auto",
          cfg.precision)  # fmt: skip
@@ -87,8 +99,11 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
             trainer = instantiate(
                 cfg.trainer, strategy=strategy, callbacks=callbacks, logger=loggers or False, _convert_="all"
             )
-        except (MisconfigurationException, ValueError) as error:
-            raise UserError(f"the trainer settings are not valid here: {error}") from error
+        except InstantiationException as error:
+            # Hydra wraps the Trainer's own complaint about its flags; that complaint is the user's to read.
+            if isinstance(error.__cause__, MisconfigurationException | ValueError):
+                raise UserError(f"the trainer settings are not valid here: {error.__cause__}") from error
+            raise
     if str(cfg.precision) in ("16-mixed", "16") and trainer.precision == "bf16-mixed" and rank_zero_only.rank == 0:
         log.warning(
             "precision=16-mixed: no CUDA device, and CPUs have no fp16 autocast, "

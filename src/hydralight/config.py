@@ -13,6 +13,7 @@ PRECISIONS = (
     "64", "32", "16", "bf16", 64, 32, 16,
 )  # fmt: skip
 CLIP_ALGORITHMS = ("norm", "value")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")  # Lightning's names; "gpu" is cuda or mps
 
 
 def _is_int(value: object) -> bool:
@@ -49,12 +50,24 @@ def validate_switches(cfg: DictConfig) -> None:
 
 
 def validate_trainer(cfg: DictConfig) -> None:
-    """Trainer and data values whose wrong types Lightning would report deep inside a traceback."""
+    """Trainer values whose wrong types Lightning would report deep inside a traceback."""
     trainer = cfg.trainer
-    max_epochs = trainer.get("max_epochs")
+    for key in ("max_epochs", "min_epochs"):
+        value = trainer.get(key)
+        _require(
+            value is None or (_is_int(value) and value >= -1),
+            f"trainer.{key}={value!r} is not valid. Use a whole number >= 1 (or -1 for no limit).",
+        )
+    for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        value = trainer.get(key)
+        _require(
+            value is None or (_is_int(value) and value >= 0) or (isinstance(value, float) and 0 <= value <= 1),
+            f"trainer.{key}={value!r} is not valid. Use a number of batches (>= 0), a fraction in [0, 1], or null.",
+        )
+    accelerator = trainer.get("accelerator", "auto")
     _require(
-        max_epochs is None or (_is_int(max_epochs) and max_epochs >= -1),
-        f"trainer.max_epochs={max_epochs!r} is not valid. Use a whole number >= 1 (or -1 for no limit).",
+        accelerator in ACCELERATORS or OmegaConf.is_dict(accelerator),  # a dict: a custom Accelerator's _target_
+        choices_message("trainer.accelerator", accelerator, ACCELERATORS),
     )
     devices = trainer.get("devices")
     _require(
@@ -62,10 +75,18 @@ def validate_trainer(cfg: DictConfig) -> None:
         f"trainer.devices={devices!r} is not valid. Use a number of devices >= 1, -1 (all), 'auto' "
         "or a list of device indices.",
     )
+
+
+def validate_data(cfg: DictConfig) -> None:
     batch_size = cfg.data.get("batch_size")
     _require(
         _is_int(batch_size) and batch_size >= 1,
         f"data.batch_size={batch_size!r} is not valid. Use a whole number >= 1.",
+    )
+    num_workers = cfg.data.get("num_workers", 0)
+    _require(
+        _is_int(num_workers) and num_workers >= 0,
+        f"data.num_workers={num_workers!r} is not valid. Use a whole number >= 0 (0 = load in the main process).",
     )
 
 
@@ -84,5 +105,6 @@ def validate(cfg: DictConfig, *, ckpt_required: bool) -> None:
     """All checks that need no torch; raises UserError on the first problem."""
     validate_switches(cfg)
     validate_trainer(cfg)
+    validate_data(cfg)
     ckpt_path = None if OmegaConf.is_missing(cfg, "ckpt_path") else cfg.ckpt_path
     validate_ckpt_path(ckpt_path, required=ckpt_required)

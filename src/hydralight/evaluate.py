@@ -6,11 +6,13 @@ from lightning.pytorch import LightningModule
 from omegaconf import DictConfig
 
 from hydralight.build import build_callbacks, build_datamodule, build_loggers, build_trainer, info, quiet_console
+from hydralight.checkpoints import read_checkpoint
 from hydralight.errors import UserError
 
 
 def load_model(model_class: type[LightningModule], ckpt_path: str) -> LightningModule:
     """Load with `weights_only=True`: a checkpoint is data and never runs code."""
+    read_checkpoint(ckpt_path)
     try:
         return model_class.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as error:  # whatever the file holds, the user needs the path and the reason

@@ -15,6 +15,7 @@ from hydralight.build import (
     log_hyperparameters,
     quiet_console,
 )
+from hydralight.checkpoints import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def train(cfg: DictConfig) -> float | None:
     trainer = build_trainer(cfg, callbacks, loggers)
     log_hyperparameters(loggers, cfg)
 
+    if cfg.ckpt_path:
+        read_checkpoint(cfg.ckpt_path)  # a clear error now, not a traceback from inside fit
     info("Training")
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
