@@ -1,6 +1,7 @@
 """Builds what train and eval share from the composed config: data, callbacks, loggers, strategy, trainer."""
 
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -77,19 +78,26 @@ def build_strategy(cfg: DictConfig) -> Strategy | str:
     return strategy
 
 
-def check_accelerator(accelerator: object) -> None:
-    """Lightning's own error for a GPU accelerator without a GPU names neither the key nor the way out."""
+def check_devices(accelerator: object, devices: object) -> None:
+    """What Lightning reports late or not at all: a GPU accelerator without a GPU, more CPU processes than cores."""
     has_gpu = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
     if accelerator in ("gpu", "cuda") and not has_gpu:
         raise UserError(
             f"trainer.accelerator={accelerator!r}: this machine has no GPU. "
             "Choose one of: cpu, auto (auto uses a GPU when there is one)."
         )
+    cores = os.cpu_count() or 1
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not has_gpu)
+    if on_cpu and isinstance(devices, int) and devices > cores:
+        raise UserError(
+            f"trainer.devices={devices} is more than this machine's {cores} CPU cores (one process each). "
+            f"Use trainer.devices <= {cores}."
+        )
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> Trainer:
     """The Trainer from conf/trainer with the strategy group, callbacks and loggers; flag errors become UserErrors."""
-    check_accelerator(cfg.trainer.get("accelerator", "auto"))
+    check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices"))
     strategy = build_strategy(cfg.strategy)
     info("Trainer: strategy=%s precision=%s", type(strategy).__name__ if strategy != "auto" else "auto",
          cfg.precision)  # fmt: skip

@@ -12,11 +12,11 @@ import hydra
 from omegaconf import DictConfig
 
 from hydralight.config import validate
-from hydralight.errors import UserError
+from hydralight.errors import RunStopped, UserError
 from hydralight.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
-USER_ERROR_EXIT_CODE = 2
+USER_ERROR_EXIT_CODE = UserError.exit_code
 
 
 def config_dir() -> str:
@@ -29,14 +29,14 @@ def config_dir() -> str:
 
 
 def report_user_errors(task: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
-    """Run `task`; a UserError becomes `error: <message>` on stderr and exit code 2, with no traceback."""
+    """Run `task`; a RunStopped (user error, divergence, preemption) becomes one line on stderr and its exit code."""
 
     def wrapped(cfg: DictConfig) -> object:
         try:
             return task(cfg)
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(USER_ERROR_EXIT_CODE)
+        except RunStopped as stop:
+            print(f"{stop.prefix}: {stop}", file=sys.stderr)
+            sys.exit(stop.exit_code)
 
     wrapped.__name__ = task.__name__
     return wrapped

@@ -1,8 +1,34 @@
-"""The one exception type for user mistakes: the CLI prints its message without a traceback and exits 2."""
+"""Exceptions that end a run with a documented exit code and one clear line instead of a traceback.
+
+Exit codes: 0 finished, 1 internal error (with traceback), 2 user error, 3 training diverged (non-finite loss or
+gradient), 75 preempted (a checkpoint was saved: re-run the same command to continue).
+"""
 
 
-class UserError(Exception):
+class RunStopped(Exception):
+    """Base: the CLI prints `<prefix>: <message>` on stderr and exits with `exit_code`, no traceback."""
+
+    exit_code = 1
+    prefix = "error"
+
+
+class UserError(RunStopped):
     """A bad override, value or file given by the user. The message names the key, the value and what is valid."""
+
+    exit_code = 2
+
+
+class TrainingDiverged(RunStopped):
+    """The loss or the gradients became NaN/inf; the checkpoints already written are the last good ones."""
+
+    exit_code = 3
+
+
+class Preempted(RunStopped):
+    """SIGTERM/SIGUSR1 arrived: a checkpoint was saved, and re-running the same command continues from it."""
+
+    exit_code = 75  # EX_TEMPFAIL: "try again later"
+    prefix = "preempted"
 
 
 def choices_message(key: str, value: object, valid: object) -> str:

@@ -1,5 +1,8 @@
 """The project's own Lightning callbacks."""
 
+from hydralight.callbacks.gradient_guard import GradientGuard
 from hydralight.callbacks.metrics_json import MetricsJson
+from hydralight.callbacks.preemption import Preemption
+from hydralight.callbacks.rng_state import RNGState
 
-__all__ = ["MetricsJson"]
+__all__ = ["GradientGuard", "MetricsJson", "Preemption", "RNGState"]

@@ -56,6 +56,11 @@ class InMemoryDataModule(LightningDataModule):
         for name, split in self.splits.items():
             if len(split) == 0:
                 raise UserError(f"the {name} split of {type(self).__name__} is empty: check the split sizes.")
+        if self.batch_size > len(self.splits["train"]):
+            raise UserError(
+                f"data.batch_size={self.batch_size} is larger than the training split "
+                f"({len(self.splits['train'])} samples). Use data.batch_size <= {len(self.splits['train'])}."
+            )
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset, sampler = self.splits[name], None
