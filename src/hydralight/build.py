@@ -2,6 +2,7 @@
 
 import logging
 import os
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,24 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
     return trainer
 
 
+def git_state(directory: str | Path) -> dict[str, Any]:
+    """The commit checked out in `directory` and whether tracked files differ from it; None for both outside git."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=10, check=True)
+        return result.stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):  # no git, not a repository, no commit yet
+        return {"commit": None, "dirty": None}
+
+
 def log_hyperparameters(loggers: list[Logger], cfg: DictConfig) -> None:
-    """Send the whole resolved config to every logger, so a run's logs say exactly how it was made."""
+    """Send the whole resolved config and the git commit to every logger: a run's logs say exactly how it was made."""
+    if not loggers:
+        return
     config = OmegaConf.to_container(cfg, resolve=True)
+    config["git"] = git_state(cfg.get("paths", {}).get("root_dir") or Path.cwd())
     for logger in loggers:
         logger.log_hyperparams(config)

@@ -7,12 +7,16 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 
 class _HeaderAwareWriter(ExperimentWriter):
-    """Keeps the columns already in metrics.csv when new ones arrive.
+    """Appends to an existing metrics.csv and keeps its columns when new ones arrive.
 
-    Lightning's writer only knows the columns it saw itself. Under `strategy=ddp_spawn` each stage (fit, then test)
-    runs in fresh processes with a copy of the writer from before fit, so the test stage's rewrite of the header
-    drops fit's columns and fails ("dict contains fields not in fieldnames").
+    Lightning's writer deletes a metrics.csv it finds (a resumed run would lose its curves so far), and it only
+    knows the columns it saw itself: under `strategy=ddp_spawn` each stage (fit, then test) runs in fresh processes
+    with a copy of the writer from before fit, so the test stage's header rewrite fails ("dict contains fields not
+    in fieldnames").
     """
+
+    def _check_log_dir_exists(self) -> None:
+        pass  # keep what is there: run dirs are unique, so an existing file is this run's, resumed
 
     def _record_new_keys(self) -> set[str]:
         if self._fs.isfile(self.metrics_file_path):

@@ -1,5 +1,6 @@
 """Run dirs: finding the checkpoint to resume from, and refusing dirs a run must not write into."""
 
+import errno
 import logging
 import os
 import sys
@@ -43,9 +44,8 @@ def check_run_dir(run_dir: Path, task_name: str, resume: str) -> None:
         raise UserError(f"resume={resume!r} is not valid. Choose one of: {', '.join(RESUME_MODES)}")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".hydralight-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        if not os.access(run_dir, os.W_OK):
+            raise PermissionError(errno.EACCES, "read-only")
     except OSError as error:
         raise UserError(
             f"hydra.run.dir={str(run_dir)!r} cannot be written ({error.strerror or error}). "

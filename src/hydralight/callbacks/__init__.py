@@ -2,7 +2,8 @@
 
 from hydralight.callbacks.gradient_guard import GradientGuard
 from hydralight.callbacks.metrics_json import MetricsJson
+from hydralight.callbacks.plots import TrainingPlots
 from hydralight.callbacks.preemption import Preemption
 from hydralight.callbacks.rng_state import RNGState
 
-__all__ = ["GradientGuard", "MetricsJson", "Preemption", "RNGState"]
+__all__ = ["GradientGuard", "MetricsJson", "Preemption", "RNGState", "TrainingPlots"]

@@ -1,0 +1,260 @@
+"""Runs that survive: kill and resume bitwise, preemption, the NaN guard, and a catalogue of bad inputs that each
+stop with one clear line while every earlier run on disk stays as it was."""
+
+import errno
+import gzip
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from hydralight.errors import Preempted, TrainingDiverged, UserError
+from hydralight.train import train
+from tests.conftest import ROOT, assert_ok, run_cli
+from tests.test_cli_errors import assert_user_error, snapshot
+
+QUIET = (
+    "logger=none",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+)
+# Shuffling, dropout (the MLP's default), Adam, two loader workers, deterministic kernels.
+RESUMABLE = (*QUIET, "trainer.max_epochs=8", "data.num_workers=2", "trainer.deterministic=true", "test=false")
+
+
+def load_state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_identical_training_state(a: Path, b: Path) -> None:
+    """Every weight, buffer and optimizer state tensor equal (torch.equal), and the same step."""
+    first, second = load_state(a), load_state(b)
+    assert first["global_step"] == second["global_step"]
+    assert first["state_dict"].keys() == second["state_dict"].keys()
+    diffs = {
+        key: (first["state_dict"][key].double() - second["state_dict"][key].double()).abs().max().item()
+        for key in first["state_dict"]
+        if not torch.equal(first["state_dict"][key], second["state_dict"][key])
+    }
+    assert not diffs, f"max |diff| per tensor: {diffs}"
+    for left, right in zip(first["optimizer_states"], second["optimizer_states"], strict=True):
+        for index, state in left["state"].items():
+            for name, value in state.items():
+                assert torch.equal(torch.as_tensor(value), torch.as_tensor(right["state"][index][name])), name
+
+
+def start_training(run_dir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the loader workers die with it
+    )
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            pytest.fail(f"training ended (exit {process.returncode}) before {path} appeared:\n{process.stderr.read()}")
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"{path} did not appear within {timeout} s")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_killed_run_resumed_with_the_same_command_ends_bitwise_equal(tmp_path):
+    """SIGKILL at a random moment after the first checkpoint, re-run the same command: the final weights and
+    optimizer state equal an uninterrupted run's exactly (shuffle, dropout, Adam, 2 loader workers)."""
+    assert_ok(run_cli("train.py", *RESUMABLE, f"hydra.run.dir={tmp_path / 'uninterrupted'}"))
+
+    resumed = tmp_path / "resumed"
+    process = start_training(resumed, *RESUMABLE)
+    wait_for(resumed / "checkpoints" / "last.ckpt", process)
+    delay = random.uniform(0.0, 1.0)
+    time.sleep(delay)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    killed_at = load_state(resumed / "checkpoints" / "last.ckpt")["global_step"]
+    assert process.returncode == -signal.SIGKILL, f"the run finished before the kill ({delay:.2f} s)"
+
+    result = run_cli("train.py", *RESUMABLE, f"hydra.run.dir={resumed}")
+    assert_ok(result)
+    assert "Resuming from" in result.stderr + result.stdout
+    final = load_state(resumed / "checkpoints" / "last.ckpt")["global_step"]
+    assert final > killed_at, "the second run did not train any further"
+    assert_identical_training_state(tmp_path / "uninterrupted" / "checkpoints" / "last.ckpt",
+                                    resumed / "checkpoints" / "last.ckpt")  # fmt: skip
+
+
+def test_resume_picks_the_newest_loadable_checkpoint_and_skips_a_corrupt_one(make_cfg, caplog):
+    """resume=auto continues from the checkpoint with the most steps; a truncated newer file is skipped, warned."""
+    cfg = make_cfg("trainer.max_epochs=1", "test=false")
+    train(cfg)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    (checkpoints / "zzz-newer.ckpt").write_bytes((checkpoints / "last.ckpt").read_bytes()[:1000])
+    cfg.trainer.max_epochs = 2
+    train(cfg)
+    assert any("Skipping" in message and "zzz-newer.ckpt" in message for message in caplog.messages)
+    assert load_state(checkpoints / "last.ckpt")["epoch"] == 1  # continued from epoch 0, did not start over
+
+
+def test_resume_never_starts_fresh_only_in_an_empty_dir(make_cfg):
+    """resume=never refuses a run dir that already holds checkpoints instead of overwriting them."""
+    from hydralight.runs import check_run_dir
+
+    cfg = make_cfg("test=false")
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("task_name: train\n")
+    check_run_dir(run_dir, "train", "auto")
+    with pytest.raises(UserError, match="resume=never"):
+        check_run_dir(run_dir, "train", "never")
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_exits_75_and_resume_finishes(tmp_path):
+    """SIGTERM mid-training: a checkpoint appears, exit code 75 (documented), and re-running finishes the run."""
+    args = (*QUIET, "trainer.max_epochs=30")
+    run_dir = tmp_path / "run"
+    process = start_training(run_dir, *args)
+    wait_for(run_dir / "checkpoints" / "last.ckpt", process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == Preempted.exit_code, stderr[-4000:]
+    assert "preempted:" in stderr and "Traceback" not in stderr
+    preempted = run_dir / "checkpoints" / "preempted.ckpt"
+    stopped_at = load_state(preempted)["global_step"]
+
+    result = run_cli("train.py", *args, f"hydra.run.dir={run_dir}")
+    assert_ok(result)
+    assert f"Resuming from {preempted}" in result.stderr + result.stdout
+    assert load_state(run_dir / "checkpoints" / "last.ckpt")["global_step"] > stopped_at
+    assert "test/acc" in (run_dir / "metrics.json").read_text()
+
+
+class InjectNaN(Callback):
+    """Test helper: poisons the input batch at one training step, as a data bug or an overflow would."""
+
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.at_step:
+            batch[0].fill_(float("nan"))
+
+
+def test_nan_stops_the_run_naming_the_step_and_the_last_good_checkpoint(tmp_path):
+    """A NaN loss at step 25 stops the run (exit 3) with the step and the last good checkpoint, which loads finite."""
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "train.py", *QUIET, "trainer.max_epochs=3", f"hydra.run.dir={run_dir}",
+        "+callbacks.inject_nan._target_=tests.test_reliability.InjectNaN", "+callbacks.inject_nan.at_step=25",
+    )  # fmt: skip
+    assert result.returncode == TrainingDiverged.exit_code, result.stderr[-4000:]
+    assert "Traceback" not in result.stderr
+    last_good = run_dir / "checkpoints" / "last.ckpt"
+    assert "not finite at step 25" in result.stderr
+    assert f"Last good checkpoint: {last_good}" in result.stderr
+    weights = load_state(last_good)["state_dict"]
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values() if tensor.is_floating_point())
+
+
+def test_gradient_norm_logging_is_a_switch(make_cfg):
+    """callbacks.gradient_guard.log_norm=true logs train/grad_norm."""
+    cfg = make_cfg("callbacks.gradient_guard.log_norm=true", "test=false")
+    train(cfg)
+    assert "train/grad_norm" in (Path(cfg.paths.output_dir) / "metrics.json").read_text()
+
+
+def test_disk_full_while_saving_is_a_clear_error_and_keeps_earlier_checkpoints(make_cfg, monkeypatch):
+    """ENOSPC while a checkpoint is written: a UserError saying so; the checkpoints already on disk load intact."""
+    cfg = make_cfg("trainer.max_epochs=2", "test=false")
+    real_save = torch.save
+    saves = []
+
+    def save_until_the_disk_fills(obj, f, *args, **kwargs):
+        saves.append(f)
+        if len(saves) > 2:  # epoch 0's best and last.ckpt go through; epoch 1's do not
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_until_the_disk_fills)
+    with pytest.raises(UserError, match="disk is full"):
+        train(cfg)
+    monkeypatch.undo()
+    assert load_state(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")["epoch"] == 0
+
+
+# ---- The catalogue of bad inputs (more in tests/test_cli_errors.py). Each: exit code, message, earlier run intact.
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory) -> Path:
+    """A finished MLP run and a finished CNN run, made once; every catalogue entry must leave them untouched."""
+    root = tmp_path_factory.mktemp("earlier")
+    for name, extra in (("mlp", ()), ("cnn", ("model/net=cnn", "model.net.channels=[8,16]"))):
+        assert_ok(run_cli("train.py", *QUIET, "trainer.max_epochs=1", *extra, f"hydra.run.dir={root / name}"))
+    return root
+
+
+def write_broken_mnist(folder: Path) -> Path:
+    """An MNIST dir whose training images "file" cannot be read (a directory in its place)."""
+    raw = folder / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte").mkdir()
+    for name in ("train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / f"{name}.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x00"))
+    return folder
+
+
+CATALOGUE = {
+    "devices-more-than-available": (["trainer.accelerator=cpu", "trainer.devices=512"], 2, ["trainer.devices=512"]),
+    "ckpt-from-another-model": (["ckpt_path={earlier}/cnn/checkpoints/last.ckpt"], 2, ["another model", "missing"]),
+    "corrupt-checkpoint": (["ckpt_path={tmp}/truncated.ckpt"], 2, ["truncated.ckpt", "not"]),
+    "mnist-missing-data-dir": (["data=mnist", "data.data_dir={tmp}/nowhere"], 2, ["data.data_dir", "nowhere"]),
+    "mnist-unreadable-file": (["data=mnist", "data.data_dir={tmp}/broken"], 2, ["train-images-idx3-ubyte"]),
+    "empty-split": (["data.val_fraction=0"], 2, ["val split", "empty"]),
+    "batch-larger-than-dataset": (["data.batch_size=5000"], 2, ["data.batch_size=5000", "larger"]),
+    "resume-into-a-foreign-dir": (["hydra.run.dir={tmp}/foreign"], 2, ["hydra.run.dir", "not a train run"]),
+    "read-only-output-dir": (["hydra.run.dir=/proc/hydralight-run"], 2, ["hydra.run.dir", "cannot be written"]),
+    "resume-never-onto-checkpoints": (["resume=never", "hydra.run.dir={earlier}/mlp"], 2, ["resume=never"]),
+    "resume-unknown-mode": (["resume=sometimes"], 2, ["resume='sometimes'", "auto", "never"]),
+    "experiment-typo": (["experiment=digits_cnm"], None, ["experiment", "digits_cnm", "digits_cnn"]),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "exit_code", "expected"), list(CATALOGUE.values()), ids=list(CATALOGUE))
+def test_bad_input_is_one_clear_line_and_loses_nothing(earlier_run, tmp_path, args, exit_code, expected):
+    """Each entry of the catalogue: its exit code, its message on stderr, no traceback, earlier runs untouched."""
+    shutil.copyfile(earlier_run / "mlp" / "checkpoints" / "last.ckpt", tmp_path / "truncated.ckpt")
+    with open(tmp_path / "truncated.ckpt", "r+b") as file:
+        file.truncate(2000)
+    write_broken_mnist(tmp_path / "broken")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("someone else's work\n")
+    before = snapshot(earlier_run)
+
+    args = [arg.format(earlier=earlier_run, tmp=tmp_path) for arg in args]
+    if not any(arg.startswith("hydra.run.dir=") for arg in args):
+        args.append(f"hydra.run.dir={tmp_path / 'new'}")
+    result = run_cli("train.py", *QUIET, "trainer.max_epochs=1", *args, timeout=120)
+
+    assert_user_error(result, exit_code, expected)
+    assert snapshot(earlier_run) == before
+    assert (tmp_path / "foreign" / "notes.txt").read_text() == "someone else's work\n"
