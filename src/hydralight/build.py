@@ -96,9 +96,25 @@ def check_devices(accelerator: object, devices: object) -> None:
         )
 
 
+def check_world_size(num_nodes: object, devices: object) -> None:
+    """Under torchrun or srun the launcher fixed the number of processes; the config has to agree with it."""
+    world_size = os.environ.get("WORLD_SIZE")
+    if not world_size or not isinstance(devices, int) or not isinstance(num_nodes, int) or devices < 1:
+        return
+    if num_nodes * devices != int(world_size):
+        raise UserError(
+            f"trainer.num_nodes={num_nodes} x trainer.devices={devices} = {num_nodes * devices} processes, but the "
+            f"launcher started {world_size} (torchrun: --nnodes x --nproc_per_node; SLURM: nodes x tasks per node). "
+            "Make them equal, e.g. trainer.num_nodes=<nodes> trainer.devices=<processes per node>."
+        )
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> Trainer:
     """The Trainer from conf/trainer with the strategy group, callbacks and loggers; flag errors become UserErrors."""
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices"))
+    check_world_size(cfg.trainer.get("num_nodes"), cfg.trainer.get("devices"))
+    if cfg.trainer.get("sync_batchnorm") and not torch.cuda.is_available():
+        raise UserError("trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm); this machine has none.")
     strategy = build_strategy(cfg.strategy)
     info("Trainer: strategy=%s precision=%s", type(strategy).__name__ if strategy != "auto" else "auto",
          cfg.precision)  # fmt: skip

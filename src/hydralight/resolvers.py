@@ -22,19 +22,41 @@ def unique_dir(path: str | Path) -> str:
             candidate = base.with_name(f"{base.name}_{n}")
 
 
-def run_dir(parent: str, name: str | None = None) -> str:
-    """`parent/<name>` for a named run (the same dir every time: re-running continues it), else a new
-    `parent/<date>_<time>[_N]`.
+def job_run_name() -> str | None:
+    """A run name every process of one distributed job agrees on without a shared clock, or None.
 
-    Hydra resolves this once per process; DDP ranks and torchrun nodes get the dir as an explicit
-    `hydra.run.dir=...` (or share a `run_name`), so they never claim a dir of their own.
+    torchrun starts the Hydra app once per process on every node: they share the rendezvous id (`--rdzv-id`, a
+    fresh one with `--standalone`). Every task of a SLURM job shares its job id, which a requeued job keeps, so the
+    requeued job finds its checkpoints. Lightning's own DDP launcher passes `hydra.run.dir` to its ranks instead.
     """
+    torchrun_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if torchrun_id:
+        return f"torchrun-{torchrun_id}"  # "torchrun-none" (no --rdzv-id) is refused by the run-dir guard
+    slurm_job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if slurm_job and "SLURM_PROCID" in os.environ:
+        array_task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"slurm-{slurm_job}" + (f"_{array_task}" if array_task else "")
+    return None
+
+
+def run_dir(parent: str, name: str | None = None) -> str:
+    """`parent/<name>` for a named run (the same dir every time: re-running continues it), `parent/<job name>`
+    inside a torchrun or SLURM job, else a new `parent/<date>_<time>[_N]`. Hydra resolves this once per process."""
+    name = name or job_run_name()
     if name:
         return str(Path(parent) / str(name))
     return unique_dir(Path(parent) / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
+
+
+def process_tag() -> str:
+    """`rank N` (the global rank where the launcher sets it, else the local one) for log lines."""
+    rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or os.environ.get("LOCAL_RANK") or "0"
+    node = os.environ.get("NODE_RANK") or os.environ.get("GROUP_RANK")
+    return f"rank {rank}" + (f" node {node}" if node and "RANK" not in os.environ else "")
 
 
 def register_resolvers() -> None:
     """Idempotent: safe to call from every entrypoint and test."""
     # use_cache: the run dir is resolved several times within one process and must stay the same dir.
     OmegaConf.register_new_resolver("run_dir", run_dir, use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("process_tag", process_tag, replace=True)

@@ -16,12 +16,13 @@ log = logging.getLogger(__name__)
 RESUME_MODES = ("auto", "never")
 
 
-def newest_checkpoint(checkpoint_dir: str | Path) -> Path | None:
-    """The loadable checkpoint with the most optimizer steps (newest file on a tie); unreadable ones are skipped."""
+def newest_checkpoint(run_dir: str | Path, checkpoint_dir: str | Path) -> Path | None:
+    """The loadable checkpoint with the most optimizer steps (newest file on a tie), from `checkpoint_dir` and the
+    ones Lightning's SLURM auto-requeue writes into the run dir (hpc_ckpt_N.ckpt); unreadable ones are skipped."""
     from hydralight.checkpoints import read_checkpoint  # torch: only where a checkpoint is really read
 
     candidates = []
-    for path in Path(checkpoint_dir).glob("*.ckpt"):
+    for path in [*Path(checkpoint_dir).glob("*.ckpt"), *Path(run_dir).glob("hpc_ckpt_*.ckpt")]:
         try:
             checkpoint = read_checkpoint(path)
         except UserError as error:
@@ -40,6 +41,11 @@ def _previous_task(run_dir: Path) -> str | None:
 
 def check_run_dir(run_dir: Path, task_name: str, resume: str) -> None:
     """Raise UserError unless `run_dir` is new, empty, or an earlier run of the same task that may be continued."""
+    if run_dir.name == "torchrun-none":
+        raise UserError(
+            "torchrun without a rendezvous id: the nodes cannot agree on a run dir. Pass --rdzv-id=<job id> (or "
+            "--standalone on one node), or the same run_name=<name> or hydra.run.dir=<shared dir> on every node."
+        )
     if resume not in RESUME_MODES:
         raise UserError(f"resume={resume!r} is not valid. Choose one of: {', '.join(RESUME_MODES)}")
     try:

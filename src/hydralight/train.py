@@ -32,7 +32,7 @@ def resume_checkpoint(cfg: DictConfig, trainer: pl.Trainer, model: pl.LightningM
     """`ckpt_path` if given; else with `resume=auto` the run dir's newest loadable checkpoint; else None."""
     path = cfg.ckpt_path
     if path is None and cfg.get("resume", "auto") == "auto":
-        path = newest_checkpoint(checkpoint_dir(trainer))
+        path = newest_checkpoint(trainer.default_root_dir, checkpoint_dir(trainer))
     if path is None:
         return None
     check_compatible(model, read_checkpoint(path), path)  # a clear error now, not a traceback from inside fit

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 from hydralight.errors import UserError
@@ -64,12 +65,16 @@ class InMemoryDataModule(LightningDataModule):
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset, sampler = self.splits[name], None
-        if name == "train" and not shuffle and self.trainer is not None and self.trainer.world_size > 1:
-            # Lightning would swap in a *shuffling* DistributedSampler; an explicit one keeps the order, so N ranks
-            # at batch B see exactly the batches one process sees at batch N x B.
-            sampler = DistributedSampler(
-                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
-            )
+        if self.trainer is not None and self.trainer.world_size > 1:
+            shard = {"num_replicas": self.trainer.world_size, "rank": self.trainer.global_rank, "shuffle": False}
+            if name != "train":
+                # Lightning's DistributedSampler pads the split to a multiple of the world size, counting some
+                # samples twice; unpadded shards make N processes report exactly one process's accuracy.
+                sampler = UnrepeatedDistributedSampler(dataset, **shard)
+            elif not shuffle:
+                # Lightning would swap in a *shuffling* DistributedSampler; an explicit one keeps the order, so N
+                # ranks at batch B see exactly the batches one process sees at batch N x B.
+                sampler = DistributedSampler(dataset, **shard)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -1,6 +1,8 @@
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 
 class ResidualBlock(nn.Module):
@@ -27,7 +29,10 @@ class ResidualBlock(nn.Module):
 
 
 class ResNetCNN(nn.Module):
-    """A small residual CNN: a stem, one stage of blocks per entry of `channels`, global average pooling."""
+    """A small residual CNN: a stem, one stage of blocks per entry of `channels`, global average pooling.
+
+    `activation_checkpointing=True` trades compute for memory: block activations are recomputed in backward.
+    """
 
     def __init__(
         self,
@@ -36,8 +41,10 @@ class ResNetCNN(nn.Module):
         channels: Sequence[int] = (32, 64),
         blocks_per_stage: int = 1,
         dropout: float = 0.1,
+        activation_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.activation_checkpointing = activation_checkpointing
         in_channels = input_shape[0]
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, channels[0], 3, padding=1, bias=False),
@@ -56,4 +63,11 @@ class ResNetCNN(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.stages(self.stem(x)))
+        x = self.stem(x)
+        for block in self.stages:
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                # Keep only each block's input; recompute its activations in backward: less memory, more compute.
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        return self.head(x)

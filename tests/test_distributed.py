@@ -1,0 +1,201 @@
+"""Beyond one process: torchrun across two loopback "nodes" and on one node, SLURM's path through submitit's local
+executor, DDP evaluation that matches one process, and the checks that keep launcher and config in agreement."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from hydralight.errors import UserError
+from hydralight.resolvers import job_run_name, run_dir
+from hydralight.runs import check_run_dir
+from tests.conftest import ROOT, assert_ok, run_cli
+
+TINY = (
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=6",
+    "logger=none",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+)
+LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
+
+
+class DumpWeights(Callback):
+    """Test helper: every rank writes its final weights to `<folder>/rank<R>.pt`."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        torch.save(pl_module.state_dict(), self.folder / f"rank{trainer.global_rank}.pt")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(node_rank: int, nnodes: int, nproc: int, port: int, rdzv_id: str, cwd: Path, *args: str):
+    command = [
+        sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc_per_node={nproc}",
+        f"--node_rank={node_rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id={rdzv_id}",
+        str(ROOT / "train.py"), *args,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, **LOOPBACK}, start_new_session=True,
+    )  # fmt: skip
+
+
+def finish(processes: list[subprocess.Popen], timeout: float = 240) -> list[str]:
+    """Wait for every process; on a time-out kill them all (no stray ranks) and fail with their output."""
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=timeout)[0])
+    except subprocess.TimeoutExpired:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail("torchrun did not finish in time:\n" + "\n".join(p.communicate()[0][-3000:] for p in processes))
+    for process, output in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output[-6000:]
+    return outputs
+
+
+def assert_one_run(outputs: Path, name: str) -> Path:
+    runs = list((outputs / "train" / "runs").iterdir())
+    assert [run.name for run in runs] == [name]
+    assert [path.parent for path in outputs.rglob("metrics.json")] == runs
+    return runs[0]
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_on_loopback_share_one_run_dir_and_end_with_equal_weights(tmp_path):
+    """torchrun --nnodes=2 (two local "nodes", gloo on 127.0.0.1): one run dir named after the rendezvous id, one
+    metrics.json, and both ranks end with identical weights."""
+    rdzv_id, port = f"job-{uuid.uuid4().hex[:8]}", free_port()
+    args = (
+        "strategy=ddp", "trainer.num_nodes=2", "trainer.devices=1", *TINY, f"paths.log_dir={tmp_path / 'outputs'}",
+        "+callbacks.dump._target_=tests.test_distributed.DumpWeights", f"+callbacks.dump.folder={tmp_path / 'w'}",
+    )  # fmt: skip
+    nodes = [torchrun(rank, 2, 1, port, rdzv_id, tmp_path, *args) for rank in (0, 1)]
+    logs = finish(nodes)
+    run = assert_one_run(tmp_path / "outputs", f"torchrun-{rdzv_id}")
+    assert "[rank 1]" in logs[1]  # log lines say which rank wrote them
+    rank0, rank1 = (torch.load(tmp_path / "w" / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(rank0[key], rank1[key]) for key in rank0)
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(last[key], rank0[key]) for key in rank0)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_one_node(tmp_path):
+    """torchrun --nproc_per_node=2 (one node) with strategy=ddp: one run dir, one metrics.json."""
+    rdzv_id = f"job-{uuid.uuid4().hex[:8]}"
+    args = ("strategy=ddp", "trainer.devices=2", *TINY, f"paths.log_dir={tmp_path / 'outputs'}")
+    finish([torchrun(0, 1, 2, free_port(), rdzv_id, tmp_path, *args)])
+    run = assert_one_run(tmp_path / "outputs", f"torchrun-{rdzv_id}")
+    assert "test/acc" in json.loads((run / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_world_size_mismatch_is_a_clear_error(tmp_path):
+    """torchrun starts 2 processes but the config says 1: one clear line naming both, non-zero exit."""
+    process = torchrun(0, 1, 2, free_port(), "mismatch", tmp_path, "strategy=ddp", "trainer.devices=1", *TINY,
+                       f"paths.log_dir={tmp_path / 'outputs'}")  # fmt: skip
+    output = process.communicate(timeout=180)[0]
+    assert process.returncode != 0
+    assert "error: trainer.num_nodes=1 x trainer.devices=1 = 1 processes, but the launcher started 2" in output
+
+
+@pytest.mark.slow
+def test_ddp_eval_on_two_processes_reports_the_single_process_accuracy(tmp_path):
+    """Test accuracy of one checkpoint: 2 DDP processes (unpadded shards, synced metrics) == 1 process, exactly."""
+    assert_ok(run_cli("train.py", *TINY, "test=false", f"hydra.run.dir={tmp_path / 'train'}"))
+    ckpt = tmp_path / "train" / "checkpoints" / "last.ckpt"
+    results = {}
+    for devices in (1, 2):
+        run = tmp_path / f"eval{devices}"
+        assert_ok(run_cli("eval.py", f"ckpt_path={ckpt}", "strategy=ddp", f"trainer.devices={devices}", *TINY[2:],
+                          f"hydra.run.dir={run}"))  # fmt: skip
+        results[devices] = json.loads((run / "metrics.json").read_text())
+    assert results[2]["test/acc"] == results[1]["test/acc"]
+    assert results[2]["test/loss"] == pytest.approx(results[1]["test/loss"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_a_two_job_sweep(tmp_path):
+    """cluster=local (Hydra's submitit launcher, local executor): a 2-job sweep, each job with its metrics.json."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    result = run_cli("train.py", "-m", "cluster=local", "seed=1,2", *TINY, f"hydra.sweep.dir={tmp_path}")
+    assert_ok(result)
+    assert sorted(path.parent.name for path in tmp_path.glob("*/metrics.json")) == ["0", "1"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA sync_batchnorm is valid")
+def test_sync_batchnorm_without_gpu_is_a_clear_error(make_cfg):
+    """trainer.sync_batchnorm=true on a CPU-only machine: a UserError before any process starts."""
+    from hydralight.train import train
+
+    with pytest.raises(UserError, match="sync_batchnorm=true needs CUDA"):
+        train(make_cfg("strategy=ddp", "trainer.sync_batchnorm=true"))
+
+
+@pytest.mark.gpu
+def test_ddp_with_sync_batchnorm_on_gpus(tmp_path):
+    """strategy=ddp trainer.devices=2 trainer.sync_batchnorm=true trains on two GPUs (needs >= 2)."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 GPUs")
+    run = tmp_path / "run"
+    assert_ok(run_cli("train.py", "strategy=ddp", "trainer.devices=2", "trainer.sync_batchnorm=true",
+                      "trainer.accelerator=gpu", *TINY, f"hydra.run.dir={run}"))  # fmt: skip
+    assert "test/acc" in json.loads((run / "metrics.json").read_text())
+
+
+def test_distributed_jobs_agree_on_a_run_dir_without_a_shared_clock(monkeypatch, tmp_path):
+    """Inside torchrun the run dir comes from the rendezvous id, inside a SLURM job from the job id (so a requeued
+    job finds its checkpoints); an explicit run_name wins; outside both, each run gets a new dir."""
+    for key in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID"):
+        monkeypatch.delenv(key, raising=False)
+    assert job_run_name() is None
+    assert run_dir(str(tmp_path)) != run_dir(str(tmp_path))
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert run_dir(str(tmp_path)) == str(tmp_path / "slurm-4242")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "abc")
+    assert run_dir(str(tmp_path)) == str(tmp_path / "torchrun-abc")
+    assert run_dir(str(tmp_path), "mine") == str(tmp_path / "mine")
+
+
+def test_torchrun_without_rendezvous_id_is_refused(tmp_path):
+    """torchrun with no --rdzv-id cannot agree on a run dir: a clear error says what to pass."""
+    with pytest.raises(UserError, match="--rdzv-id"):
+        check_run_dir(tmp_path / "torchrun-none", "train", "auto")
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    """model.net.activation_checkpointing=true recomputes activations in backward: same loss, same gradients."""
+    from hydralight.models.nets import ResNetCNN
+
+    torch.manual_seed(0)
+    plain = ResNetCNN((1, 8, 8), 10, channels=(8, 16), dropout=0.0)
+    checkpointed = ResNetCNN((1, 8, 8), 10, channels=(8, 16), dropout=0.0, activation_checkpointing=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(16, 1, 8, 8)
+    for net in (plain, checkpointed):
+        net(x).square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
