@@ -13,6 +13,7 @@ PRECISIONS = (
     "64", "32", "16", "bf16", 64, 32, 16,
 )  # fmt: skip
 CLIP_ALGORITHMS = ("norm", "value")
+RESUME_MODES = ("auto", "never")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")  # Lightning's names; "gpu" is cuda or mps
 
 
@@ -47,6 +48,8 @@ def validate_switches(cfg: DictConfig) -> None:
         choices_message("gradient_clip_algorithm", cfg.gradient_clip_algorithm, CLIP_ALGORITHMS),
     )
     _require(_is_int(cfg.seed), f"seed={cfg.seed!r} is not valid. Use a whole number, e.g. seed=42.")
+    resume = cfg.get("resume", "auto")
+    _require(resume in RESUME_MODES, choices_message("resume", resume, RESUME_MODES))
 
 
 def validate_trainer(cfg: DictConfig) -> None:

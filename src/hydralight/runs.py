@@ -10,10 +10,10 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
-from hydralight.errors import UserError
+from hydralight.config import RESUME_MODES
+from hydralight.errors import UserError, choices_message
 
 log = logging.getLogger(__name__)
-RESUME_MODES = ("auto", "never")
 
 
 def newest_checkpoint(run_dir: str | Path, checkpoint_dir: str | Path) -> Path | None:
@@ -47,7 +47,7 @@ def check_run_dir(run_dir: Path, task_name: str, resume: str) -> None:
             "--standalone on one node), or the same run_name=<name> or hydra.run.dir=<shared dir> on every node."
         )
     if resume not in RESUME_MODES:
-        raise UserError(f"resume={resume!r} is not valid. Choose one of: {', '.join(RESUME_MODES)}")
+        raise UserError(choices_message("resume", resume, RESUME_MODES))
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not os.access(run_dir, os.W_OK):

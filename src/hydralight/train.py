@@ -2,7 +2,6 @@
 test the best checkpoint, return the sweep metric."""
 
 import errno
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -24,8 +23,6 @@ from hydralight.callbacks import Preemption, RNGState
 from hydralight.checkpoints import check_compatible, checkpoint_dir, read_checkpoint
 from hydralight.errors import Preempted, UserError
 from hydralight.runs import newest_checkpoint
-
-log = logging.getLogger(__name__)
 
 
 def resume_checkpoint(cfg: DictConfig, trainer: pl.Trainer, model: pl.LightningModule) -> str | None:
