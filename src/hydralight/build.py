@@ -50,7 +50,19 @@ def build_datamodule(cfg: DictConfig) -> LightningDataModule:
 
 
 def build_loggers(cfg: DictConfig | None) -> list[Logger]:
-    loggers = [instantiate(entry) for entry in (cfg or {}).values() if entry]
+    loggers = []
+    for name, entry in (cfg or {}).items():
+        if not entry:
+            continue
+        try:
+            loggers.append(instantiate(entry))
+        except InstantiationException as error:
+            if not isinstance(error.__cause__, ImportError):
+                raise
+            raise UserError(
+                f"logger {name!r} needs a package that is not installed ({error.__cause__}): "
+                "pip install -e '.[loggers]'"
+            ) from error
     info("Loggers: %s", ", ".join(type(logger).__name__ for logger in loggers) or "none")
     return loggers
 

@@ -9,10 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
-from hydralight.config import validate
-from hydralight.errors import RunStopped, UserError
+from hydralight.config import validate, validate_ckpt_path
+from hydralight.errors import Preempted, RunStopped, UserError, choices_message
+from hydralight.helptext import fast_help
 from hydralight.resolvers import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,11 @@ def config_dir() -> str:
     raise FileNotFoundError(f"hydralight: no conf/ directory next to {package_dir}")
 
 
+def in_multirun() -> bool:
+    """Inside a job of a `-m` sweep (where exiting would end every job after this one)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def report_user_errors(task: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
     """Run `task`; a RunStopped (user error, divergence, preemption) becomes one line on stderr and its exit code."""
 
@@ -35,6 +43,8 @@ def report_user_errors(task: Callable[[DictConfig], object]) -> Callable[[DictCo
         try:
             return task(cfg)
         except RunStopped as stop:
+            if in_multirun() and not isinstance(stop, Preempted):
+                raise  # the sweep goes on: hydralight.sweeps reports the job and exits non-zero at the end
             print(f"{stop.prefix}: {stop}", file=sys.stderr)
             sys.exit(stop.exit_code)
 
@@ -56,8 +66,37 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     return evaluate(cfg)
 
 
+def _validate_inference(cfg: DictConfig, **choices: tuple[str, ...]) -> None:
+    """predict/export: the checkpoint exists and each `key` has one of its `choices` (no torch needed to tell)."""
+    validate_ckpt_path(None if OmegaConf.is_missing(cfg, "ckpt_path") else cfg.ckpt_path, required=True)
+    for key, valid in choices.items():
+        if cfg[key] not in valid:
+            raise UserError(choices_message(key, cfg[key], valid))
+    path = Path(str(cfg.get("input") or ""))
+    if cfg.get("input") and (path.suffix not in (".pt", ".npy", ".csv") or not path.is_file()):
+        raise UserError(f"input={cfg.input!r}: no such .pt, .npy or .csv file. Give one, or input=null (test split)")
+
+
+def _predict(cfg: DictConfig) -> dict[str, float]:
+    _validate_inference(cfg, device=("auto", "cpu", "cuda"))
+    from hydralight.predict import predict
+
+    return predict(cfg)
+
+
+def _export(cfg: DictConfig) -> dict[str, object]:
+    _validate_inference(cfg, format=("torchscript", "exported_program", "onnx"))
+    from hydralight.export import export
+
+    return export(cfg)
+
+
 def _hydra_main(task: Callable[[DictConfig], object], config_name: str) -> None:
     register_resolvers()
+    help_text = fast_help(config_dir(), config_name, Path(__file__).stem, sys.argv[1:])  # Hydra's own takes ~2 s
+    if help_text is not None:
+        print(help_text)
+        return
     main = hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")
     main(report_user_errors(task))()
 
@@ -70,3 +109,13 @@ def train_main() -> None:
 def eval_main() -> None:
     """`python eval.py ckpt_path=<file> [overrides]` and the `hydralight-eval` console script."""
     _hydra_main(_evaluate, "eval")
+
+
+def predict_main() -> None:
+    """`python predict.py ckpt_path=<file> [input=<file>]` and the `hydralight-predict` console script."""
+    _hydra_main(_predict, "predict")
+
+
+def export_main() -> None:
+    """`python export.py ckpt_path=<file> [format=...]` and the `hydralight-export` console script."""
+    _hydra_main(_export, "export")

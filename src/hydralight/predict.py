@@ -20,8 +20,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from hydralight.build import build_datamodule, info, quiet_console
-from hydralight.evaluate import load_model
 from hydralight.errors import UserError
+from hydralight.evaluate import load_model
 
 log = logging.getLogger(__name__)
 INPUT_SUFFIXES = (".pt", ".npy", ".csv")
@@ -34,9 +34,7 @@ def model_input_shape(model: LightningModule, fallback: object = None) -> tuple[
     shape = net.get("input_shape") if isinstance(net, dict) else None
     shape = shape or fallback
     if not shape:
-        raise UserError(
-            "input_shape: the checkpoint's net config has none, so give it, e.g. input_shape=[1,8,8]."
-        )
+        raise UserError("input_shape: the checkpoint's net config has none, so give it, e.g. input_shape=[1,8,8].")
     return tuple(int(size) for size in shape)
 
 

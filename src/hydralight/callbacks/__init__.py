@@ -5,5 +5,6 @@ from hydralight.callbacks.metrics_json import MetricsJson
 from hydralight.callbacks.plots import TrainingPlots
 from hydralight.callbacks.preemption import Preemption
 from hydralight.callbacks.rng_state import RNGState
+from hydralight.callbacks.tuning import LRFinder
 
-__all__ = ["GradientGuard", "MetricsJson", "Preemption", "RNGState", "TrainingPlots"]
+__all__ = ["GradientGuard", "LRFinder", "MetricsJson", "Preemption", "RNGState", "TrainingPlots"]

@@ -1,0 +1,146 @@
+"""Renames the template for a new project inside copier's own rendering: a Jinja extension that copier.yml loads.
+
+The template is a plain project that runs and passes its tests as it is: no `{{ }}` in its paths, no `.jinja` files.
+copier.yml sets `_templates_suffix: ""`, so copier renders every text file (and every path) through its Jinja
+environment; this extension's `preprocess` hook first turns each one into a Jinja template:
+
+- every mention of the template's name becomes the matching answer (`package_name` in imports, paths and `_target_`s,
+  `dist_name` where pip reads it, `PACKAGE_NAME` in environment variables);
+- the few lines that carry other answers (pyproject's description, authors and Python version, the README's title)
+  are edited by the rules in FILE_EDITS (a required rule that no longer matches stops the copy);
+- blocks from a `copier:template-only-start` line to a `copier:template-only-end` line (and one blank line after)
+  are dropped;
+- everything else is wrapped in `{% raw %}`, so `${{ github.ref }}` in a workflow or `{{` in a notebook stays as is.
+
+Copier then renders the result with the answers. Since the renaming is part of rendering, `copier update` renders the
+old and the new template version the same way and merges the difference like any other template change.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from jinja2 import Environment, TemplateSyntaxError
+from jinja2.ext import Extension
+
+OLD_NAME = "hydralight"
+
+# One mention of the old name, and the answer it becomes (EXPRESSION_OF), by context:
+MENTION = re.compile(
+    rf"(?P<dist>{OLD_NAME}(?=\[|-[a-z]))"  # pip's names: `hydralight[plots]`, `hydralight-train`
+    rf"|(?P<package>{OLD_NAME})"  # the import name: imports, paths, `_target_`s
+    rf"|(?P<upper>{OLD_NAME.upper()})"  # environment variables: `HYDRALIGHT_RUN_DIR`
+    rf"|(?P<prose>(?i:{OLD_NAME}))"  # any other spelling
+)
+EXPRESSION_OF = {
+    "dist": "dist_name",
+    "package": "package_name",
+    "upper": "package_name | upper",
+    "prose": "project_name",
+}
+
+TEMPLATE_ONLY = re.compile(
+    r"^[^\n]*\bcopier:template-only-start\b[^\n]*\n.*?^[^\n]*\bcopier:template-only-end\b[^\n]*(?:\n\n?|\Z)",
+    re.DOTALL | re.MULTILINE,
+)
+JINJA_EXPRESSION = re.compile(r"\{\{(.*?)\}\}")
+HELD = re.compile(r"\x00(\d+)\x00")
+ENDRAW = re.compile(r"\{%[-+]?\s*endraw")
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Replace `pattern` with `replacement`, whose `{{ ... }}` parts are Jinja expressions and the rest literal text."""
+
+    pattern: re.Pattern[str]
+    replacement: str
+    required: bool = True  # a required edit that no longer matches stops the copy: the rule needs updating
+
+
+FILE_EDITS: dict[str, tuple[Edit, ...]] = {
+    "pyproject.toml": (
+        Edit(re.compile(rf'^name = "{OLD_NAME}"$', re.M), 'name = "{{ dist_name }}"'),
+        Edit(
+            re.compile(r"^description = .*$", re.M),
+            "description = {{ description | toml_str }}\n"
+            "authors = [{ name = {{ author_name | toml_str }}"
+            "{{ (', email = ' ~ (author_email | toml_str)) if author_email else '' }} }]",
+        ),
+        Edit(re.compile(r'^requires-python = ">=3\.\d+"$', re.M), 'requires-python = ">={{ python_version }}"'),
+        Edit(
+            re.compile(r'^target-version = "py3\d+"$', re.M),
+            "target-version = \"py{{ python_version | replace('.', '') }}\"",
+        ),
+    ),
+    "README.md": (
+        # The title and the template's own pitch (the first paragraph) become the project's name and description.
+        Edit(re.compile(rf"\A# {OLD_NAME}\n\n(?:[^\n]+\n)+"), "# {{ project_name }}\n\n{{ description }}\n"),
+        Edit(re.compile(r"Python >= 3\.\d+"), "Python >= {{ python_version }}", required=False),
+    ),
+    ".github/workflows/ci.yml": (
+        # The test matrix: the project's oldest Python and a recent one.
+        Edit(
+            re.compile(r'python-version: \["3\.\d+", "3\.\d+"\]'),
+            "python-version: {{ [python_version, '3.12'] | unique | list | tojson }}",
+            required=False,
+        ),
+    ),
+}
+
+
+def to_jinja(source: str, name: str) -> str:
+    """The Jinja template that renders file `name` of the template into the new project."""
+    if "\x00" in source:
+        raise TemplateSyntaxError("a NUL character in a text file: cannot render it", 1, name)
+    if ENDRAW.search(source):
+        raise TemplateSyntaxError("'endraw' in the file: it cannot be wrapped in {% raw %}", 1, name)
+    held: list[str] = []
+
+    def hold(expression: str) -> str:
+        held.append(expression.strip())
+        return f"\x00{len(held) - 1}\x00"
+
+    text = TEMPLATE_ONLY.sub("", source)
+    for edit in FILE_EDITS.get(name, ()):
+        replacement = JINJA_EXPRESSION.sub(lambda m: hold(m.group(1)), edit.replacement)
+        text, count = edit.pattern.subn(lambda _, held_text=replacement: held_text, text)
+        if edit.required and count == 0:
+            raise TemplateSyntaxError(
+                f"copier rename rule {edit.pattern.pattern!r} no longer matches: update FILE_EDITS in "
+                ".copier/rename.py",
+                1,
+                name,
+            )
+    text = MENTION.sub(lambda m: hold(EXPRESSION_OF[m.lastgroup or "prose"]), text)
+    parts = HELD.split(text)  # literal, held index, literal, held index, ..., literal
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append("{{ " + held[int(part)] + " }}")
+        elif part:
+            out.append("{% raw %}" + part + "{% endraw %}")
+    return "".join(out)
+
+
+def rename_string(source: str) -> str:
+    """Copier's own strings (a path part, a value in copier.yml): only the mentions of the old name change."""
+    return MENTION.sub(lambda m: "{{ " + EXPRESSION_OF[m.lastgroup or "prose"] + " }}", source)
+
+
+class RenameProject(Extension):
+    """Jinja extension: the template's files, as they are, become templates of the renamed project."""
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        if environment.trim_blocks or environment.lstrip_blocks:
+            raise ValueError("RenameProject needs trim_blocks and lstrip_blocks off (copier.yml `_envops`)")
+        environment.filters["toml_str"] = lambda value: json.dumps(str(value), ensure_ascii=False)
+
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        if name is None:  # copier's `from_string`: path parts and copier.yml values
+            return rename_string(source)
+        if "{{" in name:  # a file whose name is a Jinja expression is a real Jinja template (the answers file)
+            return source
+        return to_jinja(source, name)

@@ -1,0 +1,113 @@
+"""logger=tensorboard / mlflow / wandb / many: each trains one tiny epoch offline, writes its files into the run dir
+and receives the resolved config and the git commit as hyperparameters."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hydralight.build import git_state
+from hydralight.train import train
+from tests.conftest import ROOT
+
+
+def head_commit() -> str | None:
+    """What the loggers should report: the checkout's HEAD, or None where the tests run outside git."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+@pytest.fixture
+def finish_wandb():
+    """A W&B run stays open in its process after training; the next WandbLogger would reuse it."""
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None:
+        wandb.finish()
+
+
+def assert_tensorboard(run_dir: Path) -> None:
+    log_dir = run_dir / "tensorboard"
+    assert list(log_dir.glob("events.out.tfevents.*")), f"no event file in {log_dir}"
+    hparams = yaml.safe_load((log_dir / "hparams.yaml").read_text())
+    assert hparams["git"]["commit"] == head_commit()
+    assert hparams["trainer"]["max_epochs"] == 1  # the resolved config, not only the model's hparams
+
+
+def assert_mlflow(run_dir: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    assert (run_dir / "mlflow.db").is_file()
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "train"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["git/commit"] == str(head_commit())
+    assert run.data.params["trainer/max_epochs"] == "1"
+    assert {"val/acc", "test/acc"} <= run.data.metrics.keys()
+    assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(run_dir)  # artifacts stay in the run dir
+
+
+def assert_wandb(run_dir: Path) -> None:
+    import wandb
+
+    assert wandb.run.settings.mode in ("offline", "dryrun")  # nothing is sent
+    assert Path(wandb.run.dir).is_relative_to(run_dir / "wandb")
+    assert wandb.run.config["git"]["commit"] == head_commit()
+    assert wandb.run.config["trainer"]["max_epochs"] == 1  # the resolved config, not only the model's hparams
+    assert wandb.run.summary.get("val/acc") is not None
+    wandb.finish()
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
+    assert list(offline_run.glob("run-*.wandb"))  # what `wandb sync` uploads later
+
+
+CHECKS = {"tensorboard": [assert_tensorboard], "mlflow": [assert_mlflow], "wandb": [assert_wandb]}
+PACKAGES = {"tensorboard": ["tensorboard"], "mlflow": ["mlflow", "sqlalchemy", "alembic"], "wandb": ["wandb"]}
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "tensorboard",
+        "mlflow",
+        "wandb",
+        pytest.param("many", marks=pytest.mark.slow),
+    ],
+)
+def test_logger_option_trains_offline_and_logs_config_and_commit(make_cfg, finish_wandb, monkeypatch, option):
+    """logger=<option> trains one epoch with no network, writes its files in the run dir, with config + commit."""
+    loggers = ["tensorboard", "mlflow", "wandb"] if option == "many" else [option]
+    for name in loggers:
+        for package in PACKAGES[name]:
+            pytest.importorskip(package)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # belt and braces: the config already says offline
+    cfg = make_cfg(f"logger={option}")
+    train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    for name in loggers:
+        for check in CHECKS[name]:
+            check(run_dir)
+    if option == "many":
+        assert (run_dir / "csv" / "metrics.csv").is_file()
+
+
+def test_a_list_of_options_combines_loggers(make_cfg):
+    """logger=[csv,tensorboard] (Hydra's list of options) composes both loggers, each writing its own files."""
+    pytest.importorskip("tensorboard")
+    cfg = make_cfg("logger=[csv,tensorboard]")
+    assert list(cfg.logger) == ["csv", "tensorboard"]
+    train(cfg)
+    assert (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").is_file()
+    assert_tensorboard(Path(cfg.paths.output_dir))
+
+
+def test_git_state_outside_a_repository_is_none(tmp_path):
+    """Outside a git checkout the commit is None (logged as such), not an error."""
+    assert git_state(tmp_path) == {"commit": None, "dirty": None}
+    assert git_state(ROOT)["commit"] == head_commit()

@@ -1,0 +1,334 @@
+"""Hydra multirun sweeps as a user runs them: grid, joblib, Optuna (in memory and sqlite), over DDP jobs, failures.
+
+Every sweep is a real `python train.py -m ...` subprocess on tiny settings, writing only under tmp_path (its sweep
+dir and `paths.log_dir`, so a stray run dir would show). The Optuna and joblib tests skip without the sweeps extra.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from hydralight.errors import UserError
+from hydralight.resolvers import register_resolvers
+from hydralight.sweeps.isolation import entry_command, job_overrides, may_start_processes
+from hydralight.sweeps.storage import sqlite_path
+from hydralight.sweeps.summary import SweepSummary
+from tests.conftest import CONFIG_DIR, assert_ok, run_cli
+
+pytestmark = pytest.mark.sweeps
+
+TINY_SWEEP = (
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=3",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "~callbacks.progress_bar",
+    "~callbacks.model_summary",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger=none",
+)
+GRID = ("model.optimizer.lr=1e-3,1e-2", "model/optimizer=adam,sgd")
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
+
+def installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def sweep(root: Path, *args: str, name: str = "sweep", multirun: bool = True, timeout: float = 240):
+    """`python train.py -m <tiny> <args>` with its sweep dir root/<name> and every other output under root/outputs."""
+    flags = ("-m",) if multirun else ()
+    sweep_args = (f"hydra.sweep.dir={root / name}", f"paths.log_dir={root / 'outputs'}")
+    return run_cli("train.py", *flags, *TINY_SWEEP, *sweep_args, *args, timeout=timeout)
+
+
+def summary(sweep_dir: Path) -> list[dict]:
+    return json.loads((sweep_dir / "summary.json").read_text())["jobs"]
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted((path for path in sweep_dir.iterdir() if path.is_dir()), key=lambda path: int(path.name))
+
+
+def assert_best_first(jobs: list[dict], metric: str = "val/acc_best") -> None:
+    values = [job["metrics"][metric] for job in jobs if job["status"] == "completed"]
+    assert values == sorted(values, reverse=True), values
+
+
+@pytest.fixture(scope="module")
+def basic_grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The 2x2 grid with Hydra's basic launcher, run once for the tests that read or compare it."""
+    root = tmp_path_factory.mktemp("grid")
+    result = sweep(root, *GRID)
+    assert_ok(result)
+    return root, result
+
+
+def test_grid_sweep_one_dir_per_job_and_a_summary_best_first(basic_grid):
+    """2x2 grid: one sweep dir, 4 job dirs each with metrics.json and last.ckpt, a summary of 4 rows, best first."""
+    root, result = basic_grid
+    sweep_dir = root / "sweep"
+    assert not (root / "outputs").exists()  # no run dir claimed outside the sweep dir
+    assert [path.name for path in job_dirs(sweep_dir)] == ["0", "1", "2", "3"]
+    for job_dir in job_dirs(sweep_dir):
+        assert {"val/acc_best", "test/acc", "test/loss"} <= json.loads((job_dir / "metrics.json").read_text()).keys()
+        assert (job_dir / "checkpoints" / "last.ckpt").is_file()
+    jobs = summary(sweep_dir)
+    assert len(jobs) == 4 and all(job["status"] == "completed" for job in jobs)
+    assert_best_first(jobs)
+    for job in jobs:  # what the train task returned is optimized_metric (val/acc_best)
+        assert job["value"] == pytest.approx(job["metrics"]["val/acc_best"])
+    header, *rows = (sweep_dir / "summary.csv").read_text().splitlines()
+    assert header.startswith("rank,job,status,model.optimizer.lr,model/optimizer,val/acc_best,")
+    assert len(rows) == 4
+    assert "Sweep summary: 4 jobs, 4 ok, 0 failed; best first by val/acc_best (maximize)" in result.stdout
+
+
+def test_failed_job_is_reported_and_the_other_jobs_finish(tmp_path):
+    """A job with an invalid value fails with one line naming its overrides; the next job still runs, the summary
+    marks the failure, and the sweep exits 1 at the end."""
+    result = sweep(tmp_path, "accumulate_grad_batches=0,1")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "error: job 0 (accumulate_grad_batches=0) failed: accumulate_grad_batches=0 is not valid" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "error: 1 of 2 jobs failed (job 0)" in result.stderr
+    sweep_dir = tmp_path / "sweep"
+    assert (sweep_dir / "1" / "metrics.json").is_file()
+    assert not (sweep_dir / "0" / "metrics.json").exists()
+    jobs = summary(sweep_dir)
+    assert [(job["job"], job["status"]) for job in jobs] == [(1, "completed"), (0, "failed")]
+    assert jobs[1]["error"].startswith("UserError: accumulate_grad_batches=0 is not valid")
+    assert ",failed," in (sweep_dir / "summary.csv").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not installed("hydra_plugins.hydra_joblib_launcher"), reason="needs the sweeps (or joblib) extra")
+def test_joblib_launcher_matches_the_basic_launcher(basic_grid, tmp_path):
+    """hydra/launcher=joblib with 2 workers: the same job dirs and the same metrics (1e-6) as the basic launcher."""
+    result = sweep(tmp_path, *GRID, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert_ok(result)
+    basic_dir, joblib_dir = basic_grid[0] / "sweep", tmp_path / "sweep"
+    assert [path.name for path in job_dirs(joblib_dir)] == ["0", "1", "2", "3"]
+    for num in range(4):
+        basic = json.loads((basic_dir / str(num) / "metrics.json").read_text())
+        parallel = json.loads((joblib_dir / str(num) / "metrics.json").read_text())
+        assert basic.keys() == parallel.keys()
+        for name, value in basic.items():
+            assert parallel[name] == pytest.approx(value, abs=1e-6), (num, name)
+    assert len(summary(joblib_dir)) == 4
+
+
+@pytest.fixture
+def optuna():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the sweeps extra")
+    return pytest.importorskip("optuna")
+
+
+@pytest.mark.slow
+def test_optuna_search_in_memory(optuna, tmp_path):
+    """hparams_search=digits_optuna (a multirun by itself) runs 3 TPE trials and summarizes them, best first."""
+    result = sweep(tmp_path, "hparams_search=digits_optuna", "hydra.sweeper.n_trials=3", multirun=False)
+    assert_ok(result)
+    sweep_dir = tmp_path / "sweep"
+    assert len(job_dirs(sweep_dir)) == 3
+    assert (sweep_dir / "optimization_results.yaml").is_file()
+    jobs = summary(sweep_dir)
+    assert len(jobs) == 3
+    assert_best_first(jobs)
+    for job in jobs:  # each trial's point of the search space reached its job
+        own = dict(override.split("=", 1) for override in job["overrides"])
+        assert own["model/optimizer"] in ("adam", "adamw", "sgd")
+        assert own["model.net.hidden_sizes"] in ("[64,64]", "[128,64]", "[256,128]", "[512,256]")
+        hparams = (Path(job["dir"]) / ".hydra" / "config.yaml").read_text()
+        assert f"batch_size: {own['data.batch_size']}" in hparams
+
+
+@pytest.mark.slow
+def test_optuna_sqlite_storage_continues_the_study(optuna, tmp_path):
+    """The same command twice against one sqlite file (in a folder that does not exist yet): 2 + 2 trials, one
+    study of 4."""
+    db = tmp_path / "optuna" / "studies" / "digits.db"
+    command = ("hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=sqlite:///{db}")
+    for name in ("first", "second"):
+        assert_ok(sweep(tmp_path, *command, name=name, multirun=False))
+        assert len(summary(tmp_path / name)) == 2
+    study = optuna.load_study(study_name="digits_optuna", storage=f"sqlite:///{db}")
+    assert len(study.trials) == 4
+    assert all(trial.state == optuna.trial.TrialState.COMPLETE for trial in study.trials)
+    assert len({tuple(sorted(trial.params.items())) for trial in study.trials}) == 4  # the second run explored anew
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that contain `text` (leftover DDP ranks)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_multirun_over_ddp_runs_each_job_with_its_own_two_processes(tmp_path):
+    """`-m strategy=ddp trainer.devices=2 model.optimizer.lr=0.1,0.01`: one sweep dir, two job dirs, each with one
+    metrics.json and its rank-1 log lines; the sweep is launched once (no rank re-runs it), nothing else is
+    written, no process is left behind."""
+    result = sweep(tmp_path, "strategy=ddp", "trainer.devices=2", "model.optimizer.lr=0.1,0.01")
+    assert_ok(result)
+    output = result.stdout + result.stderr
+    assert output.count("Launching 2 jobs locally") == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["sweep"]  # no stray run or sweep dir
+    sweep_dir = tmp_path / "sweep"
+    assert sorted(path.name for path in sweep_dir.iterdir()) == [
+        "0", "1", "multirun.yaml", "summary.csv", "summary.json",
+    ]  # fmt: skip
+    for job_dir in job_dirs(sweep_dir):
+        assert [path.parent for path in job_dir.rglob("metrics.json")] == [job_dir]
+        log = (job_dir / "train.log").read_text()
+        assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in log
+    assert len(summary(sweep_dir)) == 2
+    assert processes_mentioning(str(sweep_dir)) == []
+
+
+@pytest.mark.slow
+def test_a_diverging_ddp_job_does_not_end_the_sweep(tmp_path):
+    """Both ranks of job 0 stop on a NaN gradient (rank 1 exits 3): the sweep is not killed, job 1 trains with
+    its own two ranks, and the sweep exits 1 after the summary."""
+    result = sweep(tmp_path, "strategy=ddp", "trainer.devices=2", "model/optimizer=sgd", "model.optimizer.lr=1e30,0.01")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "error: job 0 (model.optimizer.lr=1e+30) failed: The gradient norm (nan) is not finite" in result.stderr
+    jobs = summary(tmp_path / "sweep")
+    assert [(job["job"], job["status"]) for job in jobs] == [(1, "completed"), (0, "failed")]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (tmp_path / "sweep" / "1" / "train.log").read_text()
+
+
+# Units: the pieces above, without a subprocess.
+
+
+@pytest.mark.parametrize("option", sorted(path.stem for path in (Path(CONFIG_DIR) / "hparams_search").glob("*.yaml")))
+def test_search_space_names_real_keys_and_options(optuna, option):
+    """Every key of an hparams_search space exists in the composed config (or is a group whose choices are files),
+    so a typo fails here and not as 20 failed trials."""
+    register_resolvers()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"hparams_search={option}"], return_hydra_config=True)
+    assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.mode == RunMode.MULTIRUN
+    assert cfg.hydra.sweeper.study_name  # fixed: a storage then continues the same study
+    parser = OverridesParser.create()
+    for key, space in cfg.hydra.sweeper.params.items():
+        sweep_values = parser.parse_override(f"{key}={space}").value()
+        if "/" in key:
+            for choice in sweep_values.list:
+                assert (Path(CONFIG_DIR) / key / f"{choice}.yaml").is_file(), f"{key}={choice}"
+        else:
+            assert OmegaConf.select(cfg, key, default="<missing>") != "<missing>", key
+            for choice in getattr(sweep_values, "list", []):  # what Optuna writes back: f"{key}={choice}"
+                assert parser.parse_override(f"{key}={choice}").value() is not None
+
+
+def test_rank_command_reruns_only_the_job():
+    """A rank's overrides: the job's own, the user's non-sweep hydra overrides, and hydra.mode=RUN."""
+    hydra_cfg = OmegaConf.create({
+        "overrides": {
+            "task": ["strategy=ddp", "model.optimizer.lr=0.1", "hparams_search=digits_optuna"],
+            "hydra": ["hydra.mode=MULTIRUN", "hydra.sweep.dir=/s", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                      "hydra.verbose=true", "hydra.job_logging.root.level=DEBUG", "hydra.sweeper.n_trials=3"],
+        }
+    })  # fmt: skip
+    assert job_overrides(hydra_cfg) == [
+        "strategy=ddp", "model.optimizer.lr=0.1", "hparams_search=digits_optuna",
+        "hydra.verbose=true", "hydra.job_logging.root.level=DEBUG", "hydra.mode=RUN",
+    ]  # fmt: skip
+
+
+def test_rank_entry_keeps_the_config_flags_and_drops_the_sweep(monkeypatch):
+    import __main__
+
+    monkeypatch.setattr(__main__, "__spec__", None, raising=False)  # as under `python train.py`, whatever ran pytest
+    command = entry_command(["train.py", "-m", "-cn", "eval", "--config-dir=/extra", "a=1", "b=2,3"])
+    assert command[1:] == [str(Path("train.py").resolve()), "--config-name=eval", "--config-dir=/extra"]
+
+
+@pytest.mark.parametrize(
+    ("trainer", "expected"),
+    [({"devices": 1}, False), ({"devices": [0]}, False), ({"devices": 2}, True), ({"devices": "auto"}, True),
+     ({"devices": 1, "num_nodes": 2}, True)],
+)  # fmt: skip
+def test_only_multi_process_jobs_patch_the_launcher(trainer, expected):
+    assert may_start_processes(OmegaConf.create({"trainer": trainer})) is expected
+
+
+def test_sqlite_path():
+    assert sqlite_path("sqlite:///outputs/a.db") == Path("outputs/a.db")
+    assert sqlite_path("sqlite:////abs/b.db") == Path("/abs/b.db")
+    assert sqlite_path("sqlite:///:memory:") is None and sqlite_path(None) is None
+    assert sqlite_path("postgresql://host/db") is None
+
+
+def job_config(output_dir: Path, num: int, sweeper: str = BASIC_SWEEPER):
+    return OmegaConf.create({
+        "hydra": {"mode": RunMode.MULTIRUN, "runtime": {"output_dir": str(output_dir)}, "job": {"num": num},
+                  "sweeper": {"_target_": sweeper}, "sweep": {"dir": str(output_dir.parent)},
+                  "overrides": {"task": ["seed=1", "lr=0.1,0.2,0.3"]}},
+    })  # fmt: skip
+
+
+def test_summary_records_failures_and_ranks_best_first(tmp_path, capsys):
+    """Failed jobs: one line on stderr, recorded, handed back to the basic sweeper as completed (so it goes on);
+    the end writes the table best first, failures last, and exits 1."""
+    callback = SweepSummary(metric="val/acc_best")
+    callback.on_multirun_start(job_config(tmp_path / "0", 0))
+    for num, acc in ((0, 0.5), (1, None), (2, 0.9)):
+        job_dir = tmp_path / str(num)
+        job_dir.mkdir()
+        if acc is None:
+            job = JobReturn(overrides=["seed=1", "lr=0.2"], status=JobStatus.FAILED, _return_value=UserError("lr bad"))
+        else:
+            (job_dir / "metrics.json").write_text(json.dumps({"val/acc_best": acc, "test/acc": acc}))
+            job = JobReturn(overrides=["seed=1", f"lr=0.{num + 1}"], status=JobStatus.COMPLETED, _return_value=acc)
+        callback.on_job_end(job_config(job_dir, num), job)
+        assert job.status == JobStatus.COMPLETED  # the basic sweeper must not re-raise it
+    assert "error: job 1 (lr=0.2) failed: lr bad" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        callback.on_multirun_end(job_config(tmp_path / "0", 0))
+    assert exit_info.value.code == 1
+    assert [(job["job"], job["status"]) for job in summary(tmp_path)] == [(2, "completed"), (0, "completed"),
+                                                                          (1, "failed")]  # fmt: skip
+    table = capsys.readouterr().out
+    assert table.splitlines()[1].split() == ["job", "status", "lr", "val/acc_best", "test/acc"]
+    assert table.splitlines()[2].split() == ["2", "ok", "0.3", "0.9000", "0.9000"]
+
+
+def test_other_sweepers_see_the_failure(tmp_path):
+    """Optuna (and any sweeper but the basic one) gets the failed JobReturn as it is, and tells the study FAIL."""
+    callback = SweepSummary(metric="val/acc_best")
+    job = JobReturn(overrides=["lr=0.2"], status=JobStatus.FAILED, _return_value=UserError("lr bad"))
+    callback.on_job_end(job_config(tmp_path, 0, sweeper="hydra_plugins.x.OptunaSweeper"), job)
+    assert job.status == JobStatus.FAILED
+
+
+def test_single_runs_are_left_alone(tmp_path):
+    """In a plain run the callbacks write nothing and change no JobReturn."""
+    config = job_config(tmp_path, 0)
+    config.hydra.mode = RunMode.RUN
+    job = JobReturn(overrides=[], status=JobStatus.FAILED, _return_value=UserError("x"))
+    SweepSummary().on_job_end(config, job)
+    assert job.status == JobStatus.FAILED and not any(tmp_path.iterdir())

@@ -1,0 +1,279 @@
+"""The template makes new projects with copier: renamed everywhere, installable, training, tested; and updatable.
+
+`copier copy` runs from a throwaway git repo holding this working tree (committed or not), so what is tested is what
+is on disk. Slow (a fresh virtualenv, a training run, the copy's own tests), and CI runs it.
+"""
+
+import importlib.util
+import os
+import re
+import shutil
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytest.importorskip("copier", reason='needs the template extra: pip install -e ".[template]"')
+pytest.importorskip("copier_template_extensions", reason='needs the template extra: pip install -e ".[template]"')
+
+OLD = "hydralight"
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+ANSWERS = {
+    "project_name": "Digit Net",
+    "package_name": "digitnet",
+    "author_name": "Ada Lovelace",
+    "author_email": "ada@example.org",
+    "description": "Handwritten digits, recognised by a small network.",
+    # The running Python, so the copy installs here; not the default 3.10, so the version rules are exercised.
+    "python_version": PYTHON if PYTHON in ("3.10", "3.11", "3.12", "3.13") else "3.10",
+}
+# Files copier edits beyond the renaming (FILE_EDITS in .copier/rename.py); every other file is the template's,
+# with the name replaced and nothing else.
+EDITED = {"pyproject.toml", "README.md", ".github/workflows/ci.yml"}
+# The copy's own test subset (~1.5 min here; its whole `-m "not slow"` suite takes ~8): every config option builds
+# through the renamed `_target_`s, the data loads from the renamed package, train -> checkpoint -> eval -> resume.
+COPY_TESTS = ["tests/test_configs.py::test_option_composes_and_builds", "tests/test_data.py", "tests/test_train.py"]
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.org",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.org",
+    "GIT_CONFIG_GLOBAL": os.devnull,  # no user hooks, signing or default-branch settings
+}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("git") is None, reason="copier needs git"),
+]
+
+
+def run(*args: str | Path, cwd: Path, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a command; a failure shows the command and its output, not just an exit code."""
+    result = subprocess.run(
+        [str(arg) for arg in args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **GIT_ENV, **(env or {})},
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, args))} -> exit {result.returncode}\n--- stdout ---\n{result.stdout[-4000:]}\n"
+        f"--- stderr ---\n{result.stderr[-6000:]}"
+    )
+    return result
+
+
+def copier(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
+    """`copier <args>` with the copier of this environment (the template extra)."""
+    return run(sys.executable, "-m", "copier", *args, cwd=cwd)
+
+
+def data_args(answers: dict[str, str]) -> list[str]:
+    """The answers as copier's `--data key=value` options."""
+    return [arg for key, value in answers.items() for arg in ("--data", f"{key}={value}")]
+
+
+def working_tree_files() -> list[str]:
+    """The files of this checkout that git would commit: tracked or not, minus what .gitignore leaves out."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [name for name in listed.stdout.split("\0") if name and (ROOT / name).is_file()]
+
+
+def files_of(root: Path) -> dict[str, Path]:
+    """Every file under `root`, by its POSIX path relative to `root`."""
+    return {path.relative_to(root).as_posix(): path for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """A git repo of this working tree, tagged v0.1.0: what `copier copy <git url>` sees of a released template."""
+    repo = tmp_path_factory.mktemp("tpl") / "template"
+    for name in working_tree_files():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    run("git", "init", "-q", "-b", "main", cwd=repo)
+    run("git", "add", "-A", cwd=repo)
+    run("git", "commit", "-q", "-m", "template A", cwd=repo)
+    run("git", "tag", "v0.1.0", cwd=repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def project(template, tmp_path_factory) -> Path:
+    """`copier copy` of the template into a new dir, with the answers given on the command line."""
+    workdir = tmp_path_factory.mktemp("new")
+    copier("copy", "--trust", "--defaults", "--quiet", *data_args(ANSWERS), template, "digit-net", cwd=workdir)
+    return workdir / "digit-net"
+
+
+def test_the_copy_never_mentions_the_template_name(project):
+    """No path and no file of the copy mentions the template's name, in any case (the answers file's _src_path may)."""
+    mentions = []
+    for relpath, path in files_of(project).items():
+        if re.search(OLD, relpath, re.IGNORECASE):
+            mentions.append(relpath)
+        for number, line in enumerate(path.read_bytes().splitlines(), 1):
+            if re.search(OLD.encode(), line, re.IGNORECASE):
+                if relpath == ".copier-answers.yml" and line.startswith(b"_src_path:"):
+                    continue  # where the template came from: a URL or path that may hold the name
+                mentions.append(f"{relpath}:{number}: {line.decode(errors='replace')[:160]}")
+    assert not mentions, "\n".join(mentions)
+    assert (project / "src" / "digitnet" / "__init__.py").is_file()
+    assert not (project / "src" / OLD).exists()
+
+
+def test_the_copy_is_the_template_renamed(template, project):
+    """Each copied file is the template's with only the name replaced (bar the answers' lines); machinery stays out."""
+    # Byte for byte: the binary digits data, `${{ }}` in the workflow, notebooks' JSON, executable bits.
+    machinery = ("copier.yml", "{{_copier_conf.answers_file}}", "tests/test_template.py", "docs/copier.md")
+    sources = {
+        relpath.replace(f"src/{OLD}/", "src/digitnet/"): path
+        for relpath, path in files_of(template).items()
+        if not relpath.startswith((".git/", ".copier/")) and relpath not in machinery
+    }
+    copied = files_of(project)
+    assert set(copied) == {*sources, ".copier-answers.yml"}
+    different = []
+    for relpath, source in sources.items():
+        renamed = source.read_bytes().replace(OLD.encode(), b"digitnet").replace(OLD.upper().encode(), b"DIGITNET")
+        if copied[relpath].read_bytes() != renamed:
+            different.append(relpath)
+        assert os.access(copied[relpath], os.X_OK) == os.access(source, os.X_OK), relpath
+    assert sorted(different) == sorted(EDITED & set(sources))
+
+
+def test_the_answers_land_in_pyproject_readme_and_the_answers_file(project):
+    """Project name, description, author and Python version reach pyproject.toml, the README and .copier-answers.yml."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    meta = pyproject["project"]
+    assert meta["name"] == "digitnet"
+    assert meta["description"] == ANSWERS["description"]
+    assert meta["authors"] == [{"name": "Ada Lovelace", "email": "ada@example.org"}]
+    assert meta["requires-python"] == f">={ANSWERS['python_version']}"
+    assert set(meta["scripts"]) >= {"digitnet-train", "digitnet-eval"}
+    assert meta["scripts"]["digitnet-train"] == "digitnet.cli:train_main"
+    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/digitnet"]
+    assert pyproject["tool"]["ruff"]["target-version"] == "py" + ANSWERS["python_version"].replace(".", "")
+    assert (project / "README.md").read_text().startswith(f"# Digit Net\n\n{ANSWERS['description']}\n\n")
+    answers = (project / ".copier-answers.yml").read_text()
+    assert "_commit: v0.1.0" in answers
+    assert "package_name: digitnet" in answers
+
+
+@pytest.mark.parametrize(
+    ("package_name", "says"),
+    [("2digits", "Not a valid package name"), ("Digit-Net", "Not a valid package name"), ("class", "keyword")],
+)
+def test_an_invalid_package_name_is_refused(template, tmp_path, package_name, says):
+    """A package name that is no importable lowercase identifier stops the copy with a message, and writes nothing."""
+    command = ["copier", "copy", "--trust", "--defaults", "--data", f"package_name={package_name}"]
+    result = subprocess.run(
+        [sys.executable, "-m", *command, str(template), str(tmp_path / "bad")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **GIT_ENV},
+    )
+    assert result.returncode != 0
+    assert says in result.stderr + result.stdout
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_copy_installs_trains_and_passes_its_tests(project, tmp_path):
+    """In a fresh virtualenv the copy installs, its quickstart trains (fast mode) and a subset of its tests pass."""
+    # The venv reuses this environment's packages (torch, lightning, ...) through a .pth file of plain path lines:
+    # `pip install -e <copy>[dev]` resolves the copy's real dependencies against them and installs only the copy.
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path)
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    purelib = run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path).stdout
+    # Path lines only: this environment's .pth files (hence this checkout's editable install) are not processed.
+    Path(purelib.strip(), "_reuse_outer_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    env = {"VIRTUAL_ENV": str(venv), "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": ""}
+
+    run(python, "-m", "pip", "install", "-q", "-e", f"{project}[dev]", cwd=tmp_path, env=env)
+    where = run(python, "-c", "import digitnet; print(digitnet.__file__)", cwd=tmp_path, env=env).stdout
+    assert Path(where.strip()) == project / "src" / "digitnet" / "__init__.py"
+    assert importlib.util.find_spec("digitnet") is None  # nothing leaked into this environment
+
+    run_dir = tmp_path / "run"
+    run(python, "train.py", "debug=fdr", f"hydra.run.dir={run_dir}", cwd=project, env=env)
+    assert "test/acc" in (run_dir / "metrics.json").read_text()
+
+    pytest_args = ["-m", "not slow", "-x", "-q", "-p", "no:cacheprovider", *COPY_TESTS]
+    tests = run(python, "-m", "pytest", *pytest_args, cwd=project, env=env, timeout=240)
+    summary = tests.stdout.strip().splitlines()[-1]
+    assert re.search(r"\d+ passed", summary) and "failed" not in summary, tests.stdout[-3000:]
+    print(f"copy's tests: {summary}")
+
+
+def test_copier_update_brings_a_later_template_change(template, tmp_path):
+    """`copier update` brings a later template release into the copy, renamed, and keeps the copy's own edits."""
+    # A clone of the template (tags included) and a copy of it at v0.1.0, so the other tests' fixtures stay as they are.
+    run("git", "clone", "-q", template, tmp_path / "template", cwd=tmp_path)
+    template = tmp_path / "template"
+    copier("copy", "--trust", "--defaults", "--quiet", *data_args(ANSWERS), template, "digit-net", cwd=tmp_path)
+    copy = tmp_path / "digit-net"
+    run("git", "init", "-q", "-b", "main", cwd=copy)
+    run("git", "add", "-A", cwd=copy)
+    run("git", "commit", "-q", "-m", "new project", cwd=copy)
+    readme = copy / "README.md"
+    readme.write_text(readme.read_text() + "\nOur own notes.\n")  # the copy's own edit
+    run("git", "commit", "-q", "-am", "our notes", cwd=copy)
+
+    # The template, later: a new module, a config that points at it, and a changed line in an existing config.
+    (template / "src" / OLD / "greeting.py").write_text(f'"""Says hello from {OLD}."""\n\nNAME = "{OLD}"\n')
+    (template / "conf" / "greeting.yaml").write_text(f"_target_: {OLD}.greeting.NAME\n")
+    digits = template / "conf" / "data" / "digits.yaml"
+    digits.write_text(digits.read_text() + f"# {OLD}: template B\n")
+    run("git", "add", "-A", cwd=template)
+    run("git", "commit", "-q", "-m", "template B", cwd=template)
+    run("git", "tag", "v0.2.0", cwd=template)
+
+    copier("update", "--trust", "--defaults", "--quiet", cwd=copy)
+
+    greeting = (copy / "src" / "digitnet" / "greeting.py").read_text()
+    assert greeting == '"""Says hello from digitnet."""\n\nNAME = "digitnet"\n'
+    assert (copy / "conf" / "greeting.yaml").read_text() == "_target_: digitnet.greeting.NAME\n"
+    assert (copy / "conf" / "data" / "digits.yaml").read_text().endswith("# digitnet: template B\n")
+    assert not (copy / "src" / OLD).exists()
+    assert readme.read_text().endswith("\nOur own notes.\n")
+    assert "_commit: v0.2.0" in (copy / ".copier-answers.yml").read_text()
+
+
+def test_rename_keeps_other_jinja_syntax_literal(monkeypatch):
+    """Only the name becomes Jinja: `${{ }}`, `{% %}`, `{# #}` in a file stay literal; template-only blocks go."""
+    jinja2 = pytest.importorskip("jinja2")
+    spec = importlib.util.spec_from_file_location("rename", ROOT / ".copier" / "rename.py")
+    rename = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "rename", rename)  # as copier's extension loader does
+    spec.loader.exec_module(rename)
+    source = (
+        f"from {OLD}.cli import main  # {{{{ not jinja }}}} {{% raw %}} {{# kept #}}\n"
+        f"pip install {OLD}[plots]; {OLD}-train; ${{{{ github.ref }}}}; {OLD.upper()}_RUN_DIR; {OLD.title()}\n"
+        "# copier:template-only-start\nonly in the template\n# copier:template-only-end\nend\n"
+    )
+    env = jinja2.Environment(
+        loader=jinja2.DictLoader({"example.py": source}), extensions=[rename.RenameProject], keep_trailing_newline=True
+    )
+    rendered = env.get_template("example.py").render(package_name="my_pkg", dist_name="my-pkg", project_name="My Pkg")
+    assert rendered == (
+        "from my_pkg.cli import main  # {{ not jinja }} {% raw %} {# kept #}\n"
+        "pip install my-pkg[plots]; my-pkg-train; ${{ github.ref }}; MY_PKG_RUN_DIR; My Pkg\n"
+        "end\n"
+    )
