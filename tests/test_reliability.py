@@ -29,7 +29,7 @@ QUIET = (
     "trainer.enable_model_summary=false",
 )
 # Shuffling, dropout (the MLP's default), Adam, two loader workers, deterministic kernels.
-RESUMABLE = (*QUIET, "trainer.max_epochs=8", "data.num_workers=2", "trainer.deterministic=true", "test=false")
+RESUMABLE = (*QUIET, "trainer.max_epochs=5", "data.num_workers=2", "trainer.deterministic=true", "test=false")
 
 
 def load_state(path: Path) -> dict:
@@ -129,7 +129,7 @@ def test_resume_never_starts_fresh_only_in_an_empty_dir(make_cfg):
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_exits_75_and_resume_finishes(tmp_path):
     """SIGTERM mid-training: a checkpoint appears, exit code 75 (documented), and re-running finishes the run."""
-    args = (*QUIET, "trainer.max_epochs=30")
+    args = (*QUIET, "trainer.max_epochs=8")
     run_dir = tmp_path / "run"
     process = start_training(run_dir, *args)
     wait_for(run_dir / "checkpoints" / "last.ckpt", process)

@@ -3,6 +3,7 @@
 import logging
 import os
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,10 @@ def log_hyperparameters(loggers: list[Logger], cfg: DictConfig) -> None:
     config["git"] = git_state(cfg.get("paths", {}).get("root_dir") or Path.cwd())
     for logger in loggers:
         logger.log_hyperparams(config)
+
+
+def close_loggers() -> None:
+    """Lightning leaves a W&B run open; the next job of a sweep in this process would log into it."""
+    wandb = sys.modules.get("wandb")  # only if some logger imported it
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()

@@ -5,7 +5,15 @@ from hydra.utils import get_class
 from lightning.pytorch import LightningModule
 from omegaconf import DictConfig
 
-from hydralight.build import build_callbacks, build_datamodule, build_loggers, build_trainer, info, quiet_console
+from hydralight.build import (
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_trainer,
+    close_loggers,
+    info,
+    quiet_console,
+)
 from hydralight.checkpoints import read_checkpoint
 from hydralight.errors import UserError
 
@@ -33,4 +41,5 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, has_logger=bool(loggers))
     trainer = build_trainer(cfg, callbacks, loggers)
     trainer.test(model, datamodule=datamodule)
+    close_loggers()
     return {name: float(value) for name, value in trainer.callback_metrics.items()}

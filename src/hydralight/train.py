@@ -15,6 +15,7 @@ from hydralight.build import (
     build_datamodule,
     build_loggers,
     build_trainer,
+    close_loggers,
     info,
     log_hyperparameters,
     quiet_console,
@@ -85,5 +86,6 @@ def train(cfg: DictConfig) -> float | None:
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
 
+    close_loggers()
     info("Final metrics: %s", metrics)
     return metrics.get(cfg.get("optimized_metric"))
