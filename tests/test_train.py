@@ -136,3 +136,13 @@ def test_ddp_spawn_keeps_fit_metrics_and_learning_curves(tmp_path):
     assert {"val/acc_best", "test/acc", "test/loss"} <= read_metrics(tmp_path).keys()
     header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "val/acc", "test/acc"} <= set(header)
+
+
+def test_print_config_shows_the_resolved_tree_and_the_run_ends_with_a_metrics_table(make_cfg, capsys):
+    """print_config=true prints the resolved config as a tree first; every run ends with its metrics as a table."""
+    cfg = make_cfg("debug=fdr", "print_config=true", tiny=False)
+    train(cfg)
+    out = capsys.readouterr().out
+    assert out.index("config") < out.index("Final metrics")
+    assert "hydralight.data.DigitsDataModule" in out and "${" not in out  # resolved
+    assert "test/acc" in out[out.index("Final metrics") :]

@@ -23,6 +23,7 @@ from hydralight.build import (
 from hydralight.callbacks import Preemption, RNGState
 from hydralight.checkpoints import check_compatible, checkpoint_dir, read_checkpoint
 from hydralight.errors import Preempted, UserError
+from hydralight.report import print_config_tree, print_final_metrics
 from hydralight.runs import newest_checkpoint
 
 
@@ -54,6 +55,8 @@ def disk_full_is_a_clear_error(trainer: pl.Trainer) -> Iterator[None]:
 def train(cfg: DictConfig) -> float | None:
     """Train per `cfg`; returns `cfg.optimized_metric` from the final metrics (None if it was not logged)."""
     quiet_console()
+    if cfg.get("print_config"):
+        print_config_tree(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     info("Model: %s with net %s", cfg.model._target_, cfg.model.net._target_)
@@ -88,4 +91,5 @@ def train(cfg: DictConfig) -> float | None:
 
     close_loggers()
     info("Final metrics: %s", metrics)
+    print_final_metrics(metrics, cfg.paths.output_dir)
     return metrics.get(cfg.get("optimized_metric"))
