@@ -2,7 +2,6 @@
 and receives the resolved config and the git commit as hyperparameters."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,12 +23,24 @@ def head_commit() -> str | None:
 
 
 @pytest.fixture
-def finish_wandb():
-    """A W&B run stays open in its process after training; the next WandbLogger would reuse it."""
-    yield
-    wandb = sys.modules.get("wandb")
-    if wandb is not None:
-        wandb.finish()
+def closed_wandb_runs(monkeypatch) -> list[dict]:
+    """What each W&B run held when the task closed it (the task must close it: a sweep's next job would reuse it)."""
+    closed: list[dict] = []
+    try:
+        import wandb
+    except ImportError:
+        return closed
+    real_finish = wandb.finish
+
+    def finish(*args, **kwargs):
+        if wandb.run is not None:
+            run = wandb.run
+            closed.append({"mode": run.settings.mode, "dir": run.dir, "config": dict(run.config),
+                           "val/acc": run.summary.get("val/acc")})  # fmt: skip
+        return real_finish(*args, **kwargs)
+
+    monkeypatch.setattr(wandb, "finish", finish)
+    return closed
 
 
 def assert_tensorboard(run_dir: Path) -> None:
@@ -54,15 +65,16 @@ def assert_mlflow(run_dir: Path) -> None:
     assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(run_dir)  # artifacts stay in the run dir
 
 
-def assert_wandb(run_dir: Path) -> None:
+def assert_wandb(run_dir: Path, closed: list[dict]) -> None:
     import wandb
 
-    assert wandb.run.settings.mode in ("offline", "dryrun")  # nothing is sent
-    assert Path(wandb.run.dir).is_relative_to(run_dir / "wandb")
-    assert wandb.run.config["git"]["commit"] == head_commit()
-    assert wandb.run.config["trainer"]["max_epochs"] == 1  # the resolved config, not only the model's hparams
-    assert wandb.run.summary.get("val/acc") is not None
-    wandb.finish()
+    assert wandb.run is None  # the task closed its run
+    (run,) = closed
+    assert run["mode"] in ("offline", "dryrun")  # nothing is sent
+    assert Path(run["dir"]).is_relative_to(run_dir / "wandb")
+    assert run["config"]["git"]["commit"] == head_commit()
+    assert run["config"]["trainer"]["max_epochs"] == 1  # the resolved config, not only the model's hparams
+    assert run["val/acc"] is not None
     (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
     assert list(offline_run.glob("run-*.wandb"))  # what `wandb sync` uploads later
 
@@ -80,7 +92,7 @@ PACKAGES = {"tensorboard": ["tensorboard"], "mlflow": ["mlflow", "sqlalchemy", "
         pytest.param("many", marks=pytest.mark.slow),
     ],
 )
-def test_logger_option_trains_offline_and_logs_config_and_commit(make_cfg, finish_wandb, monkeypatch, option):
+def test_logger_option_trains_offline_and_logs_config_and_commit(make_cfg, closed_wandb_runs, monkeypatch, option):
     """logger=<option> trains one epoch with no network, writes its files in the run dir, with config + commit."""
     loggers = ["tensorboard", "mlflow", "wandb"] if option == "many" else [option]
     for name in loggers:
@@ -92,7 +104,10 @@ def test_logger_option_trains_offline_and_logs_config_and_commit(make_cfg, finis
     run_dir = Path(cfg.paths.output_dir)
     for name in loggers:
         for check in CHECKS[name]:
-            check(run_dir)
+            if name == "wandb":
+                check(run_dir, closed_wandb_runs)
+            else:
+                check(run_dir)
     if option == "many":
         assert (run_dir / "csv" / "metrics.csv").is_file()
 
