@@ -57,7 +57,9 @@ def check_run_dir(run_dir: Path, task_name: str, resume: str) -> None:
             f"hydra.run.dir={str(run_dir)!r} cannot be written ({error.strerror or error}). "
             "Choose a writable dir, e.g. hydra.run.dir=outputs/my-run"
         ) from error
-    if not any(run_dir.iterdir()):
+    # Hydra's own `.hydra/` and log files may already be there: other ranks of a torchrun or SLURM job run the
+    # Hydra app at the same time, in the same dir.
+    if not any(path.name != ".hydra" and path.suffix != ".log" for path in run_dir.iterdir()):
         return
     previous = _previous_task(run_dir)
     if previous != task_name:
