@@ -58,6 +58,18 @@ CASES = {
         ["gradient_clip_algorithm", "'median'", "norm", "value"],
     ),
     "seed=abc": ("train.py", ["seed=abc"], OURS, ["seed", "'abc'", "whole number"]),
+    "float32_matmul_precision=low": (
+        "train.py",
+        ["float32_matmul_precision=low"],
+        OURS,
+        ["float32_matmul_precision", "'low'", "highest", "high", "medium"],
+    ),
+    "keep_freed_memory=sometimes": (
+        "train.py",
+        ["keep_freed_memory=sometimes"],
+        OURS,
+        ["keep_freed_memory='sometimes'", "true or false"],
+    ),
     "trainer.devices=0": ("train.py", ["trainer.devices=0"], OURS, ["trainer.devices=0", "'auto'"]),
     "data.batch_size=0": ("train.py", ["data.batch_size=0"], OURS, ["data.batch_size=0", ">= 1"]),
     # Eval without a usable checkpoint.

@@ -1,5 +1,6 @@
 """callbacks=plots: learning curves and confusion matrices at the end of training, and matplotlib kept optional."""
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -61,6 +62,23 @@ def test_confusion_matrix_agrees_with_the_logged_accuracy_and_history_is_checkpo
 
     last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["callbacks"]["TrainingPlots"]["history"] == plots.history
+
+
+def test_learning_curve_rows_hold_their_own_epochs_metrics(make_cfg):
+    """Each history row (one per epoch, one point of the learning curves) has that epoch's train and val metrics,
+    the values the CSV logger wrote for the same epoch: no curve lags an epoch behind."""
+    pytest.importorskip("matplotlib")
+    cfg = make_cfg("callbacks=plots", "trainer.max_epochs=3", "test=false")
+    train(cfg)
+    with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as file:
+        logged = [row for row in csv.DictReader(file)]
+    last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    history = last["callbacks"]["TrainingPlots"]["history"]
+    assert [row["epoch"] for row in history] == [0.0, 1.0, 2.0]
+    for name in ("train/acc", "train/loss", "val/acc", "val/loss"):
+        by_epoch = {int(row["epoch"]): float(row[name]) for row in logged if row.get(name)}
+        assert [row[name] for row in history] == pytest.approx([by_epoch[e] for e in range(3)]), name
+    assert len({row["train/loss"] for row in history}) == 3  # the curve moves every epoch
 
 
 def test_curves_leave_out_step_and_best_values():

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
+from hydralight.allocator import keep_freed_memory
 from hydralight.callbacks import MetricsJson
 from hydralight.errors import UserError
 
@@ -122,8 +123,16 @@ def check_world_size(num_nodes: object, devices: object) -> None:
         )
 
 
+def configure_torch(cfg: DictConfig) -> None:
+    """The process-wide performance settings of the config (README "Performance" has their measured effect)."""
+    torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
+    if cfg.get("keep_freed_memory", False):
+        keep_freed_memory()
+
+
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> Trainer:
     """The Trainer from conf/trainer with the strategy group, callbacks and loggers; flag errors become UserErrors."""
+    configure_torch(cfg)
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices"))
     check_world_size(cfg.trainer.get("num_nodes"), cfg.trainer.get("devices"))
     if cfg.trainer.get("sync_batchnorm") and not torch.cuda.is_available():

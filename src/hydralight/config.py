@@ -14,6 +14,7 @@ PRECISIONS = (
 )  # fmt: skip
 CLIP_ALGORITHMS = ("norm", "value")
 RESUME_MODES = ("auto", "never")
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")  # Lightning's names; "gpu" is cuda or mps
 
 
@@ -50,6 +51,10 @@ def validate_switches(cfg: DictConfig) -> None:
     _require(_is_int(cfg.seed), f"seed={cfg.seed!r} is not valid. Use a whole number, e.g. seed=42.")
     resume = cfg.get("resume", "auto")
     _require(resume in RESUME_MODES, choices_message("resume", resume, RESUME_MODES))
+    matmul = cfg.get("float32_matmul_precision", "highest")
+    _require(matmul in MATMUL_PRECISIONS, choices_message("float32_matmul_precision", matmul, MATMUL_PRECISIONS))
+    keep = cfg.get("keep_freed_memory", False)
+    _require(isinstance(keep, bool), f"keep_freed_memory={keep!r} is not valid. Use true or false.")
 
 
 def validate_trainer(cfg: DictConfig) -> None:

@@ -86,6 +86,7 @@ class Classifier(LightningModule):
         self.mean_loss = nn.ModuleDict({f"{s}_": WeightedMean() for s in STAGES})
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # part of the checkpoint, so a resumed run keeps its best
+        self._logged_stages: set[str] = set()  # stages whose metric objects are logged in the current epoch
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -94,16 +95,17 @@ class Classifier(LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
-        # `update`, not `__call__`: no per-batch value to compute, and no `self.log` per batch (each costs ~0.3 ms
-        # of Lightning bookkeeping on a CPU). The epoch-end hooks log the metric objects; see `_log_epoch`.
-        self.accuracy[f"{stage}_"].update(logits, y)
-        self.mean_loss[f"{stage}_"].update(loss.detach(), weight=len(y))  # a short last batch counts for what it holds
+        # `update`, not `__call__`: no per-batch value to compute. And the metric objects are logged once per epoch,
+        # not per batch (each `self.log` costs ~0.3 ms of Lightning bookkeeping on a CPU): Lightning keeps the
+        # object, computes it (synced across DDP ranks) whenever the epoch's value is asked for, and resets it.
+        accuracy, mean_loss = self.accuracy[f"{stage}_"], self.mean_loss[f"{stage}_"]
+        accuracy.update(logits, y)
+        mean_loss.update(loss.detach(), weight=len(y))  # weighted: a short last batch counts for what it holds
+        if stage not in self._logged_stages:
+            self._logged_stages.add(stage)
+            self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
-
-    def _log_epoch(self, stage: str) -> None:
-        """Log the stage's metric objects once: Lightning computes them (synced across DDP ranks) and resets them."""
-        self.log(f"{stage}/acc", self.accuracy[f"{stage}_"], on_step=False, on_epoch=True, prog_bar=True)
-        self.log(f"{stage}/loss", self.mean_loss[f"{stage}_"], on_step=False, on_epoch=True, prog_bar=stage != "train")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._shared_step(batch, "train")
@@ -120,14 +122,19 @@ class Classifier(LightningModule):
         every = trainer.log_every_n_steps
         return every > 0 and (self.global_step + 1) % every == 0
 
-    def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
+    def on_train_epoch_start(self) -> None:
+        self._logged_stages.discard("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._logged_stages.discard("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._logged_stages.discard("test")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")  # during the sanity check too: Lightning then resets what the check accumulated
         if self.trainer.sanity_checking:  # the sanity check's untrained accuracy is no "best"
             return
         self.val_acc_best(self.accuracy["val_"].compute())
@@ -135,9 +142,6 @@ class Classifier(LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
 
     @torch.no_grad()
     def predict_step(self, batch: tuple[Tensor, ...] | Tensor, batch_idx: int) -> dict[str, Tensor]:

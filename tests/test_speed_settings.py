@@ -1,0 +1,44 @@
+"""The speed switches of train.yaml (README "Performance"): each one reaches torch or the C allocator."""
+
+import platform
+import sys
+
+import pytest
+import torch
+
+from hydralight import allocator, build
+from hydralight.build import build_trainer
+
+
+@pytest.fixture
+def restore_matmul_precision():
+    before = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.parametrize("precision", ["highest", "high", "medium"])
+def test_matmul_precision_reaches_torch_when_the_trainer_is_built(make_cfg, restore_matmul_precision, precision):
+    torch.set_float32_matmul_precision("highest" if precision != "highest" else "medium")
+    build_trainer(make_cfg(f"float32_matmul_precision={precision}"), callbacks=[], loggers=[])
+    assert torch.get_float32_matmul_precision() == precision
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_keep_freed_memory_switch_sets_the_allocator_or_leaves_it(make_cfg, monkeypatch, keep):
+    calls = []
+    monkeypatch.setattr(build, "keep_freed_memory", lambda: calls.append("mallopt") or True)
+    build_trainer(make_cfg(f"keep_freed_memory={str(keep).lower()}"), callbacks=[], loggers=[])
+    assert calls == (["mallopt"] if keep else [])
+
+
+def test_keep_freed_memory_applies_on_glibc_and_is_idempotent():
+    applied = allocator.keep_freed_memory()
+    assert isinstance(applied, bool)
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert applied and allocator.keep_freed_memory()
+
+
+def test_keep_freed_memory_is_a_no_op_off_linux(monkeypatch):
+    monkeypatch.setattr(allocator.sys, "platform", "darwin")
+    assert allocator.keep_freed_memory() is False
