@@ -74,6 +74,7 @@ SWITCHES: dict[str, list[str]] = {
     "model.compile=true": ["model.compile=true"],
     "float32_matmul_precision=high": ["float32_matmul_precision=high"],
     "float32_matmul_precision=medium": ["float32_matmul_precision=medium"],
+    "cpu_threads=1": ["cpu_threads=1"],
     "data.num_workers=2": ["data.num_workers=2", "data.persistent_workers=true"],
     "keep_freed_memory=false": ["keep_freed_memory=false"],
 }

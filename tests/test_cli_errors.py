@@ -64,6 +64,7 @@ CASES = {
         OURS,
         ["float32_matmul_precision", "'low'", "highest", "high", "medium"],
     ),
+    "cpu_threads=0": ("train.py", ["cpu_threads=0"], OURS, ["cpu_threads=0", ">= 1", "null"]),
     "keep_freed_memory=sometimes": (
         "train.py",
         ["keep_freed_memory=sometimes"],

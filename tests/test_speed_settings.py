@@ -24,6 +24,21 @@ def test_matmul_precision_reaches_torch_when_the_trainer_is_built(make_cfg, rest
     assert torch.get_float32_matmul_precision() == precision
 
 
+def test_cpu_threads_sets_torch_and_what_ddp_ranks_inherit(make_cfg, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # restored after the test, as is the thread count below
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    build_trainer(make_cfg("cpu_threads=1"), callbacks=[], loggers=[])
+    assert calls == [1] and build.os.environ["OMP_NUM_THREADS"] == "1"
+
+
+def test_cpu_threads_null_leaves_torch_alone(make_cfg, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    build_trainer(make_cfg(), callbacks=[], loggers=[])
+    assert calls == []
+
+
 @pytest.mark.parametrize("keep", [True, False])
 def test_keep_freed_memory_switch_sets_the_allocator_or_leaves_it(make_cfg, monkeypatch, keep):
     calls = []

@@ -125,6 +125,11 @@ def check_world_size(num_nodes: object, devices: object) -> None:
 
 def configure_torch(cfg: DictConfig) -> None:
     """The process-wide performance settings of the config (README "Performance" has their measured effect)."""
+    threads = cfg.get("cpu_threads")
+    if threads is not None:
+        torch.set_num_threads(threads)
+        # Lightning's DDP launchers set their own thread count unless this is set; re-launched ranks inherit it.
+        os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
     if cfg.get("keep_freed_memory", False):
         keep_freed_memory()

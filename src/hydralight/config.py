@@ -53,6 +53,11 @@ def validate_switches(cfg: DictConfig) -> None:
     _require(resume in RESUME_MODES, choices_message("resume", resume, RESUME_MODES))
     matmul = cfg.get("float32_matmul_precision", "highest")
     _require(matmul in MATMUL_PRECISIONS, choices_message("float32_matmul_precision", matmul, MATMUL_PRECISIONS))
+    threads = cfg.get("cpu_threads")
+    _require(
+        threads is None or (_is_int(threads) and threads >= 1),
+        f"cpu_threads={threads!r} is not valid. Use a whole number >= 1, or null for torch's default.",
+    )
     keep = cfg.get("keep_freed_memory", False)
     _require(isinstance(keep, bool), f"keep_freed_memory={keep!r} is not valid. Use true or false.")
 
