@@ -88,6 +88,7 @@ def test_readme_command_ddp_16_mixed_runs_as_typed(tmp_path):
     output = result.stdout + result.stderr
     assert output.count("this run uses precision=bf16-mixed") == 1
     assert "AMP with fp16 is not supported on CPU" not in output  # Lightning's own, replaced by ours
+    assert "litlogger" not in output  # Lightning's advert, printed by every Trainer
     assert "test/acc" in read_metrics(tmp_path)
 
 

@@ -38,6 +38,14 @@ def quiet_console() -> None:
             lightning_logger.removeHandler(handler)
     # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per step: Lightning's to fix, not the user's.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if _no_advert not in rank_zero_logger.filters:
+        rank_zero_logger.addFilter(_no_advert)
+
+
+def _no_advert(record: logging.LogRecord) -> bool:
+    """Drops Lightning's "Tip: try installing litlogger" line, printed by every Trainer."""
+    return not str(record.msg).startswith("💡 Tip")
 
 
 def info(message: str, *args: Any) -> None:
