@@ -112,6 +112,24 @@ def test_resume_picks_the_newest_loadable_checkpoint_and_skips_a_corrupt_one(mak
     assert load_state(checkpoints / "last.ckpt")["epoch"] == 1  # continued from epoch 0, did not start over
 
 
+def test_last_ckpt_is_the_final_epoch_not_the_best_and_resume_continues_from_it(make_cfg, caplog):
+    """checkpoints/last.ckpt is written after every epoch (Lightning 2.6's save_last only writes it when the best
+    improves), so a run whose last epoch was not its best continues from the last one, not the best one."""
+    cfg = make_cfg("trainer.max_epochs=6", "model.optimizer.lr=0.05", "test=false")
+    train(cfg)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    (best,) = [path for path in checkpoints.glob("*.ckpt") if path.name != "last.ckpt"]
+    assert load_state(best)["epoch"] < 5, "precondition: the last epoch is not the best one"
+    last = load_state(checkpoints / "last.ckpt")
+    assert (last["epoch"], last["global_step"]) == (5, 6 * 4)
+
+    cfg.trainer.max_epochs = 7
+    caplog.set_level("INFO", logger="hydralight")
+    train(cfg)
+    assert any(f"Resuming from {checkpoints / 'last.ckpt'}" in message for message in caplog.messages)
+    assert load_state(checkpoints / "last.ckpt")["global_step"] == 7 * 4
+
+
 def test_resume_never_starts_fresh_only_in_an_empty_dir(make_cfg):
     """resume=never refuses a run dir that already holds checkpoints instead of overwriting them."""
     from hydralight.runs import check_run_dir

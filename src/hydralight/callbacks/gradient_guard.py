@@ -6,7 +6,9 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from hydralight.checkpoints import checkpoint_dir
 from hydralight.errors import TrainingDiverged
+from hydralight.runs import newest_checkpoint
 
 
 class GradientGuard(Callback):
@@ -23,8 +25,7 @@ class GradientGuard(Callback):
 
     @staticmethod
     def _diverged(trainer: Trainer, what: str) -> TrainingDiverged:
-        callback = trainer.checkpoint_callback
-        last_good = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+        last_good = newest_checkpoint(trainer.default_root_dir, checkpoint_dir(trainer))  # what resume would use
         return TrainingDiverged(
             f"{what} is not finite at step {trainer.global_step} (epoch {trainer.current_epoch}). "
             f"Last good checkpoint: {last_good or 'none (none was written yet)'}. "
