@@ -38,6 +38,8 @@ def quiet_console() -> None:
             lightning_logger.removeHandler(handler)
     # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per step: Lightning's to fix, not the user's.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # The run-dir guard (runs.py) already refuses a dir with checkpoints unless this run continues them.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if _no_advert not in rank_zero_logger.filters:
         rank_zero_logger.addFilter(_no_advert)
