@@ -6,7 +6,7 @@ EXTRAS ?= dev,plots,notebooks,loggers,onnx
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install hooks train test test-fast lint format clean clean-outputs
+.PHONY: help install hooks train test test-fast bench lint format clean clean-outputs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ test: ## the whole test suite, slow tests included (what CI runs)
 
 test-fast: ## the quick loop: every test not marked slow
 	$(PYTHON) -m pytest -m "not slow"
+
+bench: ## the benchmark against a plain PyTorch loop (README "Performance"; ARGS="--quick" for a 40 s check)
+	$(PYTHON) benchmarks/bench.py $(ARGS)
 
 lint: ## ruff lint and format check, no changes (what CI runs)
 	$(PYTHON) -m ruff check .
