@@ -474,6 +474,16 @@ def finite(value: Any) -> bool:
     return True
 
 
+def choices(option: str, value: str, valid: Any) -> list[str]:
+    """The comma-separated names of `value`; a name not in `valid` stops the benchmark naming the valid ones."""
+    names = [name for name in value.split(",") if name]
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        log(f"bench.py: {option}: unknown {', '.join(map(repr, unknown))}; choose from: {', '.join(valid)}")
+        raise SystemExit(2)
+    return names
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
@@ -501,8 +511,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     repeats = args.repeats or (1 if args.quick else 5)
     table = QUICK_SIZES if args.quick else SIZES
-    sizes = {name: table[name] for name in args.sizes.split(",") if name}
-    variants = [name for name in args.variants.split(",") if name]
+    sizes = {name: table[name] for name in choices("--sizes", args.sizes, table)}
+    variants = choices("--variants", args.variants, VARIANTS)
+    switch_sizes = choices("--switches", args.switches, SIZES)
+    switches = {**SWITCHES, **(GPU_SWITCHES if args.accelerator != "cpu" else {})}
+    if args.only:
+        switches = {name: switches[name] for name in ["default (fp32)", *choices("--only", args.only, switches)]}
     extra = [f"trainer.accelerator={args.accelerator}", *args.overrides]
     report: dict[str, Any] = {
         "machine_before": machine(),
@@ -518,13 +532,9 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         log(f"training: {', '.join(sizes)} x {', '.join(variants)} x {repeats}")
         report["results"] = bench_sizes(sizes, variants, repeats, extra, workdir, args.threads)
-        if args.switches:
-            switches = {**SWITCHES, **(GPU_SWITCHES if args.accelerator != "cpu" else {})}
-            if args.only:
-                names = [name for name in args.only.split(",") if name]
-                switches = {name: switches[name] for name in ["default (fp32)", *names] if name in switches}
+        if switch_sizes:
             report["switches"] = {}
-            for size in (name for name in args.switches.split(",") if name):
+            for size in switch_sizes:
                 log(f"switches on {size}")
                 report["switches"][size] = bench_switches(
                     size, table[size], switches, repeats, extra, workdir, args.threads

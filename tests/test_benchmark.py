@@ -43,6 +43,21 @@ def test_quick_benchmark_reports_every_number(tmp_path):
     assert len(report["machine_before"]["loadavg_1_5_15"]) == 3
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "valid"),
+    [
+        ("--sizes", "digit", "digits, mnist60k"),
+        ("--only", "bf16", "precision=bf16-mixed"),
+        ("--variants", "x", "plain"),
+    ],
+)
+def test_an_unknown_name_stops_before_any_run_naming_the_choices(option, value, valid):
+    result = run_cli("benchmarks/bench.py", "--switches", "digits", option, value, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{option}: unknown '{value}'" in result.stderr and valid in result.stderr
+    assert "training:" not in result.stderr  # nothing ran
+
+
 @pytest.mark.gpu
 def test_quick_benchmark_on_a_gpu_runs_every_variant_and_the_gpu_switches(tmp_path):
     """--accelerator gpu: the plain loop on CUDA, the template with trainer.accelerator=gpu, fp16 AMP and pinned
