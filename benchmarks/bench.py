@@ -100,25 +100,6 @@ SUMMARY_KEYS = (
 # ---------------------------------------------------------------- worker side (one process per run)
 
 
-def compose(overrides: list[str], output_dir: Path) -> Any:
-    """The config `python train.py <overrides>` would get, writing into `output_dir` (as tests/conftest.py does)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import open_dict
-
-    from hydralight.cli import config_dir
-    from hydralight.resolvers import register_resolvers
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = hydra_compose("train", overrides=overrides)
-    with open_dict(cfg):  # what Hydra's runtime fills in for train.py
-        cfg.paths.root_dir = str(ROOT)
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(output_dir.parent)
-    return cfg
-
-
 def use_cuda(cfg: Any) -> bool:
     import torch
 
@@ -239,9 +220,11 @@ def run_lightning(cfg: Any, timer_path: Path) -> dict[str, Any]:
 
 def worker(args: argparse.Namespace) -> None:
     """One run of one variant; writes its timing record as JSON to --out."""
+    from hydralight.cli import compose_config
+
     sys.path.insert(0, str(BENCH_DIR))
     out = Path(args.out)
-    cfg = compose(args.overrides, out.with_suffix(""))
+    cfg = compose_config("train", out.with_suffix(""), args.overrides, root_dir=ROOT)
     record = run_plain(cfg) if args.worker == "plain" else run_lightning(cfg, out.with_suffix(".timer.json"))
     out.write_text(json.dumps(record))
 

@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from hydralight.cli import config_dir
-from hydralight.resolvers import register_resolvers
+from hydralight import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = config_dir()
+CONFIG_DIR = cli.config_dir()
 
 # Small, quick and CPU-only: what almost every test wants on top of the real defaults.
 TINY = (
@@ -32,15 +30,8 @@ TINY = (
 
 
 def compose_config(config_name: str, output_dir: Path, overrides: tuple[str, ...] | list[str] = ()) -> DictConfig:
-    """The config a user gets from `python <config_name>.py <overrides>`, with paths pointing into `output_dir`."""
-    register_resolvers()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(config_name, overrides=list(overrides))
-    with open_dict(cfg):  # what Hydra's runtime would fill in
-        cfg.paths.root_dir = str(ROOT)
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(output_dir.parent)
-    return cfg
+    """The config a user gets from `python <config_name>.py <overrides>` in the repo root, writing into `output_dir`."""
+    return cli.compose_config(config_name, output_dir, overrides, root_dir=ROOT)
 
 
 @pytest.fixture

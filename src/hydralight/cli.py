@@ -5,13 +5,13 @@ Only hydra and omegaconf are imported here: `--help`, `--cfg job` and config err
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydralight.config import validate, validate_ckpt_path
 from hydralight.errors import Preempted, RunStopped, UserError, choices_message
@@ -29,6 +29,23 @@ def config_dir() -> str:
         if candidate.is_dir():
             return str(candidate)
     raise FileNotFoundError(f"hydralight: no conf/ directory next to {package_dir}")
+
+
+def compose_config(
+    config_name: str, output_dir: str | Path, overrides: Sequence[str] = (), root_dir: str | Path | None = None
+) -> DictConfig:
+    """The config `python <config_name>.py <overrides>` gets, outside Hydra's runtime (tests, benchmarks, notebooks):
+    what the runtime would fill in is set here, the run writing into `output_dir`, started in `root_dir` (cwd)."""
+    from hydra import compose, initialize_config_dir
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(root_dir or Path.cwd())
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(Path(output_dir).parent)
+    return cfg
 
 
 def in_multirun() -> bool:
