@@ -48,6 +48,17 @@ def run_dir(parent: str, name: str | None = None) -> str:
     return unique_dir(Path(parent) / datetime.now().strftime("%Y-%m-%d_%H-%M-%S"))
 
 
+def launch_dir() -> str:
+    """The dir the command was started in. Inside a Hydra job that is Hydra's `runtime.cwd`; before the job (the
+    run dir, the sweep dir, Hydra's callbacks) Hydra has no config to ask yet, and the process's own cwd is the same
+    dir: `hydra.job.chdir` is false."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.cwd)
+    return os.getcwd()
+
+
 def process_tag() -> str:
     """`rank N` (the global rank where the launcher sets it, else the local one) for log lines."""
     rank = os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or os.environ.get("LOCAL_RANK") or "0"
@@ -60,3 +71,4 @@ def register_resolvers() -> None:
     # use_cache: the run dir is resolved several times within one process and must stay the same dir.
     OmegaConf.register_new_resolver("run_dir", run_dir, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("process_tag", process_tag, replace=True)
+    OmegaConf.register_new_resolver("launch_dir", launch_dir, replace=True)
