@@ -17,6 +17,7 @@ from hydralight.config import validate, validate_ckpt_path
 from hydralight.errors import Preempted, RunStopped, UserError, choices_message
 from hydralight.helptext import fast_help
 from hydralight.resolvers import register_resolvers
+from hydralight.runs import undo_refused_run
 
 log = logging.getLogger(__name__)
 USER_ERROR_EXIT_CODE = UserError.exit_code
@@ -62,6 +63,8 @@ def report_user_errors(task: Callable[[DictConfig], object]) -> Callable[[DictCo
         except RunStopped as stop:
             if in_multirun() and not isinstance(stop, Preempted):
                 raise  # the sweep goes on: hydralight.sweeps reports the job and exits non-zero at the end
+            if isinstance(stop, UserError):
+                undo_refused_run()  # refused before training: the run dir is left as it was before the command
             print(f"{stop.prefix}: {stop}", file=sys.stderr)
             sys.exit(stop.exit_code)
 

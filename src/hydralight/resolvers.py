@@ -6,6 +6,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+# Run dirs this process created, so a run refused before it started can remove its own new dir (and only that).
+created_dirs: set[Path] = set()
+
 
 def unique_dir(path: str | Path) -> str:
     """Claim `path` (or `path_1`, `path_2`, ...) by creating it atomically, so two runs never share a run dir,
@@ -16,6 +19,7 @@ def unique_dir(path: str | Path) -> str:
     while True:
         try:
             os.mkdir(candidate)
+            created_dirs.add(candidate.resolve())
             return str(candidate)
         except FileExistsError:
             n += 1

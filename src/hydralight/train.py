@@ -8,7 +8,7 @@ from contextlib import contextmanager
 import lightning.pytorch as pl
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hydralight.build import (
     build_callbacks,
@@ -20,11 +20,11 @@ from hydralight.build import (
     log_hyperparameters,
     quiet_console,
 )
-from hydralight.callbacks import Preemption, RNGState
+from hydralight.callbacks import Preemption, RNGState, TaskRecord
 from hydralight.checkpoints import check_compatible, checkpoint_dir, read_checkpoint
 from hydralight.errors import Preempted, UserError
 from hydralight.report import print_config_tree, print_final_metrics
-from hydralight.runs import newest_checkpoint
+from hydralight.runs import newest_checkpoint, training_started
 
 
 def resume_checkpoint(cfg: DictConfig, trainer: pl.Trainer, model: pl.LightningModule) -> str | None:
@@ -65,10 +65,11 @@ def train(cfg: DictConfig) -> float | None:
     preemption = Preemption()
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, has_logger=bool(loggers))
     callbacks += [RNGState(), preemption]  # what bitwise resume and a clean preemption need, whatever the config
+    callbacks.append(TaskRecord(OmegaConf.to_container(cfg.data, resolve=True)))  # what eval/predict rebuild
     trainer = build_trainer(cfg, callbacks, loggers)
-    log_hyperparameters(loggers, cfg)
-
     ckpt_path = resume_checkpoint(cfg, trainer, model)
+    training_started()  # from here on the run dir holds this run's work, whatever happens
+    log_hyperparameters(loggers, cfg)
     info("Training")
     with disk_full_is_a_clear_error(trainer):
         try:
