@@ -1,0 +1,152 @@
+"""Run dirs on the path users take (default dirs, `run_name=`): the guard runs, one run per dir at a time, and a
+run refused before it trains leaves what was on disk exactly as it was."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hydralight.errors import UserError
+from hydralight.runs import LOCK_FILE, RunLock, RunRecord, check_run_dir
+from tests.conftest import ROOT
+
+QUIET = ("trainer.max_epochs=1", "~callbacks.progress_bar", "trainer.enable_progress_bar=false")
+
+
+def train_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python train.py <args>` as typed, started in `cwd`, with the default run dirs under `<cwd>/outputs`."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished `python train.py run_name=mlp` in a scratch cwd: the run users come back to."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    result = train_cli(cwd, "run_name=mlp", *QUIET)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return cwd
+
+
+def test_a_plain_run_warns_nothing_and_its_guard_runs(earlier_run):
+    """The default run prints no warning (the guard used to fail on HydraConfig and be skipped, with a warning)."""
+    result = train_cli(earlier_run, *QUIET, "test=false")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Warning" not in result.stderr and "warn(" not in result.stderr, result.stderr[-4000:]
+    runs = sorted((earlier_run / "outputs" / "train" / "runs").iterdir())
+    assert [run.name for run in runs if run.name != "mlp"], "a timestamped run dir under <cwd>/outputs"
+    assert all(not (run / LOCK_FILE).exists() for run in runs), "the lock is released at exit"
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("run_name=mlp", "model/net=cnn"), "was written by another model"),  # refused inside the task, after torch
+        (("run_name=mlp", "resume=never"), "resume=never"),  # refused by the guard, before Hydra writes
+    ],
+    ids=["other-architecture", "resume-never"],
+)
+def test_a_refused_resume_leaves_the_earlier_run_byte_identical(earlier_run, args, expected):
+    run_dir = earlier_run / "outputs" / "train" / "runs" / "mlp"
+    before = snapshot(run_dir)
+    result = train_cli(earlier_run, *args, *QUIET)
+    assert result.returncode == UserError.exit_code, result.stderr[-4000:]
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert "run_name='mlp'" in result.stderr or "runs/mlp" in result.stderr
+    assert snapshot(run_dir) == before, "config.yaml, overrides.yaml, train.log, checkpoints: all as they were"
+
+
+def test_a_run_refused_by_validation_leaves_no_new_run_dir(tmp_path):
+    result = train_cli(tmp_path, "trainer.max_epochs=abc")
+    assert result.returncode == UserError.exit_code
+    assert "trainer.max_epochs='abc'" in result.stderr
+    runs = tmp_path / "outputs" / "train" / "runs"
+    assert not runs.exists() or not list(runs.iterdir()), list(runs.iterdir())
+
+
+def test_an_unwritable_outputs_dir_is_one_line(tmp_path):
+    """`outputs` that cannot hold run dirs (here: a file; root ignores permission bits): one line, exit 2."""
+    (tmp_path / "outputs").write_text("not a dir")
+    for args in ((), ("-m", "seed=1,2")):
+        result = train_cli(tmp_path, *args)
+        assert result.returncode == UserError.exit_code, result.stderr[-4000:]
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "paths.log_dir=" in lines[0] and "Traceback" not in result.stderr, lines
+
+
+def test_a_second_run_in_the_same_dir_at_once_is_refused(tmp_path):
+    """Two runs with one run_name at the same time: the second stops with a message; the first finishes."""
+    first = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "run_name=busy", *QUIET, "trainer.max_epochs=30", "test=false"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lock = tmp_path / "outputs" / "train" / "runs" / "busy" / LOCK_FILE
+    deadline = time.monotonic() + 60
+    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    second = train_cli(tmp_path, "run_name=busy", *QUIET)
+    _, first_err = first.communicate(timeout=300)
+    assert first.returncode == 0, first_err[-4000:]
+    assert second.returncode == UserError.exit_code, second.stderr[-4000:]
+    assert "in use by another run" in second.stderr and f"pid {first.pid}" in second.stderr
+    assert not lock.exists()
+
+
+def test_the_lock_of_a_dead_run_is_taken_over_and_a_live_one_refuses(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock = RunLock(tmp_path, "run_name='x'")
+    lock.path.write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename}))
+    lock.acquire()  # a kill -9 left it: taken over
+    assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    with pytest.raises(UserError, match=r"run_name='x' is in use by another run"):
+        RunLock(tmp_path, "run_name='x'").acquire()  # alive (this very process)
+    lock.release()
+    assert not lock.path.exists()
+
+
+def test_undo_restores_an_earlier_runs_records_and_removes_a_new_dir(tmp_path):
+    earlier = tmp_path / "earlier"
+    (earlier / ".hydra").mkdir(parents=True)
+    (earlier / ".hydra" / "config.yaml").write_text("task_name: train\n")
+    (earlier / "train.log").write_text("the earlier run's log\n")
+    before = snapshot(earlier)
+    record = RunRecord(earlier, RunLock(earlier, "x"))
+    (earlier / ".hydra" / "config.yaml").write_text("task_name: train\nchanged: true\n")  # what Hydra does
+    (earlier / ".hydra" / "overrides.yaml").write_text("- new\n")
+    with (earlier / "train.log").open("a") as log:
+        log.write("lines of the refused run\n")
+    record.undo()
+    assert snapshot(earlier) == before
+
+    new = tmp_path / "new"
+    new.mkdir()
+    record = RunRecord(new, RunLock(new, "x"))
+    (new / ".hydra").mkdir()
+    (new / ".hydra" / "config.yaml").write_text("task_name: train\n")
+    record.undo()
+    assert not new.exists()
+
+
+def test_a_dir_holding_a_users_files_is_refused_by_its_run_name(tmp_path):
+    run_dir = tmp_path / "x"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"run_name='x' .* not a train run .* nothing there is touched"):
+        check_run_dir(run_dir, "train", "auto", label="run_name='x'")
