@@ -73,6 +73,15 @@ CASES = {
     ),
     "trainer.devices=0": ("train.py", ["trainer.devices=0"], OURS, ["trainer.devices=0", "'auto'"]),
     "data.batch_size=0": ("train.py", ["data.batch_size=0"], OURS, ["data.batch_size=0", ">= 1"]),
+    # A `_target_`'s argument it does not take (checked against its signature after torch is imported), and a value
+    # its constructor refuses while the model builds its net: still one line, exit 2.
+    "+model.optimizer.weight_decy=0.1": (
+        "train.py",
+        ["+model.optimizer.weight_decy=0.1"],
+        OURS,
+        ["model.optimizer.weight_decy=0.1", "torch.optim.Adam", "did you mean weight_decay?"],
+    ),
+    "model.net.dropout=2": ("train.py", ["model.net.dropout=2"], OURS, ["model.net.dropout=2", "between 0 and 1"]),
     # Eval without a usable checkpoint.
     "eval:no-ckpt_path": ("eval.py", [], OURS, ["ckpt_path", "required", ".ckpt"]),
     "eval:ckpt_path=missing": (

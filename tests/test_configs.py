@@ -17,7 +17,7 @@ from torch import nn
 
 from hydralight.build import build_callbacks, build_datamodule, build_loggers, build_strategy, build_trainer
 from hydralight.callbacks import MetricsJson
-from hydralight.config import PRECISIONS
+from hydralight.config import PRECISIONS, validate_targets
 from hydralight.errors import UserError
 from hydralight.train import train
 from tests.conftest import CONFIG_DIR, TINY
@@ -105,10 +105,12 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize(("group", "option"), params(*GROUPS))
 def test_option_composes_and_builds(make_cfg, group, option):
-    """`train <group>=<option>` composes and its data, model, optimizer, loggers, callbacks and Trainer build."""
+    """`train <group>=<option>` composes, passes the signature check of its `_target_`s, and its data, model,
+    optimizer, loggers, callbacks and Trainer build."""
     for package in OPTIONAL_PACKAGES.get((group, option), ()):
         pytest.importorskip(package)  # an optional extra: CI installs it
     cfg = compose_option(make_cfg, group, option)
+    validate_targets(cfg)  # no option a user can pick is refused by it
 
     datamodule = build_datamodule(cfg.data)
     assert isinstance(datamodule, LightningDataModule)

@@ -102,16 +102,6 @@ def test_two_torchrun_nodes_on_loopback_share_one_run_dir_and_end_with_equal_wei
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_on_one_node(tmp_path):
-    """torchrun --nproc_per_node=2 (one node) with strategy=ddp: one run dir, one metrics.json."""
-    rdzv_id = f"job-{uuid.uuid4().hex[:8]}"
-    args = ("strategy=ddp", "trainer.devices=2", *TINY, f"paths.log_dir={tmp_path / 'outputs'}")
-    finish([torchrun(0, 1, 2, free_port(), rdzv_id, tmp_path, *args)])
-    run = assert_one_run(tmp_path / "outputs", f"torchrun-{rdzv_id}")
-    assert "test/acc" in json.loads((run / "metrics.json").read_text())
-
-
-@pytest.mark.slow
 def test_world_size_mismatch_is_a_clear_error(tmp_path):
     """torchrun starts 2 processes but the config says 1: one clear line naming both, non-zero exit."""
     process = torchrun(0, 1, 2, free_port(), "mismatch", tmp_path, "strategy=ddp", "trainer.devices=1", *TINY,
@@ -134,15 +124,6 @@ def test_ddp_eval_on_two_processes_reports_the_single_process_accuracy(tmp_path)
         results[devices] = json.loads((run / "metrics.json").read_text())
     assert results[2]["test/acc"] == results[1]["test/acc"]
     assert results[2]["test/loss"] == pytest.approx(results[1]["test/loss"], abs=1e-6)
-
-
-@pytest.mark.slow
-def test_submitit_local_runs_a_two_job_sweep(tmp_path):
-    """cluster=local (Hydra's submitit launcher, local executor): a 2-job sweep, each job with its metrics.json."""
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    result = run_cli("train.py", "-m", "cluster=local", "seed=1,2", *TINY, f"hydra.sweep.dir={tmp_path}")
-    assert_ok(result)
-    assert sorted(path.parent.name for path in tmp_path.glob("*/metrics.json")) == ["0", "1"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA sync_batchnorm is valid")

@@ -166,8 +166,8 @@ def test_dp_predictions_equal_the_unwrapped_net(make_cfg):
     """trainer.predict under strategy=dp gives exactly the plain net's outputs (CPU DataParallel is a pass-through)."""
     model, trainer, datamodule = fit(make_cfg("strategy=dp"))
     predictions = trainer.predict(model, datamodule=datamodule)
-    probs = torch.cat([batch["probs"] for batch in predictions])
-    preds = torch.cat([batch["preds"] for batch in predictions])
+    probs = torch.cat([batch["prob"] for batch in predictions])
+    preds = torch.cat([batch["prediction"] for batch in predictions])
 
     net = model.net.eval()
     assert type(net) is MLP
@@ -178,7 +178,7 @@ def test_dp_predictions_equal_the_unwrapped_net(make_cfg):
     assert torch.equal(preds, expected.argmax(dim=-1))
 
     plain = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    default_probs = torch.cat([batch["probs"] for batch in plain.predict(model, datamodule=datamodule)])
+    default_probs = torch.cat([batch["prob"] for batch in plain.predict(model, datamodule=datamodule)])
     assert torch.equal(probs, default_probs)
 
 

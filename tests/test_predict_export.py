@@ -1,25 +1,44 @@
-"""predict.py writes one prediction per input; export.py writes TorchScript / ExportedProgram / ONNX files whose
-outputs match the checkpoint's within 1e-5."""
+"""eval.py, predict.py and export.py rebuild the checkpoint's own task (its module class, the data it was trained on);
+predict writes one row per input from the module's predict_step, reading raw samples as training does; export writes
+TorchScript / ExportedProgram / ONNX files whose outputs match the checkpoint's within 1e-5; neither ever writes over
+a file that is already there."""
 
 import csv
+import gzip
 import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.demos.boring_classes import BoringModel
+from omegaconf import OmegaConf
 
-from hydralight.data.digits import load_digits
+from hydralight.callbacks import TaskRecord
+from hydralight.checkpoints import TASK_KEY
+from hydralight.data import MNISTDataModule
+from hydralight.data.base import split_indices
+from hydralight.data.digits import PIXEL_MAX, load_digits
 from hydralight.errors import UserError
+from hydralight.evaluate import evaluate
 from hydralight.export import FORMATS, run_exported
 from hydralight.export import export as export_task
 from hydralight.models import Classifier
 from hydralight.predict import predict
 from hydralight.train import train
-from tests.conftest import TINY, assert_ok, compose_config, run_cli
+from tests.conftest import ROOT, TINY, assert_ok, compose_config, run_cli
+from tests.test_data import VAL_SIZE, write_mnist
 
 TOLERANCE = 1e-5
 TEST_SPLIT_SIZE = 359  # data=digits: 20% of 1,797
+DIGITS_FILE = ROOT / "src" / "hydralight" / "data" / "digits.csv.gz"
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +60,16 @@ def images() -> torch.Tensor:
     return load_digits()[0][:20]
 
 
+@pytest.fixture(scope="module")
+def raw_test_split() -> np.ndarray:
+    """The digits test split as UCI rows: 64 raw pixel counts 0..16 and the label, straight from the embedded file."""
+    with gzip.open(DIGITS_FILE, "rt") as file:
+        table = np.loadtxt(file, delimiter=",")
+    n = len(table)
+    test = split_indices(n, [round(n * 0.2), round(n * 0.1)], seed=0)[0]  # conf/data/digits.yaml's split
+    return table[test.numpy()]
+
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as file:
         return list(csv.DictReader(file))
@@ -48,6 +77,120 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def predicted(rows: list[dict[str, str]]) -> list[int]:
     return [int(row["prediction"]) for row in rows]
+
+
+def run_in(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    """`python <repo>/<script> <args>` typed in `cwd`, with the default run dirs (outputs/ under `cwd`)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *texts: str) -> None:
+    assert result.returncode == UserError.exit_code, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for text in texts:
+        assert text in errors[0]
+
+
+# ---------------------------------------------------------------- the checkpoint's own task
+
+
+def mnist_overrides(data_dir: Path) -> tuple[str, ...]:
+    return (*TINY, "data=mnist", f"data.data_dir={data_dir}", f"data.val_size={VAL_SIZE}", "data.batch_size=16",
+            "model.net.hidden_sizes=[16]")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory) -> tuple[Path, dict[str, float]]:
+    """A tiny run on data=mnist (fake IDX files of 28x28 images), and the test metrics it reported."""
+    root = tmp_path_factory.mktemp("mnist")
+    write_mnist(root / "mnist")
+    train(compose_config("train", root / "run", mnist_overrides(root / "mnist")))
+    return root / "run", json.loads((root / "run" / "metrics.json").read_text())
+
+
+def best_of(run_dir: Path) -> Path:
+    return next(path for path in (run_dir / "checkpoints").glob("*.ckpt") if path.name != "last.ckpt")
+
+
+def test_checkpoints_load_weights_only_and_say_what_they_were_trained_on(mnist_run):
+    """Every checkpoint of a run loads with torch.load(weights_only=True) and names its module class and data."""
+    run_dir, _ = mnist_run
+    for path in (run_dir / "checkpoints").glob("*.ckpt"):
+        record = torch.load(path, map_location="cpu", weights_only=True)[TASK_KEY]
+        assert record["module"] == "hydralight.models.classifier.Classifier"
+        assert record["data"]["_target_"] == "hydralight.data.MNISTDataModule"
+
+
+@pytest.mark.parametrize("where", ["run dir", "copied out"])
+def test_eval_of_an_mnist_checkpoint_tests_on_mnist(make_cfg, mnist_run, tmp_path, where):
+    """eval.py with its default config (data=digits) tests an MNIST checkpoint on MNIST, reproducing the run's test
+    metric, with data.<key>= overrides on top: in its run dir, from the run's .hydra/config.yaml (which wins over
+    the checkpoint's record: here the data moved, and only the run's config says where), and copied out of its run
+    dir, from the checkpoint's own record."""
+    run_dir, metrics = mnist_run
+    if where == "run dir":
+        run = tmp_path / "run"
+        (run / "checkpoints").mkdir(parents=True)
+        shutil.copytree(run_dir.parent / "mnist", tmp_path / "moved")
+        saved = torch.load(best_of(run_dir), map_location="cpu", weights_only=True)
+        saved[TASK_KEY]["data"]["data_dir"] = str(tmp_path / "gone")
+        ckpt = run / "checkpoints" / "best.ckpt"
+        torch.save(saved, ckpt)
+        (run / ".hydra").mkdir()
+        trained = compose_config("train", run, mnist_overrides(tmp_path / "moved"))
+        OmegaConf.save(trained, run / ".hydra" / "config.yaml")  # as Hydra writes it: unresolved
+    else:
+        ckpt = tmp_path / "copied.ckpt"
+        shutil.copy(best_of(run_dir), ckpt)
+    overrides = [f"ckpt_path={ckpt}", "data.batch_size=8"]
+    cfg = make_cfg(*overrides, "trainer.limit_test_batches=null", config_name="eval")
+    evaluated = evaluate(cfg, overrides=overrides)
+    assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert evaluated["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-5)
+    assert (cfg.data._target_, cfg.data.batch_size) == ("hydralight.data.MNISTDataModule", 8)
+
+
+def test_eval_reports_the_model_overrides_it_ignores(make_cfg, checkpoint, caplog):
+    """`eval.py ckpt_path=<mlp ckpt> model/net=cnn` tests the checkpoint's MLP and says the override was ignored."""
+    overrides = [f"ckpt_path={checkpoint}", "model/net=cnn", "model.net.dropout=0.5"]
+    with caplog.at_level(logging.INFO):
+        assert "test/acc" in evaluate(make_cfg(*overrides, config_name="eval"), overrides=overrides)
+    lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("ignored:")]
+    assert lines == ["ignored: model/net=cnn model.net.dropout=0.5: the model is rebuilt from the checkpoint"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"module": "collections.OrderedDict"}, r"names 'collections.OrderedDict', which is not a LightningModule"),
+        ({"data": {"_target_": "os.getcwd"}}, r"names 'os.getcwd', which is not a LightningDataModule"),
+        (
+            {"data": {"_target_": "hydralight.data.DigitsDataModule", "extra": {"_target_": "os.system"}}},
+            r"nested _target_ \(data.extra\).*\.hydra/config.yaml",
+        ),
+    ],
+)
+def test_a_checkpoints_record_builds_only_lightning_classes(make_cfg, checkpoint, tmp_path, change, message):
+    """A checkpoint is data: a record naming a class that is no LightningModule / LightningDataModule, or a nested
+    _target_, is refused with one line before anything is built."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    saved[TASK_KEY] = {**saved[TASK_KEY], **change}
+    torch.save(saved, tmp_path / "tampered.ckpt")
+    overrides = [f"ckpt_path={tmp_path / 'tampered.ckpt'}"]
+    with pytest.raises(UserError, match=message):
+        evaluate(make_cfg(*overrides, config_name="eval"), overrides=overrides)
+
+
+# ---------------------------------------------------------------- predict
 
 
 def test_predict_defaults_to_the_test_split_one_row_per_sample(make_cfg, model, checkpoint):
@@ -64,12 +207,27 @@ def test_predict_defaults_to_the_test_split_one_row_per_sample(make_cfg, model, 
     assert probabilities.sum(axis=1) == pytest.approx(np.ones(TEST_SPLIT_SIZE), abs=1e-5)
 
 
+@pytest.mark.parametrize("labelled", [True, False], ids=["with-labels", "pixels-only"])
+def test_predict_reads_raw_uci_rows_as_training_does(make_cfg, checkpoint, raw_test_split, tmp_path, labelled):
+    """A CSV of raw UCI digit rows (pixel counts 0..16, as the README's input=digits.csv) gives exactly the test
+    split's predictions, and with a label column its accuracy too."""
+    split = make_cfg(f"ckpt_path={checkpoint}", f"output={tmp_path / 'split.csv'}", config_name="predict", tiny=False)
+    expected = predict(split)
+    rows = raw_test_split if labelled else raw_test_split[:, :-1]
+    np.savetxt(tmp_path / "digits.csv", rows, delimiter=",", fmt="%d")
+    cfg = make_cfg(f"ckpt_path={checkpoint}", f"input={tmp_path / 'digits.csv'}", config_name="predict", tiny=False)
+    result = predict(cfg)
+    assert predicted(read_rows(Path(cfg.output))) == predicted(read_rows(tmp_path / "split.csv"))
+    assert result == (expected if labelled else {"count": expected["count"]})
+
+
 def test_predict_reads_pt_npy_and_csv_inputs_alike(make_cfg, model, checkpoint, images, tmp_path):
-    """The same images as a .pt (N,1,8,8), an .npy (N,64) and a .csv with a header give the same predictions,
-    one per input, equal to the checkpoint's own argmax."""
-    torch.save(images, tmp_path / "images.pt")
-    np.save(tmp_path / "images.npy", images.reshape(len(images), -1).numpy())
-    np.savetxt(tmp_path / "images.csv", images.reshape(len(images), -1).numpy(), delimiter=",",
+    """The same raw digits as a .pt (N,1,8,8), an .npy (N,64) and a .csv with a header give the same predictions,
+    one per input, equal to the checkpoint's own argmax on the training-scaled images."""
+    raw = images * PIXEL_MAX
+    torch.save(raw, tmp_path / "images.pt")
+    np.save(tmp_path / "images.npy", raw.reshape(len(raw), -1).numpy())
+    np.savetxt(tmp_path / "images.csv", raw.reshape(len(raw), -1).numpy(), delimiter=",",
                header=",".join(f"pixel{i}" for i in range(64)), comments="")  # fmt: skip
     with torch.no_grad():
         expected = model(images).argmax(dim=-1).tolist()
@@ -77,34 +235,28 @@ def test_predict_reads_pt_npy_and_csv_inputs_alike(make_cfg, model, checkpoint, 
         output = tmp_path / f"{name}.predictions.csv"
         cfg = make_cfg(f"ckpt_path={checkpoint}", f"input={tmp_path / name}", f"output={output}",
                        config_name="predict", tiny=False)  # fmt: skip
-        assert predict(cfg) == {"count": len(images)}  # no labels in a file of inputs, so no accuracy
+        assert predict(cfg) == {"count": len(images)}  # no labels in these files, so no accuracy
         rows = read_rows(output)
         assert "label" not in rows[0]
         assert predicted(rows) == expected, name
 
 
-def test_predict_scale_turns_raw_pixels_into_model_inputs(make_cfg, model, checkpoint, images, tmp_path):
-    """scale=0.0625 lets raw UCI rows (pixels 0..16) give the same predictions as the scaled images."""
-    np.savetxt(tmp_path / "raw.csv", (images.reshape(len(images), -1) * 16).numpy(), delimiter=",")
-    cfg = make_cfg(f"ckpt_path={checkpoint}", f"input={tmp_path / 'raw.csv'}", "scale=0.0625",
-                   config_name="predict", tiny=False)  # fmt: skip
-    predict(cfg)
-    with torch.no_grad():
-        assert predicted(read_rows(Path(cfg.output))) == model(images).argmax(dim=-1).tolist()
-
-
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("wrong_shape.npy", np.zeros((3, 10), dtype=np.float32), r"shape \(3, 10\).*\(N, 1, 8, 8\) or \(N, 64\)"),
+        ("wrong_shape.npy", np.zeros((3, 10), dtype=np.float32), r"shape \(3, 10\).*\(N, 1, 8, 8\), \(N, 64\)"),
         ("not_numbers.csv", "a,b\nc,d\n", "not a CSV of numbers"),
         ("a_dict.pt", {"x": torch.zeros(2, 64)}, "holds a dict"),
         ("garbage.pt", b"not a torch file", "could not be read"),
         ("images.txt", "1,2,3", r"unknown file type.*\.pt, \.npy, \.csv"),
+        ("nan.csv", "\n".join(["0," * 63 + "0"] * 2 + ["0," * 10 + "nan," + "0," * 52 + "0"]), r"NaN or inf in row 2"),
+        ("inf.npy", np.array([[0.0] * 64, [np.inf] + [0.0] * 63]), r"NaN or inf in row 1"),
+        ("bad_label.csv", ",".join(["1"] * 64) + ",10\n", r"label 10 in row 0.*0\.\.9"),
     ],
 )
 def test_predict_bad_input_is_a_user_error_naming_it(make_cfg, checkpoint, tmp_path, name, content, message):
-    """An unreadable, foreign or wrongly shaped input file is a UserError that names input= and what is expected."""
+    """An unreadable, foreign, wrongly shaped or non-finite input file is a UserError naming input= and the problem
+    (for NaN/inf: the first bad row), and no predictions file is written."""
     path = tmp_path / name
     if isinstance(content, np.ndarray):
         np.save(path, content)
@@ -113,8 +265,59 @@ def test_predict_bad_input_is_a_user_error_naming_it(make_cfg, checkpoint, tmp_p
     else:
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
     cfg = make_cfg(f"ckpt_path={checkpoint}", f"input={path}", config_name="predict", tiny=False)
-    with pytest.raises(UserError, match=r"input=.*" + message):
+    with pytest.raises(UserError, match=rf"input={re.escape(repr(str(path)))}.*" + message):
         predict(cfg)
+    assert not Path(cfg.output).exists()
+
+
+# ---------------------------------------------------------------- nothing on disk is lost
+
+
+@pytest.mark.parametrize("task", ["predict", "export"])
+def test_an_existing_output_is_refused_byte_identical_unless_overwrite(make_cfg, checkpoint, tmp_path, task):
+    """output=<a file that exists> is refused and the file left byte for byte; overwrite=true replaces it."""
+    run = predict if task == "predict" else export_task
+    output = tmp_path / ("mine.csv" if task == "predict" else "mine.pt")
+    output.write_bytes(b"the user's own file\n")
+    cfg = make_cfg(f"ckpt_path={checkpoint}", f"output={output}", config_name=task, tiny=False)
+    with pytest.raises(UserError, match=rf"output={re.escape(repr(str(output)))} already exists.*overwrite=true"):
+        run(cfg)
+    assert output.read_bytes() == b"the user's own file\n"
+    run(make_cfg(f"ckpt_path={checkpoint}", f"output={output}", "overwrite=true", config_name=task, tiny=False))
+    assert output.read_bytes() != b"the user's own file\n"
+    assert not [path for path in tmp_path.iterdir() if ".partial" in path.name]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("task", ["predict", "export"])
+def test_output_a_directory_or_the_checkpoint_is_refused(make_cfg, checkpoint, tmp_path, task):
+    """output=<a dir> is a one-line error; so is output=<the checkpoint>, even with overwrite=true."""
+    run = predict if task == "predict" else export_task
+    with pytest.raises(UserError, match=rf"output={re.escape(repr(str(tmp_path)))} is a directory; give a file path"):
+        run(make_cfg(f"ckpt_path={checkpoint}", f"output={tmp_path}", config_name=task, tiny=False))
+    before = checkpoint.read_bytes()
+    cfg = make_cfg(f"ckpt_path={checkpoint}", f"output={checkpoint}", "overwrite=true", config_name=task, tiny=False)
+    with pytest.raises(UserError, match="is the checkpoint being read"):
+        run(cfg)
+    assert checkpoint.read_bytes() == before
+
+
+def test_refused_outputs_from_the_command_line(checkpoint, tmp_path):
+    """As typed in another directory: `export.py output=<the checkpoint>`, `predict.py output=<existing file>` and
+    `predict.py output=<dir>` exit 2 with one line, no traceback, before torch is imported; the files are intact."""
+    before = checkpoint.read_bytes()
+    assert_one_line_error(run_in(tmp_path, "export.py", f"ckpt_path={checkpoint}", f"output={checkpoint}"),
+                          "output=", "is the checkpoint being read")  # fmt: skip
+    assert checkpoint.read_bytes() == before
+    (tmp_path / "digits.csv").write_text("mine\n")
+    assert_one_line_error(run_in(tmp_path, "predict.py", f"ckpt_path={checkpoint}", "output=digits.csv"),
+                          "output='digits.csv' already exists", "overwrite=true")  # fmt: skip
+    assert (tmp_path / "digits.csv").read_text() == "mine\n"
+    (tmp_path / "out").mkdir()
+    assert_one_line_error(run_in(tmp_path, "predict.py", f"ckpt_path={checkpoint}", "output=out"),
+                          "output='out' is a directory")  # fmt: skip
+
+
+# ---------------------------------------------------------------- export
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -151,18 +354,40 @@ def test_export_needs_no_project_code_to_load(make_cfg, model, checkpoint, image
         assert result.stdout.strip() == str(model(images).argmax(dim=-1).tolist())
 
 
-@pytest.mark.slow
-def test_predict_and_export_command_lines(checkpoint, tmp_path):
-    """`python predict.py ckpt_path=... input=...` and `python export.py ckpt_path=...` run as a user types them."""
-    np.save(tmp_path / "images.npy", load_digits()[0][:7].numpy())
-    result = run_cli("predict.py", f"ckpt_path={checkpoint}", f"input={tmp_path / 'images.npy'}",
-                     f"hydra.run.dir={tmp_path / 'predict'}")  # fmt: skip
-    assert_ok(result)
-    assert len(read_rows(tmp_path / "predict" / "predictions.csv")) == 7
+def test_export_of_any_lightning_module_takes_its_sample_shape(make_cfg, tmp_path):
+    """A module of another task (Lightning's BoringModel, no example_input_array) exports with input_shape=, and
+    without it says in one line what to give."""
+    trainer = Trainer(max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                      default_root_dir=tmp_path, callbacks=[TaskRecord(None)])  # fmt: skip
+    trainer.fit(BoringModel())
+    trainer.save_checkpoint(tmp_path / "boring.ckpt")
+    with pytest.raises(UserError, match=r"input_shape: BoringModel has no example_input_array.*input_shape=\["):
+        export_task(make_cfg(f"ckpt_path={tmp_path / 'boring.ckpt'}", config_name="export", tiny=False))
+    cfg = make_cfg(f"ckpt_path={tmp_path / 'boring.ckpt'}", "input_shape=[32]", config_name="export", tiny=False)
+    assert export_task(cfg)["max_abs_diff"] <= TOLERANCE
 
-    result = run_cli("export.py", f"ckpt_path={checkpoint}", f"hydra.run.dir={tmp_path / 'export'}")
+
+# ---------------------------------------------------------------- the command lines, as typed
+
+
+@pytest.mark.slow
+def test_predict_and_export_command_lines(model, checkpoint, raw_test_split, tmp_path):
+    """`python predict.py ckpt_path=<ckpt> input=digits.csv` on raw UCI rows and `python export.py ckpt_path=<ckpt>`
+    run as typed in another directory, into their default run dirs; the rows are predicted as the model predicts
+    the same digits scaled as in training."""
+    pixels = raw_test_split[:40, :-1]
+    np.savetxt(tmp_path / "digits.csv", pixels, delimiter=",", fmt="%d")
+    result = run_in(tmp_path, "predict.py", f"ckpt_path={checkpoint}", "input=digits.csv")
     assert_ok(result)
-    exported = json.loads((tmp_path / "export" / "export.json").read_text())
+    (predictions,) = (tmp_path / "outputs" / "predict" / "runs").glob("*/predictions.csv")
+    with torch.no_grad():
+        expected = model(torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / PIXEL_MAX).argmax(dim=-1)
+    assert predicted(read_rows(predictions)) == expected.tolist()
+
+    result = run_in(tmp_path, "export.py", f"ckpt_path={checkpoint}")
+    assert_ok(result)
+    (exported,) = (tmp_path / "outputs" / "export" / "runs").glob("*/export.json")
+    exported = json.loads(exported.read_text())
     assert exported["format"] == "torchscript" and exported["max_abs_diff"] <= TOLERANCE
 
 
@@ -179,8 +404,18 @@ def test_predict_and_export_command_lines(checkpoint, tmp_path):
 def test_bad_predict_and_export_options_are_one_line_errors(checkpoint, tmp_path, script, args, expected):
     """A bad option of predict.py / export.py exits 2 with the key, the value and the choices, and no traceback."""
     args = [arg.format(ckpt=checkpoint, tmp=tmp_path) for arg in args]
-    result = run_cli(script, *args, f"hydra.run.dir={tmp_path / 'run'}")
-    assert result.returncode == UserError.exit_code, result.stderr[-3000:]
-    for text in expected:
-        assert text in result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
+    assert_one_line_error(run_in(tmp_path, script, *args), *expected)
+
+
+def test_mnist_datamodule_reads_raw_predict_files_as_its_idx_files(tmp_path):
+    """MNIST predict rows are raw pixels 0..255 (with a 785th label column), scaled exactly like the IDX images."""
+    write_mnist(tmp_path)
+    datamodule = MNISTDataModule(data_dir=str(tmp_path), val_size=VAL_SIZE, batch_size=16)
+    datamodule.setup("test")
+    images, labels = datamodule.splits["test"].tensors
+    raw = (images.reshape(len(images), -1) * 255).round()
+    np.savetxt(tmp_path / "rows.csv", torch.cat([raw, labels[:, None].float()], dim=1).numpy(), delimiter=",", fmt="%d")
+    reader = MNISTDataModule(data_dir=str(tmp_path / "absent"), predict_path=str(tmp_path / "rows.csv"))
+    reader.setup("predict")  # the file alone: the IDX files of data_dir are not needed
+    read_images, read_labels = reader.splits["predict"].tensors
+    assert torch.equal(read_images, images) and torch.equal(read_labels, labels)

@@ -17,7 +17,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
-from hydralight.errors import Preempted, TrainingDiverged, UserError
+from hydralight.errors import Interrupted, Preempted, TrainingDiverged, UserError
 from hydralight.train import train
 from tests.conftest import ROOT, assert_ok, run_cli
 from tests.test_cli_errors import assert_user_error, snapshot
@@ -168,6 +168,30 @@ def test_sigterm_saves_a_checkpoint_exits_75_and_resume_finishes(tmp_path):
     assert f"Resuming from {preempted}" in result.stderr + result.stdout
     assert load_state(run_dir / "checkpoints" / "last.ckpt")["global_step"] > stopped_at
     assert "test/acc" in (run_dir / "metrics.json").read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_exits_130_saying_how_to_continue_and_that_command_continues(tmp_path):
+    """SIGINT (Ctrl-C) mid-training, as typed with run_name= in a fresh dir: exit 130 (not Lightning's 1, which the
+    README keeps for bugs) with one line naming the checkpoint, and the command it gives continues the run."""
+    command = [sys.executable, str(ROOT / "train.py"), "run_name=ctrl-c", *QUIET, "trainer.max_epochs=20"]
+    last = tmp_path / "outputs" / "train" / "runs" / "ctrl-c" / "checkpoints" / "last.ckpt"
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    wait_for(last, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == Interrupted.exit_code == 130, stderr[-4000:]
+    assert "Traceback" not in stderr
+    assert "interrupted: stopped by Ctrl-C at step " in stderr
+    assert f"Re-run the same command to continue from {last} (resume=auto)." in stderr.splitlines()[-1]
+    stopped_at = load_state(last)["global_step"]
+
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert_ok(result)
+    assert f"Resuming from {last}" in result.stderr + result.stdout
+    assert load_state(last)["global_step"] > stopped_at
 
 
 class InjectNaN(Callback):

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -88,25 +87,21 @@ def test_an_unwritable_outputs_dir_is_one_line(tmp_path):
         assert len(lines) == 1 and "paths.log_dir=" in lines[0] and "Traceback" not in result.stderr, lines
 
 
-def test_a_second_run_in_the_same_dir_at_once_is_refused(tmp_path):
-    """Two runs with one run_name at the same time: the second stops with a message; the first finishes."""
-    first = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), "run_name=busy", *QUIET, "trainer.max_epochs=30", "test=false"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    lock = tmp_path / "outputs" / "train" / "runs" / "busy" / LOCK_FILE
-    deadline = time.monotonic() + 60
-    while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    second = train_cli(tmp_path, "run_name=busy", *QUIET)
-    _, first_err = first.communicate(timeout=300)
-    assert first.returncode == 0, first_err[-4000:]
-    assert second.returncode == UserError.exit_code, second.stderr[-4000:]
-    assert "in use by another run" in second.stderr and f"pid {first.pid}" in second.stderr
-    assert not lock.exists()
+def test_a_second_run_in_the_same_dir_at_once_is_refused(earlier_run):
+    """A run holds its dir's lock while it runs: another `run_name=` run into that dir stops with a message naming
+    the holder, before it writes anything, and the dir is left as it was."""
+    run_dir = earlier_run / "outputs" / "train" / "runs" / "mlp"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
+        before = snapshot(run_dir)
+        result = train_cli(earlier_run, "run_name=mlp", *QUIET)
+        assert result.returncode == UserError.exit_code, result.stderr[-4000:]
+        assert "run_name='mlp' is in use by another run" in result.stderr and f"pid {holder.pid}" in result.stderr
+        assert snapshot(run_dir) == before
+    finally:
+        holder.kill()
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
 
 
 def test_the_lock_of_a_dead_run_is_taken_over_and_a_live_one_refuses(tmp_path):
@@ -150,3 +145,16 @@ def test_a_dir_holding_a_users_files_is_refused_by_its_run_name(tmp_path):
     (run_dir / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match=r"run_name='x' .* not a train run .* nothing there is touched"):
         check_run_dir(run_dir, "train", "auto", label="run_name='x'")
+
+
+def test_the_guard_locks_the_run_dir_before_hydra_writes_and_a_refusal_unlocks_it(tmp_path):
+    from omegaconf import OmegaConf
+
+    from hydralight.runs import RunDirGuard, undo_refused_run
+
+    run_dir = tmp_path / "outputs" / "train" / "runs" / "x"
+    config = OmegaConf.create({"hydra": {"run": {"dir": str(run_dir)}}, "task_name": "train", "run_name": "x"})
+    RunDirGuard().on_run_start(config)
+    assert json.loads((run_dir / LOCK_FILE).read_text())["pid"] == os.getpid()
+    undo_refused_run()  # what the CLI does on a UserError before training
+    assert not run_dir.exists()

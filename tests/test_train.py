@@ -78,35 +78,6 @@ def test_resume_from_explicit_checkpoint_continues_training(make_cfg, tmp_path):
     assert resumed["global_step"] == 2 * torch.load(last, weights_only=True)["global_step"]
 
 
-@pytest.mark.slow
-def test_readme_command_ddp_16_mixed_runs_as_typed(tmp_path):
-    """`python train.py strategy=ddp precision=16-mixed` runs on CPU, says once that it uses bf16-mixed."""
-    result = run_cli(
-        "train.py", "strategy=ddp", "precision=16-mixed", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}"
-    )
-    assert_ok(result)
-    output = result.stdout + result.stderr
-    assert output.count("this run uses precision=bf16-mixed") == 1
-    assert "AMP with fp16 is not supported on CPU" not in output  # Lightning's own, replaced by ours
-    assert "litlogger" not in output  # Lightning's advert, printed by every Trainer
-    assert "test/acc" in read_metrics(tmp_path)
-
-
-@pytest.mark.slow
-def test_ddp_two_cpu_processes_make_one_run_dir(tmp_path):
-    """strategy=ddp trainer.devices=2: two ranks, one run dir, one metrics.json, checkpoints loadable."""
-    outputs = tmp_path / "outputs"
-    result = run_cli(
-        "train.py", "strategy=ddp", "trainer.devices=2", "trainer.max_epochs=1", f"paths.log_dir={outputs}"
-    )
-    assert_ok(result)
-    assert "MEMBER: 2/2" in result.stdout + result.stderr
-    run_dirs = list((outputs / "train" / "runs").iterdir())
-    assert len(run_dirs) == 1
-    assert [path.parent for path in outputs.rglob("metrics.json")] == run_dirs
-    assert_weights_only_loadable(run_dirs[0])
-
-
 def test_runs_started_together_never_share_a_dir(tmp_path):
     """Two runs started in the same second get two run dirs (outputs/<task>/runs/<time>[_N])."""
     from hydralight.resolvers import unique_dir
@@ -114,17 +85,6 @@ def test_runs_started_together_never_share_a_dir(tmp_path):
     base = str(tmp_path / "runs" / "2026-01-01_00-00-00")
     claimed = {unique_dir(base) for _ in range(3)}
     assert len(claimed) == 3 and all(Path(path).is_dir() for path in claimed)
-
-
-@pytest.mark.slow
-def test_default_run_reaches_97_percent_on_digits(tmp_path):
-    """The README's `python train.py` (default config) reaches >= 0.97 test accuracy on the embedded digits."""
-    result = run_cli("train.py", f"hydra.run.dir={tmp_path}")
-    assert_ok(result)
-    metrics = read_metrics(tmp_path)
-    assert metrics["test/acc"] >= 0.97, metrics
-    assert (tmp_path / ".hydra" / "config.yaml").is_file()
-    assert (tmp_path / "csv" / "metrics.csv").is_file()
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Builds what train and eval share from the composed config: data, callbacks, loggers, strategy, trainer."""
 
+import inspect
 import logging
 import os
 import subprocess
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
@@ -22,6 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from hydralight.allocator import keep_freed_memory
 from hydralight.callbacks import MetricsJson
 from hydralight.errors import UserError
+from hydralight.saved_config import record_what_ran
+from hydralight.strategies import DataParallelStrategy
+from hydralight.targets import instantiate  # Hydra's; a constructor's complaint names the config key
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +44,29 @@ def quiet_console() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     # The run-dir guard (runs.py) already refuses a dir with checkpoints unless this run continues them.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-    rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if _no_advert not in rank_zero_logger.filters:
-        rank_zero_logger.addFilter(_no_advert)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector"):
+        if _no_noise not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_no_noise)
 
 
-def _no_advert(record: logging.LogRecord) -> bool:
-    """Drops Lightning's "Tip: try installing litlogger" line, printed by every Trainer."""
-    return not str(record.msg).startswith("💡 Tip")
+# Lines Lightning prints that tell the user nothing: its advert ("Tip: try installing litlogger"), that the configured
+# model summary replaces its default one, that a machine without TPUs has none, the checkpoint a stage loads (twice),
+# right after the project's own "Resuming from <path>" or "Testing <path>", and how the lr and batch-size finders
+# reload their temporary checkpoints (this project's own loads all pass weights_only).
+_NOISE = (
+    "💡 Tip",
+    "Trainer already configured with model summary callbacks",
+    "TPU available: False",
+    "Restoring states from the checkpoint path at ",
+    "Loaded model weights from the checkpoint at ",
+    "`weights_only` was not set, defaulting to `False`",
+)
+_FINDER_CHECKPOINTS = ("/.lr_find_", "/.scale_batch_size_")
+
+
+def _no_noise(record: logging.LogRecord) -> bool:
+    message = str(record.msg)
+    return not message.startswith(_NOISE) and not any(name in message for name in _FINDER_CHECKPOINTS)
 
 
 def info(message: str, *args: Any) -> None:
@@ -103,8 +122,9 @@ def build_strategy(cfg: DictConfig) -> Strategy | str:
     return strategy
 
 
-def check_devices(accelerator: object, devices: object) -> None:
-    """What Lightning reports late or not at all: a GPU accelerator without a GPU, more CPU processes than cores."""
+def check_devices(accelerator: object, devices: object, one_process: bool = False) -> None:
+    """What Lightning reports late or not at all: a GPU accelerator without a GPU, more CPU processes than cores
+    (`one_process`: the strategy starts none, as strategy=dp, which runs on one device without CUDA)."""
     has_gpu = torch.cuda.is_available() or (accelerator == "gpu" and torch.backends.mps.is_available())
     if accelerator in ("gpu", "cuda") and not has_gpu:
         raise UserError(
@@ -113,7 +133,12 @@ def check_devices(accelerator: object, devices: object) -> None:
         )
     cores = os.cpu_count() or 1
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not has_gpu)
-    if on_cpu and isinstance(devices, int) and devices > cores:
+    if on_cpu and devices == -1:
+        raise UserError(
+            "trainer.devices=-1 means all GPUs, and this run has none. On a CPU each device is a process of its own: "
+            f"give their number, from 1 (the default) to {cores} (this machine's cores)."
+        )
+    if on_cpu and not one_process and isinstance(devices, int) and devices > cores:
         raise UserError(
             f"trainer.devices={devices} is more than this machine's {cores} CPU cores (one process each). "
             f"Use trainer.devices <= {cores}."
@@ -148,13 +173,12 @@ def configure_torch(cfg: DictConfig) -> None:
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> Trainer:
     """The Trainer from conf/trainer with the strategy group, callbacks and loggers; flag errors become UserErrors."""
     configure_torch(cfg)
-    check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices"))
+    strategy = build_strategy(cfg.strategy)
+    one_process = isinstance(strategy, DataParallelStrategy)
+    check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices"), one_process=one_process)
     check_world_size(cfg.trainer.get("num_nodes"), cfg.trainer.get("devices"))
     if cfg.trainer.get("sync_batchnorm") and not torch.cuda.is_available():
         raise UserError("trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm); this machine has none.")
-    strategy = build_strategy(cfg.strategy)
-    info("Trainer: strategy=%s precision=%s", type(strategy).__name__ if strategy != "auto" else "auto",
-         cfg.precision)  # fmt: skip
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_FP16_ON_CPU_WARNING)
         try:
@@ -171,7 +195,64 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
             "precision=16-mixed: no CUDA device, and CPUs have no fp16 autocast, "
             "so this run uses precision=bf16-mixed (bfloat16 autocast, no GradScaler)."
         )
+    record_what_ran(trainer.default_root_dir, trainer_settings(trainer), cfg)
+    info("Trainer: %s", describe_trainer(trainer))
     return trainer
+
+
+def trainer_settings(trainer: Trainer) -> dict[str, Any]:
+    """The switches as the Trainer applies them (16-mixed becomes bf16-mixed on a CPU, 16 becomes 16-mixed)."""
+    algorithm = trainer.gradient_clip_algorithm
+    return {
+        "trainer.precision": str(trainer.precision),
+        "trainer.accumulate_grad_batches": trainer.accumulate_grad_batches,
+        "trainer.gradient_clip_val": trainer.gradient_clip_val,
+        "trainer.gradient_clip_algorithm": getattr(algorithm, "value", algorithm),
+    }
+
+
+def describe_trainer(trainer: Trainer) -> str:
+    """What this run really uses, in the switches' own words."""
+    devices = f"{trainer.num_devices} x {trainer.strategy.root_device.type}"
+    if trainer.num_nodes > 1:
+        devices += f" on each of {trainer.num_nodes} nodes"
+    settings = trainer_settings(trainer)
+    clip = settings["trainer.gradient_clip_val"]
+    clipping = "null" if clip is None else f"{clip} ({settings['trainer.gradient_clip_algorithm']})"
+    return (
+        f"strategy={type(trainer.strategy).__name__} ({devices}), precision={settings['trainer.precision']}, "
+        f"accumulate_grad_batches={settings['trainer.accumulate_grad_batches']}, gradient_clip_val={clipping}"
+    )
+
+
+def compiled_state(model: torch.nn.Module) -> str:
+    """Whether torch.compile really wraps any part of the model (model.compile=true compiles the net), and which."""
+    compiled = [
+        name or "the whole model"
+        for name, module in model.named_modules()
+        if getattr(module, "_compiled_call_impl", None) is not None  # set by nn.Module.compile()
+        or hasattr(module, "_orig_mod")  # what torch.compile(module) returns
+    ]
+    return f"compiled ({', '.join(compiled)})" if compiled else "not compiled"
+
+
+def check_half_precision(cfg: DictConfig, trainer: Trainer) -> None:
+    """precision=16-true keeps the optimizer's state in float16 too, where Adam's default `eps` rounds to 0: the first
+    update divides by zero and the run diverges at step 1, on any device. Refused before training instead."""
+    optimizer = OmegaConf.select(cfg, "model.optimizer")
+    if trainer.precision != "16-true" or not isinstance(optimizer, DictConfig) or "_target_" not in optimizer:
+        return
+    eps = optimizer.get("eps")
+    if eps is None:  # the optimizer's own default
+        parameter = inspect.signature(get_object(optimizer._target_)).parameters.get("eps")
+        eps = None if parameter is None else parameter.default
+    if isinstance(eps, float) and eps > 0 and torch.tensor(eps, dtype=torch.float16).item() == 0:
+        raise UserError(
+            "precision=16-true keeps the weights and the optimizer's state in float16, where "
+            f"model.optimizer.eps={eps:g} ({optimizer._target_}) is 0, so the first update would divide by zero. "
+            "Use precision=16-mixed (float32 weights; bf16 on a CPU), precision=bf16-true, "
+            "or model.optimizer.eps=1e-4 with 16-true."
+        )
 
 
 def git_state(directory: str | Path) -> dict[str, Any]:

@@ -4,6 +4,7 @@ Only hydra and omegaconf are imported here: `--help`, `--cfg job` and config err
 """
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,8 +15,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hydralight.config import validate, validate_ckpt_path
-from hydralight.errors import Preempted, RunStopped, UserError, choices_message
+from hydralight.errors import Interrupted, Preempted, RunStopped, UserError, choices_message
 from hydralight.helptext import fast_help
+from hydralight.outputs import check_output
 from hydralight.resolvers import register_resolvers
 from hydralight.runs import undo_refused_run
 
@@ -61,7 +63,7 @@ def report_user_errors(task: Callable[[DictConfig], object]) -> Callable[[DictCo
         try:
             return task(cfg)
         except RunStopped as stop:
-            if in_multirun() and not isinstance(stop, Preempted):
+            if in_multirun() and not isinstance(stop, Preempted | Interrupted):  # these end the whole sweep
                 raise  # the sweep goes on: hydralight.sweeps reports the job and exits non-zero at the end
             if isinstance(stop, UserError):
                 undo_refused_run()  # refused before training: the run dir is left as it was before the command
@@ -97,8 +99,15 @@ def _validate_inference(cfg: DictConfig, **choices: tuple[str, ...]) -> None:
         raise UserError(f"input={cfg.input!r}: no such .pt, .npy or .csv file. Give one, or input=null (test split)")
 
 
+def _check_output(cfg: DictConfig, example: str) -> None:
+    """An explicit `output=` that is a directory, or a file already there (without overwrite=true), stops here."""
+    if cfg.get("output"):
+        check_output(cfg.output, cfg.get("overwrite", False), cfg.ckpt_path, example=example)
+
+
 def _predict(cfg: DictConfig) -> dict[str, float]:
     _validate_inference(cfg, device=("auto", "cpu", "cuda"))
+    _check_output(cfg, example="predictions.csv")
     from hydralight.predict import predict
 
     return predict(cfg)
@@ -106,6 +115,7 @@ def _predict(cfg: DictConfig) -> dict[str, float]:
 
 def _export(cfg: DictConfig) -> dict[str, object]:
     _validate_inference(cfg, format=("torchscript", "exported_program", "onnx"))
+    _check_output(cfg, example="model.pt")
     from hydralight.export import export
 
     return export(cfg)
@@ -115,7 +125,14 @@ def _hydra_main(task: Callable[[DictConfig], object], config_name: str) -> None:
     register_resolvers()
     help_text = fast_help(config_dir(), config_name, Path(__file__).stem, sys.argv[1:])  # Hydra's own takes ~2 s
     if help_text is not None:
-        print(help_text)
+        try:
+            print(help_text)
+            sys.stdout.flush()  # now, not at exit, so that a reader that stopped early is handled here
+        except BrokenPipeError:
+            # `--help | head`: the reader has all it wanted. As Python's docs advise (signal module, "Note on
+            # SIGPIPE"), point stdout at devnull so the flush at exit cannot fail again, and exit 1 as Python does.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
         return
     main = hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")
     main(report_user_errors(task))()

@@ -65,12 +65,16 @@ def validate_switches(cfg: DictConfig) -> None:
 def validate_trainer(cfg: DictConfig) -> None:
     """Trainer values whose wrong types Lightning would report deep inside a traceback."""
     trainer = cfg.trainer
-    for key in ("max_epochs", "min_epochs"):
-        value = trainer.get(key)
-        _require(
-            value is None or (_is_int(value) and value >= -1),
-            f"trainer.{key}={value!r} is not valid. Use a whole number >= 1 (or -1 for no limit).",
-        )
+    max_epochs = trainer.get("max_epochs")
+    _require(
+        max_epochs is None or (_is_int(max_epochs) and (max_epochs >= 1 or max_epochs == -1)),  # 0: test untrained
+        f"trainer.max_epochs={max_epochs!r} is not valid. Use a whole number >= 1 (or -1 for no limit).",
+    )
+    min_epochs = trainer.get("min_epochs")
+    _require(
+        min_epochs is None or (_is_int(min_epochs) and min_epochs >= -1),
+        f"trainer.min_epochs={min_epochs!r} is not valid. Use a whole number >= 0 (0 or -1: no minimum).",
+    )
     for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         value = trainer.get(key)
         _require(
@@ -85,7 +89,7 @@ def validate_trainer(cfg: DictConfig) -> None:
     devices = trainer.get("devices")
     _require(
         devices == "auto" or (_is_int(devices) and devices != 0 and devices >= -1) or OmegaConf.is_list(devices),
-        f"trainer.devices={devices!r} is not valid. Use a number of devices >= 1, -1 (all), 'auto' "
+        f"trainer.devices={devices!r} is not valid. Use a number of devices >= 1, -1 (all GPUs), 'auto' "
         "or a list of device indices.",
     )
 
@@ -112,6 +116,14 @@ def validate_ckpt_path(ckpt_path: object, required: bool) -> None:
     path = Path(str(ckpt_path))
     _require(path.exists(), f"ckpt_path={ckpt_path!r}: no such file. {hint}")
     _require(path.is_file(), f"ckpt_path={ckpt_path!r} is a directory, not a checkpoint file. {hint}")
+
+
+def validate_targets(cfg: DictConfig) -> None:
+    """Every `_target_` against its signature (hydralight.targets): imports the targets' modules, torch among them,
+    so it runs after `validate` and before anything is built."""
+    from hydralight.targets import check_targets
+
+    check_targets(cfg)
 
 
 def validate(cfg: DictConfig, *, ckpt_required: bool) -> None:

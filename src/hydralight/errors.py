@@ -1,7 +1,7 @@
 """Exceptions that end a run with a documented exit code and one clear line instead of a traceback.
 
 Exit codes: 0 finished, 1 internal error (with traceback), 2 user error, 3 training diverged (non-finite loss or
-gradient), 75 preempted (a checkpoint was saved: re-run the same command to continue).
+gradient), 75 preempted (a checkpoint was saved: re-run the same command to continue), 130 interrupted (Ctrl-C).
 """
 
 
@@ -29,6 +29,13 @@ class Preempted(RunStopped):
 
     exit_code = 75  # EX_TEMPFAIL: "try again later"
     prefix = "preempted"
+
+
+class Interrupted(RunStopped):
+    """Ctrl-C (SIGINT) during training or testing; the message says how to continue from the checkpoints on disk."""
+
+    exit_code = 130  # 128 + SIGINT, what a shell reports for a program Ctrl-C stopped
+    prefix = "interrupted"
 
 
 def choices_message(key: str, value: object, valid: object) -> str:

@@ -1,8 +1,9 @@
-"""The eval task: rebuild the model from a checkpoint's own hyperparameters and test it."""
+"""The eval task: rebuild the checkpoint's own task (its LightningModule class and the data it was trained on) and
+test it."""
+
+from collections.abc import Sequence
 
 import lightning.pytorch as pl
-from hydra.utils import get_class
-from lightning.pytorch import LightningModule
 from omegaconf import DictConfig
 
 from hydralight.build import (
@@ -14,29 +15,24 @@ from hydralight.build import (
     info,
     quiet_console,
 )
-from hydralight.checkpoints import read_checkpoint
-from hydralight.errors import UserError
+from hydralight.checkpoints import load_trained, report_ignored, trained_data_config, typed_overrides
+
+MODEL_IGNORED = "the model is rebuilt from the checkpoint"
 
 
-def load_model(model_class: type[LightningModule], ckpt_path: str) -> LightningModule:
-    """Load with `weights_only=True`: a checkpoint is data and never runs code."""
-    read_checkpoint(ckpt_path)
-    try:
-        return model_class.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as error:  # whatever the file holds, the user needs the path and the reason
-        raise UserError(
-            f"ckpt_path={ckpt_path!r} could not be loaded as a {model_class.__name__} checkpoint: "
-            f"{type(error).__name__}: {error}"
-        ) from error
+def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, float]:
+    """Test the checkpoint at `cfg.ckpt_path`; returns the test metrics (also written to metrics.json).
 
-
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test the checkpoint at `cfg.ckpt_path`; returns the test metrics (also written to metrics.json)."""
+    `overrides`: what the user typed (Hydra's, by default), which decides between the run's data and `data=<option>`.
+    """
     quiet_console()
+    overrides = typed_overrides() if overrides is None else list(overrides)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg.data)
     info("Loading %s", cfg.ckpt_path)
-    model = load_model(get_class(cfg.model._target_), cfg.ckpt_path)
+    model, task = load_trained(cfg.ckpt_path)
+    info("Model: %s", task.module)
+    report_ignored(overrides, "model", MODEL_IGNORED)
+    datamodule = build_datamodule(trained_data_config(cfg, cfg.ckpt_path, task, overrides))
     loggers = build_loggers(cfg.get("logger"))
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, has_logger=bool(loggers))
     trainer = build_trainer(cfg, callbacks, loggers)

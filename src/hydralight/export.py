@@ -16,16 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.utils import get_class
 from lightning.pytorch import LightningModule
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics import Metric
 
 from hydralight.build import info, quiet_console
+from hydralight.checkpoints import load_trained
 from hydralight.errors import UserError
-from hydralight.evaluate import load_model
-from hydralight.predict import model_input_shape
+from hydralight.outputs import check_output, write_atomically
 
 log = logging.getLogger(__name__)
 SUFFIXES = {"torchscript": ".pt", "exported_program": ".pt2", "onnx": ".onnx"}
@@ -126,22 +125,47 @@ def run_exported(path: Path, fmt: str, x: Tensor) -> Tensor:
 EXPORTERS = {"torchscript": export_torchscript, "exported_program": export_program, "onnx": export_onnx}
 
 
+def sample_shape(model: LightningModule, input_shape: object = None) -> tuple[int, ...]:
+    """One sample's shape: `input_shape=` if given, else the module's own `example_input_array` without its batch."""
+    if input_shape:
+        return tuple(int(size) for size in input_shape)
+    example = model.example_input_array
+    if isinstance(example, Tensor) and example.ndim >= 1:
+        return tuple(example.shape[1:])
+    if example is None:
+        raise UserError(
+            f"input_shape: {type(model).__name__} has no example_input_array, so one sample's shape is unknown. "
+            "Give it, e.g. input_shape=[1,8,8], or set self.example_input_array in the module."
+        )
+    raise UserError(
+        f"input_shape: {type(model).__name__}'s example_input_array is a {type(example).__name__}; export takes "
+        "one tensor input. Give one sample's shape, e.g. input_shape=[1,8,8]."
+    )
+
+
 def export(cfg: DictConfig) -> dict[str, object]:
     """Export per `cfg`; returns {"path", "format", "max_abs_diff"} (also written to <run dir>/export.json)."""
     quiet_console()
     if cfg.format not in FORMATS:
         raise UserError(f"format={cfg.format!r} is not valid. Choose one of: {', '.join(FORMATS)}")
+    overwrite = cfg.get("overwrite", False)
+    path = check_output(
+        cfg.output or Path(cfg.paths.output_dir) / f"model{SUFFIXES[cfg.format]}",
+        overwrite,
+        cfg.ckpt_path,
+        example=f"model{SUFFIXES[cfg.format]}",
+    )
     info("Loading %s", cfg.ckpt_path)
-    model = load_model(get_class(cfg.model_class), cfg.ckpt_path).eval().cpu()
-    shape = model_input_shape(model, cfg.get("input_shape"))
-    path = Path(cfg.output or Path(cfg.paths.output_dir) / f"model{SUFFIXES[cfg.format]}")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    model, task = load_trained(cfg.ckpt_path)
+    model = model.eval().cpu()
+    info("Model: %s", task.module)
+    shape = sample_shape(model, cfg.get("input_shape"))
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)  # export.json goes there, whatever `output` says
 
     generator = torch.Generator().manual_seed(0)
-    example = torch.rand(2, *shape, generator=generator)
+    example = torch.rand(2, *shape, generator=generator)  # 2, not 1: torch.export specializes a batch of one
     info("Exporting to %s (%s, input (batch, %s))", path, cfg.format, ", ".join(map(str, shape)))
-    EXPORTERS[cfg.format](model, example, path)
+    write_atomically(path, lambda temporary: EXPORTERS[cfg.format](model, example, temporary), overwrite)
 
     result = {"path": str(path), "format": cfg.format, "ckpt_path": str(cfg.ckpt_path), "max_abs_diff": None}
     if cfg.format == "onnx" and not _importable("onnxruntime"):

@@ -28,9 +28,12 @@ def print_config_tree(cfg: DictConfig) -> None:
 @rank_zero_only
 def print_final_metrics(metrics: dict[str, float], run_dir: str | Path) -> None:
     """One table of the final metrics and where the run lives."""
-    table = Table(title=f"Final metrics ({run_dir})", title_justify="left")
+    table = Table(title="Final metrics", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for name in sorted(metrics):
         table.add_row(name, f"{metrics[name]:.4f}")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    # A title as wide as the table would wrap the path; on a line of its own it stays whole, to copy and paste.
+    console.print(f"Run dir: {run_dir}", soft_wrap=True, markup=False, highlight=False)

@@ -165,9 +165,10 @@ class RunRecord:
     `.hydra/` and the log before the task can refuse anything."""
 
     def __init__(self, run_dir: Path, lock: RunLock) -> None:
+        """Made before the dir is checked, created or locked."""
         self.run_dir = run_dir
         self.lock = lock
-        self.new = run_dir.resolve() in created_dirs or not any(run_dir.iterdir())
+        self.new = run_dir.resolve() in created_dirs or not run_dir.is_dir() or not any(run_dir.iterdir())
         hydra_dir = run_dir / ".hydra"
         self.files = {path: path.read_bytes() for path in hydra_dir.glob("*") if path.is_file()}
         self.log_sizes = {path: path.stat().st_size for path in run_dir.glob("*.log")}
@@ -245,10 +246,10 @@ class RunDirGuard(HydraCallback):
             run_dir = _resolved_dir(config, "hydra.run.dir")
             run_name = config.get("run_name")
             label = f"run_name={run_name!r}" if run_name else f"hydra.run.dir={str(run_dir)!r}"
+            record = RunRecord(run_dir, RunLock(run_dir, label))
             check_run_dir(run_dir, config.task_name, config.get("resume", "auto"), label)
-            lock = RunLock(run_dir, label)
-            lock.acquire()
+            record.lock.acquire()
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(UserError.exit_code)
-        _pending = RunRecord(run_dir, lock)
+        _pending = record

@@ -4,27 +4,34 @@ test the best checkpoint, return the sweep metric."""
 import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
-from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from hydralight.build import (
     build_callbacks,
     build_datamodule,
     build_loggers,
     build_trainer,
+    check_half_precision,
     close_loggers,
+    compiled_state,
     info,
     log_hyperparameters,
     quiet_console,
 )
 from hydralight.callbacks import Preemption, RNGState, TaskRecord
 from hydralight.checkpoints import check_compatible, checkpoint_dir, read_checkpoint
-from hydralight.errors import Preempted, UserError
+from hydralight.cli import in_multirun
+from hydralight.config import validate_targets
+from hydralight.errors import Interrupted, Preempted, UserError
 from hydralight.report import print_config_tree, print_final_metrics
+from hydralight.resolvers import created_dirs
 from hydralight.runs import newest_checkpoint, training_started
+from hydralight.targets import instantiate
 
 
 def resume_checkpoint(cfg: DictConfig, trainer: pl.Trainer, model: pl.LightningModule) -> str | None:
@@ -34,9 +41,27 @@ def resume_checkpoint(cfg: DictConfig, trainer: pl.Trainer, model: pl.LightningM
         path = newest_checkpoint(trainer.default_root_dir, checkpoint_dir(trainer))
     if path is None:
         return None
-    check_compatible(model, read_checkpoint(path), path)  # a clear error now, not a traceback from inside fit
+    checkpoint = read_checkpoint(path)
+    check_compatible(model, checkpoint, path)  # a clear error now, not a traceback from inside fit
+    check_epochs(trainer.max_epochs, checkpoint, path, explicit=cfg.ckpt_path is not None)
     info("Resuming from %s", path)
     return str(path)
+
+
+def check_epochs(max_epochs: int | None, checkpoint: dict[str, Any], path: object, explicit: bool) -> None:
+    """Lightning refuses a checkpoint past `max_epochs` from inside fit, with a traceback: say it now, and what to
+    set. `explicit`: the checkpoint is the user's `ckpt_path`, not the run dir's own."""
+    epoch = checkpoint.get("epoch", 0)
+    if max_epochs is None or max_epochs == -1 or epoch <= max_epochs:  # Lightning's own condition
+        return
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    trained = progress.get("processed", epoch)
+    fresh = "drop ckpt_path to start afresh" if explicit else "start a new run (another run_name)"
+    raise UserError(
+        f"trainer.max_epochs={max_epochs} is below the epoch of the checkpoint this run continues: {path} is at "
+        f"epoch {epoch} ({trained} epochs trained). trainer.max_epochs counts every epoch, those included: set "
+        f"trainer.max_epochs={max(trained, epoch) + 1} or more to train further, or {fresh}."
+    )
 
 
 @contextmanager
@@ -52,26 +77,55 @@ def disk_full_is_a_clear_error(trainer: pl.Trainer) -> Iterator[None]:
         ) from error
 
 
+def how_to_continue(cfg: DictConfig, trainer: pl.Trainer) -> str:
+    """The command that continues this run from the checkpoint resume=auto would pick, or that there is none."""
+    newest = newest_checkpoint(trainer.default_root_dir, checkpoint_dir(trainer))
+    if newest is None:
+        return "No checkpoint was written yet: re-running starts from the beginning."
+    if cfg.ckpt_path is not None:  # the same command would start from that file again
+        return f"To continue, run the same command with ckpt_path={newest}."
+    run_dir = Path(trainer.default_root_dir)
+    resume = "" if cfg.get("resume", "auto") == "auto" else " resume=auto"
+    if run_dir.resolve() in created_dirs or in_multirun():  # the same command would make a new run dir
+        return f"To continue from {newest}, run the same command with hydra.run.dir={run_dir}{resume}."
+    return f"Re-run the same command{' with' + resume if resume else ''} to continue from {newest} (resume=auto)."
+
+
+@contextmanager
+def ctrl_c_is_a_clear_stop(cfg: DictConfig, trainer: pl.Trainer) -> Iterator[None]:
+    """Lightning answers Ctrl-C with a graceful shutdown and exit code 1, which the README's exit codes keep for
+    bugs: stop with 130 instead, and say how to continue."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as stop:
+        # Lightning calls exit(1) inside its own KeyboardInterrupt handler; any other exit is not ours to change.
+        if isinstance(stop, SystemExit) and not isinstance(stop.__context__, KeyboardInterrupt):
+            raise
+        raise Interrupted(f"stopped by Ctrl-C at step {trainer.global_step}. {how_to_continue(cfg, trainer)}") from None
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train per `cfg`; returns `cfg.optimized_metric` from the final metrics (None if it was not logged)."""
+    validate_targets(cfg)  # every `_target_`'s arguments against its signature, before anything is built
     quiet_console()
     if cfg.get("print_config"):
         print_config_tree(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
-    info("Model: %s with net %s", cfg.model._target_, cfg.model.net._target_)
     model = instantiate(cfg.model)
+    info("Model: %s with net %s, %s", cfg.model._target_, cfg.model.net._target_, compiled_state(model))
     loggers = build_loggers(cfg.get("logger"))
     preemption = Preemption()
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, has_logger=bool(loggers))
     callbacks += [RNGState(), preemption]  # what bitwise resume and a clean preemption need, whatever the config
-    callbacks.append(TaskRecord(OmegaConf.to_container(cfg.data, resolve=True)))  # what eval/predict rebuild
+    callbacks.append(TaskRecord(cfg.data))  # which module and data: what eval, predict and export rebuild
     trainer = build_trainer(cfg, callbacks, loggers)
+    check_half_precision(cfg, trainer)
     ckpt_path = resume_checkpoint(cfg, trainer, model)
     training_started()  # from here on the run dir holds this run's work, whatever happens
     log_hyperparameters(loggers, cfg)
     info("Training")
-    with disk_full_is_a_clear_error(trainer):
+    with disk_full_is_a_clear_error(trainer), ctrl_c_is_a_clear_stop(cfg, trainer):
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         except SIGTERMException as stop:

@@ -1,16 +1,41 @@
-"""tune=lr_find: Lightning's learning-rate range test, applied to the optimizer config the model trains with."""
+"""tune=lr_find and tune=batch_size: Lightning's finders, run before training; the run trains with what they find,
+and its saved config records it."""
 
 import json
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BatchSizeFinder as LightningBatchSizeFinder
 from lightning.pytorch.callbacks import LearningRateFinder
 from lightning.pytorch.utilities import rank_zero_only
 
+from hydralight.saved_config import record_what_ran
+
 log = logging.getLogger(__name__)
+
+
+def _not_a_trial_line(record: logging.LogRecord) -> bool:
+    """Each trial of a finder is a short fit of its own, and Lightning reports each one's end as if training ended."""
+    return not str(record.msg).startswith("`Trainer.fit` stopped:")
+
+
+@contextmanager
+def quiet_trials() -> Iterator[None]:
+    """While a finder runs: no line per trial that says training stopped, no warning about a trial's few batches."""
+    rank_zero_logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    rank_zero_logger.addFilter(_not_a_trial_line)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging")
+            yield
+    finally:
+        rank_zero_logger.removeFilter(_not_a_trial_line)
 
 
 def steepest_descent(results: dict[str, list[float]], skip_begin: int = 10, skip_end: int = 1) -> float | None:
@@ -37,7 +62,7 @@ class LRFinder(LearningRateFinder):
     learning rate from their optimizer config instead (`hparams.optimizer.lr`), so that is what is set here, together
     with the optimizers and schedulers already built. The suggestion is the steepest descent of the loss per decade
     of learning rate. A resumed run keeps the learning rate it had. The suggestion and the whole curve go to
-    `<dirpath>/lr_find.json`.
+    `<dirpath>/lr_find.json`, and the suggestion replaces `model.optimizer.lr` in the run's `.hydra/config.yaml`.
     """
 
     def __init__(self, dirpath: str | Path = ".", **kwargs: Any) -> None:
@@ -55,7 +80,8 @@ class LRFinder(LearningRateFinder):
         # Lightning's test stops at max_epochs too: a short run (trainer.max_epochs=2) would test only its low rates.
         max_epochs, trainer.fit_loop.max_epochs = trainer.fit_loop.max_epochs, -1
         try:
-            super().lr_find(trainer, pl_module)
+            with quiet_trials():
+                super().lr_find(trainer, pl_module)
         finally:
             trainer.fit_loop.max_epochs = max_epochs
         self.suggestion = steepest_descent(self.optimal_lr.results) if self.optimal_lr is not None else None
@@ -63,6 +89,7 @@ class LRFinder(LearningRateFinder):
             log.warning("tune=lr_find found no learning rate (too few steps?): training keeps the configured one.")
         else:
             self.apply(trainer, pl_module, self.suggestion)
+            record_what_ran(trainer.default_root_dir, {"model.optimizer.lr": self.suggestion})
         self.save()
 
     @staticmethod
@@ -92,3 +119,13 @@ class LRFinder(LearningRateFinder):
         }
         self.dirpath.mkdir(parents=True, exist_ok=True)
         (self.dirpath / "lr_find.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+class BatchSizeFinder(LightningBatchSizeFinder):
+    """Lightning's batch-size finder; its result replaces `data.<batch_arg_name>` in the run's `.hydra/config.yaml`."""
+
+    def scale_batch_size(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        with quiet_trials():
+            super().scale_batch_size(trainer, pl_module)
+        if self.optimal_batch_size is not None and hasattr(trainer.datamodule, self._batch_arg_name):
+            record_what_ran(trainer.default_root_dir, {f"data.{self._batch_arg_name}": self.optimal_batch_size})

@@ -16,6 +16,7 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 IDX_UBYTE = 0x08  # the only element type MNIST uses
+PIXEL_MAX = 255.0
 
 
 def read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -51,13 +52,18 @@ def find_idx(data_dir: Path, name: str) -> Path | None:
 
 
 class MNISTDataModule(InMemoryDataModule):
-    """60,000 training images (minus `val_size` for validation) and the official 10,000 test images."""
+    """60,000 training images (minus `val_size` for validation) and the official 10,000 test images. Predict files
+    hold raw pixels 0..255: 784 per row (or (N, 1, 28, 28)), optionally a 785th column of labels."""
 
     def __init__(self, data_dir: str = "data", download: bool = False, val_size: int = 5000, **kwargs) -> None:
+        kwargs.setdefault("input_shape", (1, 28, 28))  # the base's default is the digits' 8x8
         super().__init__(**kwargs)
         self.data_dir = Path(data_dir)
         self.download = download
         self.val_size = val_size
+
+    def transform(self, raw: torch.Tensor) -> torch.Tensor:
+        return raw / PIXEL_MAX
 
     def missing_files(self) -> list[str]:
         return [name for pair in IDX_FILES.values() for name in pair if find_idx(self.data_dir, name) is None]
@@ -87,7 +93,7 @@ class MNISTDataModule(InMemoryDataModule):
         images, labels = read_idx(paths[0], ndim=3), read_idx(paths[1], ndim=1)
         if len(images) != len(labels):
             raise UserError(f"{paths[0]} has {len(images)} images but {paths[1]} has {len(labels)} labels.")
-        images = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
+        images = self.transform(torch.from_numpy(images.astype(np.float32)).unsqueeze(1))
         return images, torch.from_numpy(labels.astype(np.int64))
 
     def load_splits(self) -> dict[str, TensorDataset]:

@@ -88,6 +88,16 @@ class Classifier(LightningModule):
         self.val_acc_best.persistent(True)  # part of the checkpoint, so a resumed run keeps its best
         self._logged_stages: set[str] = set()  # stages whose metric objects are logged in the current epoch
 
+    @property
+    def example_input_array(self) -> Tensor | None:
+        """One zero sample of the net config's `input_shape`, in the parameters' dtype (so `64-true` and `bf16-true`
+        runs can pass it too): the shape export traces and the model summary reports."""
+        shape = (self.hparams.net or {}).get("input_shape")
+        if not shape:
+            return None
+        parameter = next(self.parameters(), None)
+        return torch.zeros(1, *shape, dtype=parameter.dtype if parameter is not None else None)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
 
@@ -146,9 +156,15 @@ class Classifier(LightningModule):
 
     @torch.no_grad()
     def predict_step(self, batch: tuple[Tensor, ...] | Tensor, batch_idx: int) -> dict[str, Tensor]:
+        """Per sample: the class, its probability, the label when the batch has one, every class's probability
+        (predict.py writes them as the CSV columns prediction, confidence, [label,] prob_0 ...)."""
         x = batch[0] if isinstance(batch, list | tuple) else batch
         probabilities = self(x).softmax(dim=-1)
-        return {"preds": probabilities.argmax(dim=-1), "probs": probabilities}
+        row = {"prediction": probabilities.argmax(dim=-1), "confidence": probabilities.amax(dim=-1)}
+        if isinstance(batch, list | tuple) and len(batch) > 1:
+            row["label"] = batch[1]
+        row["prob"] = probabilities
+        return row
 
     def configure_optimizers(self) -> Any:
         optimizer = build(self.hparams.optimizer)(self.parameters())

@@ -24,12 +24,23 @@ class DataParallelStrategy(ParallelStrategy):
     strategy_name = "dp"
 
     def __init__(self, module_name: str = "net", **kwargs: Any) -> None:
+        self.devices_asked = 0
         super().__init__(cluster_environment=None, **kwargs)
         self.module_name = module_name
         self._said_no_cuda = False
 
     # One process, one rank: nothing to shard, sync or gather across processes.
     is_distributed = False
+
+    @property
+    def parallel_devices(self) -> list[torch.device] | None:
+        return self._parallel_devices
+
+    @parallel_devices.setter
+    def parallel_devices(self, devices: list[torch.device] | None) -> None:
+        # Without CUDA every device of `trainer.devices=N` is the same CPU: one to run on, in this one process.
+        self.devices_asked = len(devices or ())
+        self._parallel_devices = list(dict.fromkeys(devices)) if devices else devices
 
     @property
     def root_device(self) -> torch.device:
@@ -53,7 +64,12 @@ class DataParallelStrategy(ParallelStrategy):
         module = self._module()
         device_ids = [device.index for device in self.parallel_devices if device.type == "cuda"]
         if not device_ids and not self._said_no_cuda:
-            log.warning("strategy=dp: no CUDA device, so DataParallel runs on one device (%s).", self.root_device)
+            asked = f", not the {self.devices_asked} of trainer.devices" if self.devices_asked > 1 else ""
+            log.warning(
+                "strategy=dp: no CUDA device, so DataParallel runs on one device (%s) in this process%s.",
+                self.root_device,
+                asked,
+            )
             self._said_no_cuda = True
         net = getattr(module, self.module_name)
         setattr(module, self.module_name, nn.DataParallel(net, device_ids=device_ids or None))

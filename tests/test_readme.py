@@ -1,0 +1,749 @@
+"""README.md as a test: every command it shows runs as typed, with default run and sweep dirs, and does what it says.
+
+The commands are read from README.md: each line of its ```bash blocks, and each inline `python ...`, `torchrun ...`,
+`make ...` (PROGRAMS) in its tables and text. ENTRIES says, for each, how it runs here (the command itself, its
+placeholders filled, with only what shortens it appended) or, for the few that cannot run here, why. A README command
+with no entry fails, so a new one cannot go untested. `python X.py ...` runs as `<this python> <repo>/X.py ...` with
+its cwd a fresh scratch dir ("from another directory"); the quickstart also runs in a copy of the working tree ("from
+the repo root"). No command gets `hydra.run.dir=` or `hydra.sweep.dir=`: no README line types them.
+"""
+
+import csv
+import gzip
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.conftest import ROOT
+
+README = ROOT / "README.md"
+# An inline code span is a command when its first word is one of these, or a `hydralight-*` console script.
+PROGRAMS = {
+    "python", "python3", "torchrun", "srun", "sbatch", "make", "pip", "uv", "pytest", "copier", "git", "cd", "bash",
+}  # fmt: skip
+SHELL_FENCES = {"bash", "sh", "shell", "console"}
+DIGITS = ROOT / "src" / "hydralight" / "data" / "digits.csv.gz"
+TRAIN_METRICS = {"val/acc_best", "test/acc", "test/loss"}
+# What shortens a run and changes nothing else it does: one epoch of a few batches.
+LIMITS = ("trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")
+SHORT = ("trainer.max_epochs=1", *LIMITS)
+SECOND_RANK = "GLOBAL_RANK: 1, MEMBER: 2/2"  # Lightning's line when the second of 2 processes joins
+LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
+TIMEOUT = 300
+
+
+# What README.md shows.
+
+
+def strip_comment(line: str) -> str:
+    """A shell line without its trailing `# comment` (a `#` inside quotes or a word stays)."""
+    quote = None
+    for i, char in enumerate(line):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].strip()
+    return line.strip()
+
+
+def is_command(span: str) -> bool:
+    first = span.split()[0] if span.split() else ""
+    return first in PROGRAMS or first.startswith("hydralight-")
+
+
+def readme_commands(text: str) -> list[str]:
+    """Every command `text` shows, in order; a repeated one gets ` [2]`, ` [3]`, ... so each has its own entry."""
+    found: list[str] = []
+    paragraph: list[str] = []
+    fence: str | None = None
+
+    def end_paragraph() -> None:  # a code span never crosses a blank line or a code block
+        spans = re.findall(r"`([^`]+)`", "\n".join(paragraph))
+        found.extend(" ".join(span.split()) for span in spans if is_command(span))
+        paragraph.clear()
+
+    for line in text.splitlines():
+        opening = re.match(r"\s*```\s*(\S*)", line)
+        if opening:
+            end_paragraph()
+            fence = None if fence is not None else opening.group(1)
+        elif fence is None:
+            if line.strip():
+                paragraph.append(line)
+            else:
+                end_paragraph()
+        elif fence in SHELL_FENCES and strip_comment(line):
+            found.append(strip_comment(line))
+    end_paragraph()
+    seen: Counter[str] = Counter()
+    keys = []
+    for command in found:
+        seen[command] += 1
+        keys.append(command if seen[command] == 1 else f"{command} [{seen[command]}]")
+    return keys
+
+
+def typed(key: str) -> str:
+    """The command as README.md types it (its key without the ` [2]` of a repeat)."""
+    return re.sub(r" \[\d+\]$", "", key)
+
+
+# How each one runs here.
+
+
+@dataclass
+class Ran:
+    """One README command as it ran: its argv, cwd, exit code, output, time, and the dirs it found there."""
+
+    argv: list[str]
+    cwd: Path
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+    before: set[Path]
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def new(self, pattern: str) -> list[Path]:
+        """The dirs matching `pattern` under the cwd that this command made."""
+        return sorted(path for path in self.cwd.glob(pattern) if path.is_dir() and path not in self.before)
+
+    def run_dir(self, task: str = "train") -> Path:
+        runs = self.new(f"outputs/{task}/runs/*")
+        assert len(runs) == 1, f"expected one new run dir in {self.cwd}/outputs/{task}/runs, found {runs}"
+        return runs[0]
+
+    def sweep_dir(self) -> Path:
+        sweeps = self.new("outputs/train/multiruns/*")
+        assert len(sweeps) == 1, f"expected one new sweep dir in {self.cwd}/outputs/train/multiruns, found {sweeps}"
+        assert not self.new("outputs/train/runs/*"), "a sweep claimed a run dir outside its sweep dir"
+        return sweeps[0]
+
+    def line(self) -> str:
+        return f"exit {self.returncode} in {self.seconds:.1f} s: {shlex.join(self.argv)}  (cwd {self.cwd})"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A README command run here: its placeholders filled, `extra` (only what shortens it) appended, then checked."""
+
+    check: Callable[[Ran], None]
+    extra: tuple[str, ...] = SHORT
+    fill: dict[str, str] = field(default_factory=dict)  # placeholder -> value; `{name}` is Runner.value(name)
+    where: str = "scratch"  # a new empty dir; "repo": a copy of the working tree; or an earlier command: its dir
+    needs: tuple[str, ...] = ()  # modules of an optional extra: the test skips without them
+    exit_code: int = 0
+    interrupt_when: str | None = None  # SIGTERM once this file (relative to the cwd) exists: a run "killed" midway
+    prepare: Callable[[Path], None] | None = None  # makes the files the command reads, in its cwd
+    repeat: int = 1  # runs of the command in one dir (a sweep that a storage continues)
+    instead: str | None = None  # for a command that cannot run here, the one run in its place (why: in `why`)
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class NotRun:
+    """A README command that cannot run here, and why."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class Covered:
+    """A README command another test module runs already, at a cost this module should not pay twice."""
+
+    test: str  # tests/<module>.py::<test function>
+    why: str
+
+
+@dataclass(frozen=True)
+class Same:
+    """A README command named again (in a sentence, without its arguments): tested as the line it repeats."""
+
+    command: str
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def working_tree_files() -> list[str]:
+    """The files of this checkout that git would commit, tracked or not: what a fresh clone would hold."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [name for name in listed.stdout.split("\0") if name and (ROOT / name).is_file()]
+
+
+def digit_rows() -> list[list[int]]:
+    """The embedded UCI digits: 64 raw pixel values (0..16), then the label, per row."""
+    with gzip.open(DIGITS, "rt") as file:
+        return [[int(value) for value in row] for row in csv.reader(file) if row]
+
+
+def write_digits_csv(cwd: Path, rows: int = 200) -> None:
+    """digits.csv as a user holding UCI digits has it: raw 0..16 pixel rows, no label, no header."""
+    with open(cwd / "digits.csv", "w", newline="") as file:
+        csv.writer(file).writerows(row[:64] for row in digit_rows()[:rows])
+
+
+class Runner:
+    """Runs each README command once per test session; a later command can use an earlier one's dir or files."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.done: dict[tuple, Ran] = {}
+        self.repo_copy: Path | None = None
+
+    def ran(self, key: str, index: int = 0) -> Ran:
+        """The `index`th run of README command `key` (see ENTRIES), run now if it has not run yet."""
+        if (key, index) not in self.done:
+            run = runs_of(ENTRIES[key])[index]
+            tokens = [self.fill(token, run.fill) for token in shlex.split(run.instead or typed(key))]
+            dirs = [arg for arg in run.extra if arg.startswith(("hydra.run.dir=", "hydra.sweep.dir="))]
+            assert not dirs, f"{key}: {dirs} appended; a README line is proven with the dirs it types"
+            cwd = self.cwd(run)
+            argv = [*self.argv(tokens, elsewhere=cwd != self.repo_copy), *run.extra]
+            shared = run.where == "scratch" and not (run.interrupt_when or run.prepare or run.repeat > 1)
+            if shared and ("argv", *argv) in self.done:  # the same command, typed twice in README.md
+                self.done[key, index] = self.done[("argv", *argv)]
+            else:
+                if run.prepare:
+                    run.prepare(cwd)
+                self.done[key, index] = self.execute(argv, cwd, run, torchrun=tokens[0] == "torchrun")
+                if shared:
+                    self.done[("argv", *argv)] = self.done[key, index]
+        return self.done[key, index]
+
+    def cwd(self, run: Run) -> Path:
+        if run.where == "scratch":
+            return self.factory.mktemp("cwd")
+        if run.where == "repo":
+            return self.repo()
+        return self.ran(run.where).cwd
+
+    def repo(self) -> Path:
+        """A copy of the working tree (not /work/main itself: its outputs/ stays untouched)."""
+        if self.repo_copy is None:
+            self.repo_copy = self.factory.mktemp("clone") / ROOT.name
+            for name in working_tree_files():
+                (self.repo_copy / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, self.repo_copy / name)
+        return self.repo_copy
+
+    def value(self, name: str) -> str:
+        """What a placeholder stands for, taken from an earlier command's outputs."""
+        if name == "port":
+            return str(free_port())
+        if name == "run":  # the quickstart's run, as the eval line's relative path names it
+            return self.ran("python train.py", 0).run_dir().name
+        if name == "ckpt":
+            return str(self.ran("python train.py", 0).run_dir() / "checkpoints" / "last.ckpt")
+        if name == "file":  # a one-epoch run's checkpoint, so that continuing from it trains
+            return str(self.ran("python train.py", 1).run_dir() / "checkpoints" / "last.ckpt")
+        raise KeyError(f"no value for {{{name}}}: add it to Runner.value")
+
+    def fill(self, token: str, fill: dict[str, str]) -> str:
+        """`token` with its placeholders replaced: `<name>` anywhere in it, a bare one (N, HOST:PORT) as its value."""
+        for placeholder, template in fill.items():
+            key, equals, value = token.rpartition("=")
+            if placeholder.startswith("<") and placeholder in token:
+                token = token.replace(placeholder, template.format_map(Values(self)))
+            elif equals and value == placeholder:
+                token = f"{key}={template.format_map(Values(self))}"
+        assert not re.search(r"<[^>]*>", token), f"placeholder left in {token!r}: give its value in the entry's fill"
+        return token
+
+    @staticmethod
+    def argv(tokens: list[str], elsewhere: bool) -> list[str]:
+        """The command's argv: this environment's python or torchrun; its script from the repo when run elsewhere."""
+        program, *args = tokens
+        if program in ("python", "torchrun"):
+            executable = sys.executable if program == "python" else str(Path(sys.executable).with_name("torchrun"))
+            script = next((i for i, arg in enumerate(args) if not arg.startswith("-")), None)
+            if elsewhere and script is not None and args[script].endswith(".py"):
+                args[script] = str(ROOT / args[script])
+            return [executable, *args]
+        if program == "make":
+            return [shutil.which("make") or "make", *args]
+        raise AssertionError(f"no way to run {program!r} here: teach Runner.argv, or give the command a NotRun entry")
+
+    @staticmethod
+    def execute(argv: list[str], cwd: Path, run: Run, torchrun: bool = False) -> Ran:
+        before = {path for pattern in ("outputs/*/runs/*", "outputs/*/multiruns/*") for path in cwd.glob(pattern)}
+        env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(LOOPBACK if torchrun else {})}
+        start = time.monotonic()
+        stdout, stderr, returncode = "", "", 0
+        for _ in range(run.repeat):
+            # Files, not pipes: a run that is polled (interrupt_when) must never block on a full pipe.
+            with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+                process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err, text=True,
+                                           start_new_session=True)  # fmt: skip
+                try:
+                    if run.interrupt_when:
+                        wait_for(cwd / run.interrupt_when, process)
+                        process.send_signal(signal.SIGTERM)
+                    process.wait(timeout=TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    pass  # its exit code (-9) and output say so below
+                finally:
+                    if process.poll() is None:
+                        os.killpg(process.pid, signal.SIGKILL)  # every rank it started, too
+                        process.wait()
+                out.seek(0)
+                err.seek(0)
+                stdout, stderr = stdout + out.read(), stderr + err.read()
+            returncode = process.returncode
+            if returncode != run.exit_code:
+                break
+        return Ran(argv, cwd, returncode, stdout, stderr, time.monotonic() - start, before)
+
+
+class Values(dict):
+    """`{name}` in a fill value: the Runner's value for it, computed only when asked for."""
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__()
+        self.runner = runner
+
+    def __missing__(self, name: str) -> str:
+        return self.runner.value(name)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, f"the run ended (exit {process.returncode}) before {path} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout} s"
+        time.sleep(0.05)
+
+
+def runs_of(entry: Run | tuple[Run, ...]) -> tuple[Run, ...]:
+    return entry if isinstance(entry, tuple) else (entry,)
+
+
+# What each one must leave behind.
+
+
+def metrics(run_dir: Path, names: set[str] = TRAIN_METRICS) -> dict[str, float]:
+    path = run_dir / "metrics.json"
+    assert path.is_file(), f"no metrics.json in {run_dir}: {sorted(p.name for p in run_dir.iterdir())}"
+    values = json.loads(path.read_text())
+    assert names <= values.keys(), f"{path} lacks {names - values.keys()}"
+    return values
+
+
+def last_epoch(run_dir: Path) -> int:
+    """The epoch that `last.ckpt` closes, counted from 1."""
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] + 1
+
+
+def trained(name: str | None = None, epochs: int = 1) -> Callable[[Ran], Path]:
+    """One new run dir (named `name`), its metrics.json, and last.ckpt after `epochs` epochs."""
+
+    def check(ran: Ran) -> Path:
+        run_dir = ran.run_dir()
+        assert name is None or run_dir.name == name, run_dir
+        metrics(run_dir)
+        written = [path.parent for path in (ran.cwd / "outputs" / "train").rglob("metrics.json")]
+        assert [path for path in written if not ran.before & {path, *path.parents}] == [run_dir], written
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file(), f"no checkpoints/last.ckpt in {run_dir}"
+        assert last_epoch(run_dir) == epochs
+        return run_dir
+
+    return check
+
+
+def swept(jobs: int, columns: tuple[str, ...] = ()) -> Callable[[Ran], Path]:
+    """One new sweep dir with `jobs` job dirs, each with metrics.json and last.ckpt, and the summary of them all."""
+
+    def check(ran: Ran) -> Path:
+        sweep_dir = ran.sweep_dir()
+        job_dirs = sorted(path.name for path in sweep_dir.iterdir() if path.is_dir() and path.name.isdigit())
+        assert job_dirs == [str(num) for num in range(jobs)], f"job dirs in {sweep_dir}: {job_dirs}"
+        for job in job_dirs:
+            metrics(sweep_dir / job)
+            assert (sweep_dir / job / "checkpoints" / "last.ckpt").is_file(), f"job {job}: no last.ckpt"
+        summary = json.loads((sweep_dir / "summary.json").read_text())["jobs"]
+        assert sorted(job["job"] for job in summary) == list(range(jobs))
+        assert all(job["status"] == "completed" for job in summary), summary
+        best = [job["metrics"]["val/acc_best"] for job in summary]
+        assert best == sorted(best, reverse=True), f"summary not best first: {best}"
+        header, *rows = (sweep_dir / "summary.csv").read_text().splitlines()
+        assert len(rows) == jobs and all(column in header.split(",") for column in columns), header
+        return sweep_dir
+
+    return check
+
+
+def ddp_sweep(ran: Ran) -> None:
+    """The sweep launched once; each of its 2 jobs ran its own 2 ranks, logged in its dir; no rank is left behind."""
+    sweep_dir = swept(2)(ran)
+    assert ran.output.count("Launching 2 jobs locally") == 1, "the sweep was launched more than once"
+    for job in ("0", "1"):
+        log = (sweep_dir / job / "train.log").read_text()
+        assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and SECOND_RANK in log, f"job {job} did not run 2 ranks"
+    assert not processes_mentioning(str(sweep_dir)), "a rank outlived its sweep"
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that contain `text`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        found += [args] if text in args else []
+    return found
+
+
+def quickstart_as_typed(ran: Ran) -> None:
+    """The quickstart from the repo root: the accuracy README.md states, and nothing printed a warning."""
+    run_dir = trained(epochs=20)(ran)
+    assert metrics(run_dir)["test/acc"] >= 0.97
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "csv" / "metrics.csv").is_file()
+    warnings = [line for line in ran.output.splitlines() if re.search("warning", line, re.IGNORECASE)]
+    assert not warnings, "a plain run printed warnings:\n" + "\n".join(warnings[:10])
+
+
+def help_lists_the_groups(ran: Ran) -> None:
+    assert all(group in ran.stdout for group in ("strategy", "precision", "hparams_search")), ran.stdout[-2000:]
+    assert not (ran.cwd / "outputs").exists(), "--help made an outputs dir"
+
+
+def job_config_printed(ran: Ran) -> None:
+    config = OmegaConf.create(ran.stdout)
+    assert {"trainer", "model", "data", "strategy"} <= set(config.keys()), list(config.keys())
+    assert not (ran.cwd / "outputs").exists(), "--cfg job made an outputs dir"
+
+
+def evaluated(ran: Ran) -> None:
+    """eval.py on the quickstart's last.ckpt: its own run dir with the test metrics of a trained model."""
+    assert metrics(ran.run_dir("eval"), {"test/acc", "test/loss"})["test/acc"] >= 0.95
+
+
+def predicted(ran: Ran) -> None:
+    """One prediction per row of digits.csv, in the predict run dir, as right as the model's test accuracy."""
+    with open(ran.run_dir("predict") / "predictions.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    labels = [row[64] for row in digit_rows()[: len(rows)]]
+    assert len(rows) == 200, len(rows)
+    correct = sum(int(row["prediction"]) == label for row, label in zip(rows, labels, strict=True))
+    assert correct >= 0.95 * len(rows), f"{correct} of {len(rows)} raw digit rows predicted right"
+
+
+def exported_onnx(ran: Ran) -> None:
+    import onnxruntime
+
+    (model,) = ran.run_dir("export").glob("*.onnx")
+    session = onnxruntime.InferenceSession(str(model))
+    shape = [2 if not isinstance(dim, int) else dim for dim in session.get_inputs()[0].shape]
+    (logits,) = session.run(None, {session.get_inputs()[0].name: torch.zeros(shape).numpy()})
+    assert logits.shape == (2, 10), logits.shape
+
+
+def plotted_and_logged_everywhere(ran: Ran) -> None:
+    run_dir = trained()(ran)
+    assert list((run_dir / "plots").glob("*.png")), "no PNG in plots/"
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard events"
+    assert (run_dir / "mlflow.db").is_file(), "no MLflow store"
+    assert list((run_dir / "wandb").glob("offline-run-*")), "no offline W&B run"
+    assert (run_dir / "csv" / "metrics.csv").is_file()
+
+
+def lr_found(ran: Ran) -> None:
+    assert json.loads((trained()(ran) / "lr_find.json").read_text())["suggestion"] > 0
+
+
+def bf16_said_once(ran: Ran) -> None:
+    """16-mixed on a CPU: one process, one line saying it runs bf16-mixed, and not Lightning's own notices."""
+    trained()(ran)
+    said = ran.output.count("so this run uses precision=bf16-mixed")
+    assert said == 1, f"the bf16 notice printed {said} times"
+    assert "AMP with fp16 is not supported on CPU" not in ran.output  # Lightning's own, replaced by ours
+    assert "litlogger" not in ran.output  # Lightning's advert, printed by every Trainer
+
+
+def two_ranks(ran: Ran) -> None:
+    trained()(ran)
+    assert SECOND_RANK in ran.output, "no second process joined"
+
+
+def killed_midway(ran: Ran) -> None:
+    """SIGTERM after the first epoch: preempted.ckpt saved, exit 75, no final metrics."""
+    run_dir = ran.run_dir()
+    assert run_dir.name == "mlp-adam"
+    assert (run_dir / "checkpoints" / "preempted.ckpt").is_file()
+    assert not (run_dir / "metrics.json").exists()
+
+
+def continued(ran: Ran) -> None:
+    """The same command in the same dir continues the killed run from its preempted.ckpt to the last epoch."""
+    run_dir = ran.cwd / "outputs" / "train" / "runs" / "mlp-adam"
+    assert not ran.new("outputs/train/runs/*"), "the re-run made a new run dir"
+    assert re.search(r"Resuming from \S*mlp-adam/checkpoints/preempted\.ckpt", ran.output), ran.output[-3000:]
+    metrics(run_dir)
+    assert last_epoch(run_dir) == 5
+
+
+def continued_elsewhere(ran: Ran) -> None:
+    """ckpt_path=<file>: a new run dir, continuing from the 1-epoch checkpoint to epoch 2."""
+    trained(epochs=2)(ran)
+    assert re.search(r"Resuming from \S*checkpoints/last\.ckpt", ran.output), ran.output[-3000:]
+
+
+def optuna_study_continued(ran: Ran) -> None:
+    """Run twice: two sweep dirs of 2 trials each, and one study of 4 trials in the sqlite file."""
+    import optuna
+
+    sweeps = ran.new("outputs/train/multiruns/*")
+    assert len(sweeps) == 2, sweeps
+    study = optuna.load_study(study_name="digits_optuna", storage=f"sqlite:///{ran.cwd}/outputs/optuna.db")
+    states = [trial.state for trial in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 4, states
+
+
+def make_help_lists_targets(ran: Ran) -> None:
+    assert all(f"make {target}" in ran.stdout for target in ("install", "train", "test", "lint", "clean")), ran.stdout
+
+
+def succeeded(ran: Ran) -> None:
+    """Its exit code (checked for every command) is all there is to check."""
+
+
+OPTUNA = ("hydra_plugins.hydra_optuna_sweeper", "optuna")
+TRIALS = ("hydra.sweeper.n_trials=2", *SHORT)
+FIVE_EPOCHS = ("trainer.max_epochs=5", *LIMITS)  # room to be killed after the first
+ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
+    # Quickstart.
+    'pip install -e ".[dev]"': NotRun("CI's own install step; this suite runs inside that install"),
+    "python train.py": (
+        Run(quickstart_as_typed, extra=(), where="repo"),  # as typed, from the repo root
+        Run(trained()),  # from another directory; its checkpoint is `<file>` below
+    ),
+    "pytest": NotRun("this suite itself"),
+    "python eval.py ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt": Run(
+        evaluated, extra=(), fill={"<run>": "{run}"}, where="python train.py"
+    ),
+    "python train.py --help": Run(help_lists_the_groups, extra=()),
+    "python train.py --cfg job": Run(job_config_printed, extra=()),
+    # Switches.
+    "python train.py strategy=ddp precision=16-mixed": Run(bf16_said_once),
+    "python train.py strategy=ddp trainer.devices=2": Run(two_ranks),
+    "python train.py strategy=dp trainer.devices=4": Run(trained()),
+    "python train.py accumulate_grad_batches=4 gradient_clip_val=1.0": Run(trained()),
+    "python train.py model/net=cnn model/optimizer=sgd model/scheduler=onecycle": Run(trained()),
+    "python train.py experiment=digits_cnn": Run(trained()),
+    # When a run dies: the first is killed (SIGTERM) after its first epoch, the second continues it in its dir.
+    "python train.py run_name=mlp-adam trainer.max_epochs=50": Run(
+        killed_midway,
+        extra=FIVE_EPOCHS,
+        interrupt_when="outputs/train/runs/mlp-adam/checkpoints/last.ckpt",
+        exit_code=75,
+    ),
+    "python train.py run_name=mlp-adam trainer.max_epochs=50 [2]": Run(
+        continued, extra=FIVE_EPOCHS, where="python train.py run_name=mlp-adam trainer.max_epochs=50"
+    ),
+    "python train.py ckpt_path=<file>": Run(
+        continued_elsewhere, extra=("trainer.max_epochs=2", *LIMITS), fill={"<file>": "{file}"}
+    ),
+    # Scaling out.
+    "python train.py strategy=ddp trainer.devices=N": Run(two_ranks, fill={"N": "2"}),
+    "python train.py strategy=dp trainer.devices=N": Run(trained(), fill={"N": "4"}),
+    "torchrun --nnodes=M --nproc_per_node=N --node_rank=R --rdzv-id=JOB --rdzv-endpoint=HOST:PORT train.py "
+    "strategy=ddp trainer.num_nodes=M trainer.devices=N": Run(
+        trained("torchrun-readme"),
+        fill={"M": "1", "N": "2", "R": "0", "JOB": "readme", "HOST:PORT": "127.0.0.1:{port}"},
+    ),
+    "python train.py -m cluster=slurm hydra.launcher.partition=P strategy=ddp trainer.num_nodes=M trainer.devices=N": (
+        Run(
+            swept(1),
+            instead="python train.py -m cluster=local strategy=ddp trainer.num_nodes=1 trainer.devices=1",
+            why="no SLURM here: cluster=local is the same submitit launcher path, on this machine",
+            needs=("hydra_plugins.hydra_submitit_launcher",),
+        )
+    ),
+    'pip install -e ".[slurm]"': NotRun("CI's own install step (the slurm extra)"),
+    "sbatch": NotRun("no SLURM here; the script it submits runs the srun line below"),
+    "srun python train.py strategy=ddp trainer.num_nodes=M trainer.devices=N": NotRun(
+        "no SLURM here; the slurm-<job id> run dir is unit-tested in tests/test_distributed.py"
+    ),
+    # Performance.
+    "python benchmarks/bench.py --threads 1": Covered(
+        "tests/test_benchmark.py::test_quick_benchmark_reports_every_number",
+        "runs it with --quick (~40 s), the shortened form this line's comment names",
+    ),
+    "python benchmarks/bench.py --switches digits,mnist60k": NotRun(
+        "timing runs: 79 s here even with --quick --sizes digits --only cpu_threads=1; bench.py's checks of "
+        "--switches/--only are in tests/test_benchmark.py"
+    ),
+    'python -c "import lightning"': Run(succeeded, extra=()),
+    "python train.py [2]": Same("python train.py"),
+    # Sweeps.
+    "python train.py -m model.optimizer.lr=1e-3,1e-2 model/optimizer=adam,sgd": Run(
+        swept(4, ("model.optimizer.lr", "model/optimizer"))
+    ),
+    "python train.py -m seed=1,2,3 hydra/launcher=joblib hydra.launcher.n_jobs=2": Run(
+        swept(3, ("seed",)), needs=("hydra_plugins.hydra_joblib_launcher",)
+    ),
+    "python train.py hparams_search=digits_optuna": Run(swept(2), extra=TRIALS, needs=OPTUNA),
+    "python train.py hparams_search=digits_optuna hydra.sweeper.storage=sqlite:///outputs/optuna.db": Run(
+        optuna_study_continued, extra=TRIALS, needs=OPTUNA, repeat=2
+    ),
+    "python train.py -m strategy=ddp trainer.devices=2 model.optimizer.lr=0.1,0.01": Run(ddp_sweep),
+    # Start your own project.
+    'pip install -e ".[template]"': NotRun("CI's own install step (the template extra)"),
+    "copier copy --trust <path or git URL of hydralight> my-project": Covered(
+        "tests/test_template.py::test_the_copy_is_the_template_renamed",
+        "copier copy of this working tree (a throwaway git repo of it), then every file of the copy compared",
+    ),
+    'cd my-project && git init && git add -A && git commit -m "New project from hydralight"': Covered(
+        "tests/test_template.py::test_copier_update_brings_a_later_template_change",
+        "git init, add and commit in a fresh copy, as this line does",
+    ),
+    'pip install -e ".[dev]" && python train.py && pytest': Covered(
+        "tests/test_template.py::test_the_copy_installs_trains_and_passes_its_tests",
+        "installs a copy into a fresh virtualenv (not this one, whose editable install is this checkout)",
+    ),
+    "copier update": Same("copier update --trust"),
+    "copier copy": Same("copier copy --trust <path or git URL of hydralight> my-project"),
+    'pip install -e ".[template]" [2]': NotRun("the install step above, again"),
+    "copier update --trust": Covered(
+        "tests/test_template.py::test_copier_update_brings_a_later_template_change", "a later template tag merged"
+    ),
+    "copier update --trust --data <question>=<new answer>": NotRun(
+        "copier's own option to change an answer; needs a copy made by copier copy, which test_template.py has"
+    ),
+    # Notebooks, loggers, pictures, predict, export, tools.
+    'pip install -e ".[dev,plots,notebooks,loggers,onnx]"': NotRun("CI's own install step (the extras)"),
+    "python train.py callbacks=plots logger=many": Run(
+        plotted_and_logged_everywhere, needs=("matplotlib", "tensorboard", "mlflow", "wandb")
+    ),
+    "python predict.py ckpt_path=<ckpt> input=digits.csv": Run(
+        predicted, extra=(), fill={"<ckpt>": "{ckpt}"}, prepare=write_digits_csv
+    ),
+    "python export.py ckpt_path=<ckpt> format=onnx": Run(
+        exported_onnx, extra=(), fill={"<ckpt>": "{ckpt}"}, needs=("onnx", "onnxscript", "onnxruntime")
+    ),
+    "python train.py tune=lr_find": Run(lr_found, extra=(*SHORT, "callbacks.lr_find.num_training_steps=20")),
+    "make help": Run(make_help_lists_targets, extra=(), where="repo"),
+    # Data.
+    'pip install -e ".[mnist-download]"': NotRun("CI's own install step; and data.download=true needs a network"),
+    # Tests.
+    'pytest -m "not slow"': NotRun("this suite itself"),
+    "pytest [2]": NotRun("this suite itself"),
+    "pytest --cov": NotRun("this suite itself"),
+    'pip install -e ".[dev,sweeps,slurm,plots,notebooks,loggers,onnx,template]"': NotRun("CI's own install step"),
+}
+
+
+# The tests.
+
+COMMANDS = readme_commands(README.read_text())
+
+
+def missing_message(commands: list[str]) -> str:
+    return (
+        "README.md shows commands tests/test_readme.py does not run: add an entry to ENTRIES for each, saying how "
+        "it runs here (Run) or why it cannot (NotRun, Covered):\n  " + "\n  ".join(commands)
+    )
+
+
+@pytest.fixture(scope="module")
+def runner(tmp_path_factory: pytest.TempPathFactory) -> Runner:
+    return Runner(tmp_path_factory)
+
+
+def test_every_readme_command_has_an_entry():
+    """A command added to README.md without saying how it is tested fails here; an entry README lost, too."""
+    missing = [command for command in COMMANDS if command not in ENTRIES]
+    assert not missing, missing_message(missing)
+    stale = [command for command in ENTRIES if command not in COMMANDS]
+    assert not stale, "ENTRIES name commands README.md no longer shows:\n  " + "\n  ".join(stale)
+
+
+def test_commands_are_found_in_blocks_tables_and_text():
+    """The extraction finds a new command wherever README.md may put it: a bash block, a table cell, a sentence."""
+    text = (
+        "Run `python train.py a=1` first; `precision=8` is no command.\n"
+        "| where | command |\n|---|---|\n| here | `torchrun --nnodes=M train.py` |\n\n"
+        "```bash\npython eval.py ckpt_path=x   # a comment\n# a comment line\n\nmake help\n```\n"
+        "```\nmetrics.json   not a shell block\n```\n"
+        "A span over two lines: `srun python\ntrain.py` and `python eval.py ckpt_path=x` again.\n"
+    )
+    assert readme_commands(text) == [
+        "python train.py a=1",
+        "torchrun --nnodes=M train.py",
+        "python eval.py ckpt_path=x",
+        "make help",
+        "srun python train.py",
+        "python eval.py ckpt_path=x [2]",
+    ]
+    assert strip_comment('git commit -m "a # b"  # why') == 'git commit -m "a # b"'
+
+
+def test_covered_and_same_entries_name_tests_that_exist():
+    """A command left to another module names a test that is there; one named again names a README line."""
+    for command, entry in ENTRIES.items():
+        if isinstance(entry, Same):
+            assert entry.command in ENTRIES and not isinstance(ENTRIES[entry.command], Same), command
+        if isinstance(entry, Covered):
+            module, name = entry.test.split("::")
+            assert re.search(rf"^def {name}\(", (ROOT / module).read_text(), re.MULTILINE), (command, entry.test)
+
+
+def marks(command: str) -> list[pytest.MarkDecorator]:
+    multirun = " -m " in f" {command} " or "hparams_search=" in command
+    return [pytest.mark.slow, *([pytest.mark.sweeps] if multirun else [])]
+
+
+@pytest.mark.parametrize("command", [pytest.param(c, marks=marks(c), id=c) for c in COMMANDS])
+def test_readme_command(command: str, runner: Runner):
+    """The README line, as typed: its exit code and what it leaves behind (run dirs, metrics, checkpoints, files)."""
+    entry = ENTRIES.get(command)
+    assert entry is not None, missing_message([command])
+    if isinstance(entry, Same):
+        entry = ENTRIES[entry.command]  # its runs are shared: run once for both lines
+        command = ENTRIES[command].command
+    if isinstance(entry, NotRun):
+        pytest.skip(f"not run here: {entry.why}")
+    if isinstance(entry, Covered):
+        pytest.skip(f"run by {entry.test}: {entry.why}")
+    for index, run in enumerate(runs_of(entry)):
+        for module in run.needs:
+            pytest.importorskip(module, reason=f"needs {module} (an optional extra)")
+        ran = runner.ran(command, index)
+        print(ran.line())
+        assert ran.returncode == run.exit_code, (
+            f"{ran.line()}\nexpected exit {run.exit_code}\n--- stdout ---\n{ran.stdout[-2000:]}\n"
+            f"--- stderr ---\n{ran.stderr[-6000:]}"
+        )
+        assert "Traceback" not in ran.output, f"{ran.line()}\n--- output ---\n{ran.output[-6000:]}"
+        run.check(ran)
