@@ -278,8 +278,12 @@ def log_hyperparameters(loggers: list[Logger], cfg: DictConfig) -> None:
         logger.log_hyperparams(config)
 
 
-def close_loggers() -> None:
-    """Lightning leaves a W&B run open; the next job of a sweep in this process would log into it."""
+def close_run() -> None:
+    """What Lightning leaves open after a run: a W&B run (the next job of a sweep in this process would log into it)
+    and the process group, whose gloo threads, still alive at interpreter exit, can abort a rank (SIGABRT)."""
     wandb = sys.modules.get("wandb")  # only if some logger imported it
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank tears down while another still talks to it
+        torch.distributed.destroy_process_group()

@@ -11,7 +11,7 @@ from hydralight.build import (
     build_datamodule,
     build_loggers,
     build_trainer,
-    close_loggers,
+    close_run,
     info,
     quiet_console,
 )
@@ -37,5 +37,5 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, has_logger=bool(loggers))
     trainer = build_trainer(cfg, callbacks, loggers)
     trainer.test(model, datamodule=datamodule)
-    close_loggers()
+    close_run()
     return {name: float(value) for name, value in trainer.callback_metrics.items()}

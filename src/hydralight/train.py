@@ -17,7 +17,7 @@ from hydralight.build import (
     build_loggers,
     build_trainer,
     check_half_precision,
-    close_loggers,
+    close_run,
     compiled_state,
     info,
     log_hyperparameters,
@@ -144,7 +144,7 @@ def train(cfg: DictConfig) -> float | None:
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
 
-    close_loggers()
+    close_run()
     info("Final metrics: %s", metrics)
     print_final_metrics(metrics, cfg.paths.output_dir)
     return metrics.get(cfg.get("optimized_metric"))
