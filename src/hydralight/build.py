@@ -98,13 +98,15 @@ def build_loggers(cfg: DictConfig | None) -> list[Logger]:
     return loggers
 
 
-def build_callbacks(cfg: DictConfig | None, output_dir: str | Path, has_logger: bool) -> list[Callback]:
+def build_callbacks(
+    cfg: DictConfig | None, output_dir: str | Path, has_logger: bool, monitor: str | None = None
+) -> list[Callback]:
     """The configured callbacks plus MetricsJson, which the metrics.json contract needs whatever the config says."""
     callbacks = [instantiate(entry) for entry in (cfg or {}).values() if entry]
     if not has_logger and any(isinstance(callback, LearningRateMonitor) for callback in callbacks):
         info("No logger configured: dropping LearningRateMonitor (it has nowhere to write).")
         callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
-    callbacks.append(MetricsJson(Path(output_dir) / "metrics.json"))
+    callbacks.append(MetricsJson(Path(output_dir) / "metrics.json", monitor))
     info("Callbacks: %s", ", ".join(type(callback).__name__ for callback in callbacks))
     return callbacks
 

@@ -14,6 +14,7 @@ PRECISIONS = (
 )  # fmt: skip
 CLIP_ALGORITHMS = ("norm", "value")
 RESUME_MODES = ("auto", "never")
+MONITOR_MODES = ("max", "min")  # Lightning's ModelCheckpoint / EarlyStopping `mode`
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")  # Lightning's names; "gpu" is cuda or mps
 
@@ -49,6 +50,13 @@ def validate_switches(cfg: DictConfig) -> None:
         choices_message("gradient_clip_algorithm", cfg.gradient_clip_algorithm, CLIP_ALGORITHMS),
     )
     _require(_is_int(cfg.seed), f"seed={cfg.seed!r} is not valid. Use a whole number, e.g. seed=42.")
+    mode = cfg.get("mode", "max")
+    _require(mode in MONITOR_MODES, choices_message("mode", mode, MONITOR_MODES))
+    monitor = cfg.get("monitor", "val/acc")
+    _require(
+        isinstance(monitor, str) and bool(monitor),
+        f"monitor={monitor!r} is not valid. Name a metric the module logs, e.g. monitor=val/loss mode=min.",
+    )
     resume = cfg.get("resume", "auto")
     _require(resume in RESUME_MODES, choices_message("resume", resume, RESUME_MODES))
     matmul = cfg.get("float32_matmul_precision", "highest")

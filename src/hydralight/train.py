@@ -24,6 +24,7 @@ from hydralight.build import (
     quiet_console,
 )
 from hydralight.callbacks import Preemption, RNGState, TaskRecord
+from hydralight.callbacks.metrics_json import best_metrics, monitoring_checkpoint
 from hydralight.checkpoints import check_compatible, checkpoint_dir, read_checkpoint
 from hydralight.cli import in_multirun
 from hydralight.config import validate_targets
@@ -113,10 +114,10 @@ def train(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     model = instantiate(cfg.model)
-    info("Model: %s with net %s, %s", cfg.model._target_, cfg.model.net._target_, compiled_state(model))
+    info("Model: %s, %s", cfg.model._target_, compiled_state(model))
     loggers = build_loggers(cfg.get("logger"))
     preemption = Preemption()
-    callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, has_logger=bool(loggers))
+    callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, bool(loggers), cfg.get("monitor"))
     callbacks += [RNGState(), preemption]  # what bitwise resume and a clean preemption need, whatever the config
     callbacks.append(TaskRecord(cfg.data))  # which module and data: what eval, predict and export rebuild
     trainer = build_trainer(cfg, callbacks, loggers)
@@ -136,10 +137,14 @@ def train(cfg: DictConfig) -> float | None:
             ) from stop
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
 
+        for name, value in best_metrics(trainer, cfg.get("monitor")).items():
+            metrics.setdefault(name, value)  # the sweep metric; a module's own `<monitor>_best` comes first
+        checkpointer = monitoring_checkpoint(trainer, cfg.get("monitor"))
         if cfg.get("test"):
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            best = checkpointer.best_model_path if checkpointer is not None else ""
             if not best:
-                info("No best checkpoint (checkpointing is off): testing the weights as they are now.")
+                info("No checkpoint of the best %s (none monitors it): testing the weights as they are now.",
+                     cfg.get("monitor"))  # fmt: skip
             info("Testing %s", best or "the current weights")
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
