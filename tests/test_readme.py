@@ -364,13 +364,13 @@ def last_epoch(run_dir: Path) -> int:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] + 1
 
 
-def trained(name: str | None = None, epochs: int = 1) -> Callable[[Ran], Path]:
-    """One new run dir (named `name`), its metrics.json, and last.ckpt after `epochs` epochs."""
+def trained(name: str | None = None, epochs: int = 1, names: set[str] = TRAIN_METRICS) -> Callable[[Ran], Path]:
+    """One new run dir (named `name`), its metrics.json (with `names`), and last.ckpt after `epochs` epochs."""
 
     def check(ran: Ran) -> Path:
         run_dir = ran.run_dir()
         assert name is None or run_dir.name == name, run_dir
-        metrics(run_dir)
+        metrics(run_dir, names)
         written = [path.parent for path in (ran.cwd / "outputs" / "train").rglob("metrics.json")]
         assert [path for path in written if not ran.before & {path, *path.parents}] == [run_dir], written
         assert (run_dir / "checkpoints" / "last.ckpt").is_file(), f"no checkpoints/last.ckpt in {run_dir}"
@@ -561,6 +561,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     "python train.py accumulate_grad_batches=4 gradient_clip_val=1.0": Run(trained()),
     "python train.py model/net=cnn model/optimizer=sgd model/scheduler=onecycle": Run(trained()),
     "python train.py experiment=digits_cnn": Run(trained()),
+    "python train.py experiment=shakespeare_gpt": Run(trained(names={"val/loss_best", "test/loss", "test/ppl"})),
     # When a run dies: the first is killed (SIGTERM) after its first epoch, the second continues it in its dir.
     "python train.py run_name=mlp-adam trainer.max_epochs=50": Run(
         killed_midway,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from omegaconf import DictConfig, open_dict
 from torch import Tensor
 
@@ -117,6 +118,11 @@ def predict(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str
         with open_dict(data):
             data[PREDICT_PATH] = str(cfg.input)
     datamodule = build_datamodule(data)
+    if not is_overridden("predict_dataloader", datamodule, LightningDataModule):
+        raise UserError(
+            f"{type(datamodule).__name__} has no predict_dataloader, so predict.py has nothing to predict on. "
+            "Implement it in the data module (Lightning's hook), or choose another with data=<option>."
+        )
     trainer = Trainer(
         accelerator=accelerator(cfg.device),
         devices=1,

@@ -2,5 +2,6 @@
 
 from hydralight.data.digits import DigitsDataModule
 from hydralight.data.mnist import MNISTDataModule
+from hydralight.data.shakespeare import ShakespeareDataModule
 
-__all__ = ["DigitsDataModule", "MNISTDataModule"]
+__all__ = ["DigitsDataModule", "MNISTDataModule", "ShakespeareDataModule"]

@@ -2,5 +2,6 @@
 
 from hydralight.models.nets.cnn import ResNetCNN
 from hydralight.models.nets.mlp import MLP
+from hydralight.models.nets.transformer import Transformer
 
-__all__ = ["MLP", "ResNetCNN"]
+__all__ = ["MLP", "ResNetCNN", "Transformer"]

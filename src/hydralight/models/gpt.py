@@ -1,0 +1,221 @@
+"""A character-level GPT LightningModule: next-character cross-entropy, AdamW with decay on matrices only, sampling."""
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+
+from hydralight.errors import UserError
+from hydralight.models.classifier import STAGES, WeightedMean, build, plain
+from hydralight.models.nets.transformer import Transformer
+
+
+class GPT(LightningModule):
+    """A causal transformer over the characters of `vocab`, with the mean loss per character (nats) and perplexity.
+
+    `vocab` (the sorted characters, conf/model/gpt.yaml reads it from the data config) is a hyperparameter, so a
+    checkpoint alone rebuilds the model, encodes a prompt and decodes what it generates:
+    `GPT.load_from_checkpoint(path, weights_only=True).generate_text("ROMEO:", 200)`. `optimizer` and `scheduler` are
+    configs (conf/model/optimizer, conf/model/scheduler), built in `configure_optimizers`. `max_new_tokens`,
+    `temperature` and `top_k` are what `predict_step` samples with (override them in `load_from_checkpoint`).
+    """
+
+    def __init__(
+        self,
+        vocab: str,
+        optimizer: Mapping,
+        scheduler: Mapping | None = None,
+        block_size: int = 64,
+        n_layer: int = 4,
+        n_head: int = 4,
+        n_embd: int = 128,
+        dropout: float = 0.0,
+        max_new_tokens: int = 200,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if not vocab or len(set(vocab)) != len(vocab):
+            raise UserError(f"model.vocab={vocab!r} must be a non-empty string of distinct characters (data.vocab).")
+        self.save_hyperparameters(
+            {
+                "vocab": str(vocab),
+                "optimizer": plain(optimizer),
+                "scheduler": plain(scheduler) or None,  # an empty scheduler config means a constant LR
+                "block_size": block_size,
+                "n_layer": n_layer,
+                "n_head": n_head,
+                "n_embd": n_embd,
+                "dropout": dropout,
+                "max_new_tokens": max_new_tokens,
+                "temperature": temperature,
+                "top_k": top_k,
+                "compile": compile,
+            }
+        )
+        self.net = Transformer(len(vocab), block_size, n_layer, n_head, n_embd, dropout)
+        if compile:
+            self.net.compile()  # in place: parameter names keep no `_orig_mod.` prefix
+        self._index = {char: i for i, char in enumerate(vocab)}
+        # ModuleDict keys cannot be "train" (nn.Module.train), hence the "_" suffix.
+        self.mean_loss = nn.ModuleDict({f"{s}_": WeightedMean() for s in STAGES})
+        self._logged_stages: set[str] = set()  # stages whose metric objects are logged in the current epoch
+
+    @property
+    def example_input_array(self) -> Tensor:
+        """A (1, block_size) sequence of token ids: what export traces and the model summary reports."""
+        return torch.zeros(1, self.hparams.block_size, dtype=torch.long)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.net(ids)
+
+    # Text <-> ids, with the vocabulary kept in the checkpoint.
+    def encode(self, text: str) -> Tensor:
+        """`text` as a (len,) long tensor of ids; a character outside the vocabulary is a UserError (prompts)."""
+        unknown = sorted({char for char in text if char not in self._index})
+        if unknown:
+            raise UserError(
+                f"prompt={text!r} has characters the model does not know: {''.join(unknown)!r}. "
+                f"Its vocabulary: {self.hparams.vocab!r}."
+            )
+        return torch.tensor([self._index[char] for char in text], dtype=torch.long)
+
+    def decode(self, ids: Tensor) -> str:
+        vocab = self.hparams.vocab
+        return "".join(vocab[i] for i in ids.tolist())
+
+    # Training.
+    def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())  # mean over every predicted character
+        # As in Classifier: update the metric object, log it once per epoch (Lightning computes it, synced across
+        # DDP ranks, at epoch end); weighted by characters, so a short last batch counts for what it holds.
+        mean_loss = self.mean_loss[f"{stage}_"]
+        mean_loss.update(loss.detach(), weight=y.numel())
+        if stage not in self._logged_stages:
+            self._logged_stages.add(stage)
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._shared_step(batch, "train")
+        if self._loggers_write_this_step():
+            self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def _loggers_write_this_step(self) -> bool:
+        """Only the steps Lightning sends to the loggers (`trainer.log_every_n_steps`): each `self.log` costs."""
+        trainer = self._trainer
+        if trainer is None or trainer.fast_dev_run or trainer.should_stop:
+            return True
+        every = trainer.log_every_n_steps
+        return every > 0 and (self.global_step + 1) % every == 0
+
+    def on_train_epoch_start(self) -> None:
+        self._logged_stages.discard("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._logged_stages.discard("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._logged_stages.discard("test")
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def _log_perplexity(self, stage: str) -> None:
+        self.log(f"{stage}/ppl", self.mean_loss[f"{stage}_"].compute().exp(), prog_bar=stage == "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_perplexity("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_perplexity("test")
+
+    def configure_optimizers(self) -> Any:
+        factory = build(self.hparams.optimizer)
+        # Weight decay on the matrices only (Linear and Embedding weights): decaying biases and LayerNorm gains
+        # towards 0 only fights their job. The first group takes the optimizer config's weight_decay.
+        matrices = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
+        others = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
+        optimizer = factory([{"params": matrices}, {"params": others, "weight_decay": 0.0}])
+        if not self.hparams.scheduler:
+            return optimizer
+        lr_scheduler = dict(self.hparams.scheduler)  # Lightning's lr_scheduler dict: interval, monitor, ...
+        scheduler_factory = build(lr_scheduler.pop("scheduler"))
+        kwargs = {}
+        parameters = inspect.signature(scheduler_factory.func).parameters
+        if "total_steps" in parameters and "total_steps" not in scheduler_factory.keywords:
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)  # WarmupCosineLR, OneCycleLR
+        lr_scheduler["scheduler"] = scheduler_factory(optimizer, **kwargs)
+        return {"optimizer": optimizer, "lr_scheduler": lr_scheduler}
+
+    # Sampling.
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt_ids: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """The prompt ids ((T,) or (B, T)) followed by `max_new_tokens` sampled ids, each from the last block_size.
+
+        temperature 0 picks the most likely character; top_k keeps only the k most likely. Sampling draws from
+        `generator` (same seed, same text), else from torch's global RNG (seeded by `seed=`). Runs in eval mode.
+        """
+        if temperature < 0:
+            raise UserError(f"temperature={temperature} must be >= 0 (0: always the most likely character).")
+        if top_k is not None and top_k < 1:
+            raise UserError(f"top_k={top_k} must be a whole number >= 1, or null for the whole vocabulary.")
+        if prompt_ids.shape[-1] == 0:
+            raise UserError("prompt='' is empty: give the model at least one character to continue.")
+        single = prompt_ids.ndim == 1
+        ids = (prompt_ids[None] if single else prompt_ids).to(self.device, torch.long)
+        was_training = self.training
+        self.eval()
+        try:
+            for _ in range(max_new_tokens):
+                logits = self(ids[:, -self.hparams.block_size :])[:, -1, :].float()
+                if temperature == 0:
+                    next_ids = logits.argmax(dim=-1, keepdim=True)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None and top_k < logits.shape[-1]:
+                        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    next_ids = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)
+                ids = torch.cat([ids, next_ids], dim=1)
+        finally:
+            self.train(was_training)
+        return ids[0] if single else ids
+
+    def generate_text(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """The prompt and its continuation; with `seed`, the same text every time."""
+        generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
+        return self.decode(self.generate(self.encode(prompt), max_new_tokens, temperature, top_k, generator))
+
+    def predict_step(self, batch: tuple[Tensor, ...] | Tensor, batch_idx: int) -> dict[str, list[str]]:
+        """Per prompt (a row of ids, or the inputs of an (x, y) batch): the prompt and the text it continues to, with
+        the hyperparameters max_new_tokens, temperature and top_k, drawn from torch's RNG (seeded by `seed=`)."""
+        prompts = batch[0] if isinstance(batch, list | tuple) else batch
+        hp = self.hparams
+        ids = self.generate(prompts, hp.max_new_tokens, hp.temperature, hp.top_k)
+        return {"prompt": [self.decode(row) for row in prompts], "text": [self.decode(row) for row in ids]}
