@@ -1,59 +1,19 @@
 """An image classifier LightningModule built from plain configs, so checkpoints load with `weights_only=True`."""
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from lightning.pytorch import LightningModule
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
-from torchmetrics import MaxMetric, Metric
+from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-STAGES = ("train", "val", "test")
+from hydralight.models.common import STAGES, EpochMetrics, WeightedMean, build, plain, with_scheduler
 
 
-def plain(config: Mapping | None) -> dict | None:
-    """A resolved, plain-dict copy: what `save_hyperparameters` may store without breaking weights-only loading."""
-    if config is None:
-        return None
-    if isinstance(config, DictConfig):
-        return OmegaConf.to_container(config, resolve=True)
-    return dict(config)
-
-
-def build(config: Mapping, *args: Any) -> Any:
-    """Hydra instantiate with plain containers throughout (a ListConfig in an optimizer's betas ends up in its
-    state dict, and from there in every checkpoint)."""
-    return instantiate(config, *args, _convert_="all")
-
-
-class WeightedMean(Metric):
-    """The mean of a stream of values weighted by batch size, summed over DDP ranks when computed.
-
-    torchmetrics' MeanMetric tests every update for NaN, and each test waits for the GPU: two host syncs per step.
-    Here a NaN simply shows in the mean (and GradientGuard stops the run at the first one).
-    """
-
-    full_state_update = False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
-        self.add_state("weight", default=torch.tensor(0.0), dist_reduce_fx="sum")
-
-    def update(self, value: Tensor, weight: float) -> None:
-        self.total += value.to(self.total.dtype) * weight
-        self.weight += weight
-
-    def compute(self) -> Tensor:
-        return self.total / self.weight
-
-
-class Classifier(LightningModule):
+class Classifier(EpochMetrics, LightningModule):
     """Cross-entropy classification with accuracy and mean loss per stage, and the best validation accuracy.
 
     `net`, `optimizer` and `scheduler` are configs (conf/model/...), not objects: the module builds them itself
@@ -124,24 +84,6 @@ class Classifier(LightningModule):
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
-    def _loggers_write_this_step(self) -> bool:
-        """Lightning sends step values to the loggers every `trainer.log_every_n_steps` optimizer steps (its own
-        `should_update_logs`); a step value logged in between is overwritten unseen, and each `self.log` costs."""
-        trainer = self._trainer
-        if trainer is None or trainer.fast_dev_run or trainer.should_stop:
-            return True
-        every = trainer.log_every_n_steps
-        return every > 0 and (self.global_step + 1) % every == 0
-
-    def on_train_epoch_start(self) -> None:
-        self._logged_stages.discard("train")
-
-    def on_validation_epoch_start(self) -> None:
-        self._logged_stages.discard("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._logged_stages.discard("test")
-
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
@@ -167,13 +109,4 @@ class Classifier(LightningModule):
         return row
 
     def configure_optimizers(self) -> Any:
-        optimizer = build(self.hparams.optimizer)(self.parameters())
-        if not self.hparams.scheduler:
-            return optimizer
-        lr_scheduler = dict(self.hparams.scheduler)  # Lightning's lr_scheduler dict: interval, monitor, ...
-        factory = build(lr_scheduler.pop("scheduler"))
-        kwargs = {}
-        if "total_steps" in inspect.signature(factory.func).parameters and "total_steps" not in factory.keywords:
-            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)  # OneCycleLR
-        lr_scheduler["scheduler"] = factory(optimizer, **kwargs)
-        return {"optimizer": optimizer, "lr_scheduler": lr_scheduler}
+        return with_scheduler(self, build(self.hparams.optimizer)(self.parameters()))

@@ -1,6 +1,5 @@
 """A character-level GPT LightningModule: next-character cross-entropy, AdamW with decay on matrices only, sampling."""
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,11 +9,11 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from hydralight.errors import UserError
-from hydralight.models.classifier import STAGES, WeightedMean, build, plain
+from hydralight.models.common import STAGES, EpochMetrics, WeightedMean, build, plain, with_scheduler
 from hydralight.models.nets.transformer import Transformer
 
 
-class GPT(LightningModule):
+class GPT(EpochMetrics, LightningModule):
     """A causal transformer over the characters of `vocab`, with the mean loss per character (nats) and perplexity.
 
     `vocab` (the sorted characters, conf/model/gpt.yaml reads it from the data config) is a hyperparameter, so a
@@ -109,23 +108,6 @@ class GPT(LightningModule):
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
-    def _loggers_write_this_step(self) -> bool:
-        """Only the steps Lightning sends to the loggers (`trainer.log_every_n_steps`): each `self.log` costs."""
-        trainer = self._trainer
-        if trainer is None or trainer.fast_dev_run or trainer.should_stop:
-            return True
-        every = trainer.log_every_n_steps
-        return every > 0 and (self.global_step + 1) % every == 0
-
-    def on_train_epoch_start(self) -> None:
-        self._logged_stages.discard("train")
-
-    def on_validation_epoch_start(self) -> None:
-        self._logged_stages.discard("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._logged_stages.discard("test")
-
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
@@ -147,17 +129,7 @@ class GPT(LightningModule):
         # towards 0 only fights their job. The first group takes the optimizer config's weight_decay.
         matrices = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
         others = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
-        optimizer = factory([{"params": matrices}, {"params": others, "weight_decay": 0.0}])
-        if not self.hparams.scheduler:
-            return optimizer
-        lr_scheduler = dict(self.hparams.scheduler)  # Lightning's lr_scheduler dict: interval, monitor, ...
-        scheduler_factory = build(lr_scheduler.pop("scheduler"))
-        kwargs = {}
-        parameters = inspect.signature(scheduler_factory.func).parameters
-        if "total_steps" in parameters and "total_steps" not in scheduler_factory.keywords:
-            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)  # WarmupCosineLR, OneCycleLR
-        lr_scheduler["scheduler"] = scheduler_factory(optimizer, **kwargs)
-        return {"optimizer": optimizer, "lr_scheduler": lr_scheduler}
+        return with_scheduler(self, factory([{"params": matrices}, {"params": others, "weight_decay": 0.0}]))
 
     # Sampling.
     @torch.no_grad()
