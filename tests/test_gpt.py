@@ -258,7 +258,7 @@ def test_training_draws_samples_per_epoch_new_windows_each_epoch_and_shards_them
     sampler.set_epoch(1)
     assert list(sampler) != epoch0
     sampler.set_epoch(0)
-    shards = [list(RandomWindowSampler(datamodule.splits["train"], 96, 2, rank, seed=0)) for rank in (0, 1)]
+    shards = [list(RandomWindowSampler(datamodule.splits["train"], 96, 2, rank, sampler.seed)) for rank in (0, 1)]
     assert sorted(shards[0] + shards[1]) == sorted(epoch0)  # two processes share one process's draw
     assert len(shards[0]) == len(shards[1]) == 48
 
