@@ -129,3 +129,14 @@ def test_resuming_past_max_epochs_says_the_checkpoints_epoch_and_what_to_set(mak
     assert message.startswith("trainer.max_epochs=1 is below the epoch of the checkpoint this run continues")
     assert f"{last} is at epoch 2 (3 epochs trained)" in message
     assert "set trainer.max_epochs=4 or more" in message
+
+
+def test_a_data_module_without_loader_keys_passes_the_data_checks():
+    """The harness requires no data key: a task's data config may hold only `_target_` and its own arguments."""
+    from omegaconf import OmegaConf
+
+    from hydralight.config import validate_data
+
+    validate_data(OmegaConf.create({"data": {"_target_": "lightning.pytorch.demos.boring_classes.BoringDataModule"}}))
+    with pytest.raises(UserError, match=r"data.batch_size=0 is not valid"):
+        validate_data(OmegaConf.create({"data": {"batch_size": 0}}))

@@ -103,16 +103,19 @@ def validate_trainer(cfg: DictConfig) -> None:
 
 
 def validate_data(cfg: DictConfig) -> None:
-    batch_size = cfg.data.get("batch_size")
-    _require(
-        _is_int(batch_size) and batch_size >= 1,
-        f"data.batch_size={batch_size!r} is not valid. Use a whole number >= 1.",
-    )
-    num_workers = cfg.data.get("num_workers", 0)
-    _require(
-        _is_int(num_workers) and num_workers >= 0,
-        f"data.num_workers={num_workers!r} is not valid. Use a whole number >= 0 (0 = load in the main process).",
-    )
+    """The loader keys most data modules take, where the data config has them (a task's own may have neither)."""
+    if "batch_size" in cfg.data:
+        batch_size = cfg.data.batch_size
+        _require(
+            _is_int(batch_size) and batch_size >= 1,
+            f"data.batch_size={batch_size!r} is not valid. Use a whole number >= 1.",
+        )
+    if "num_workers" in cfg.data:
+        num_workers = cfg.data.num_workers
+        _require(
+            _is_int(num_workers) and num_workers >= 0,
+            f"data.num_workers={num_workers!r} is not valid. Use a whole number >= 0 (0 = load in the main process).",
+        )
 
 
 def validate_ckpt_path(ckpt_path: object, required: bool) -> None:
