@@ -44,6 +44,18 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
+def working_tree_files() -> list[str]:
+    """The files of this checkout that git would commit, tracked or not: what a fresh clone would hold."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [name for name in listed.stdout.split("\0") if name and (ROOT / name).is_file()]
+
+
 def run_cli(script: str, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run `python <script> <args>` from the repo root as a user would; stdout and stderr captured as text."""
     return subprocess.run(

@@ -30,7 +30,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, working_tree_files
 
 README = ROOT / "README.md"
 # An inline code span is a command when its first word is one of these, or a `hydralight-*` console script.
@@ -187,18 +187,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def working_tree_files() -> list[str]:
-    """The files of this checkout that git would commit, tracked or not: what a fresh clone would hold."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return [name for name in listed.stdout.split("\0") if name and (ROOT / name).is_file()]
 
 
 def digit_rows() -> list[list[int]]:
@@ -543,6 +531,7 @@ TRIALS = ("hydra.sweeper.n_trials=2", *SHORT)
 FIVE_EPOCHS = ("trainer.max_epochs=5", *LIMITS)  # room to be killed after the first
 ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     # Quickstart.
+    "python -m venv .venv && . .venv/bin/activate": NotRun("CI's own install step (.ci/run makes its venv so)"),
     'pip install -e ".[dev]"': NotRun("CI's own install step; this suite runs inside that install"),
     "python train.py": (
         Run(quickstart_as_typed, extra=(), where="repo"),  # as typed, from the repo root

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, working_tree_files
 
 pytest.importorskip("copier", reason='needs the template extra: pip install -e ".[template]"')
 pytest.importorskip("copier_template_extensions", reason='needs the template extra: pip install -e ".[template]"')
@@ -76,18 +76,6 @@ def copier(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
 def data_args(answers: dict[str, str]) -> list[str]:
     """The answers as copier's `--data key=value` options."""
     return [arg for key, value in answers.items() for arg in ("--data", f"{key}={value}")]
-
-
-def working_tree_files() -> list[str]:
-    """The files of this checkout that git would commit: tracked or not, minus what .gitignore leaves out."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return [name for name in listed.stdout.split("\0") if name and (ROOT / name).is_file()]
 
 
 def files_of(root: Path) -> dict[str, Path]:
