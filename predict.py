@@ -1,6 +1,6 @@
 """Predict with a checkpoint:  python predict.py ckpt_path=<file> [input=<file>] [output=<file>]  (see README)."""
 
-from hydralight.cli import predict_main
+from hydralight.core.cli import predict_main
 
 if __name__ == "__main__":
     predict_main()

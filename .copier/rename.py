@@ -10,6 +10,9 @@ environment; this extension's `preprocess` hook first turns each one into a Jinj
   are edited by the rules in FILE_EDITS (a required rule that no longer matches stops the copy);
 - blocks from a `copier:template-only-start` line to a `copier:template-only-end` line (and one blank line after)
   are dropped;
+- what belongs to an optional part (a yes/no question in CONDITIONS) is kept only where the answer is yes: a line
+  ending in a `copier:if <question>` comment (`# ...` or `<!-- ... -->`), or the lines between a comment line
+  `copier:if <question>` and a comment line `copier:endif`; the markers themselves never reach a copy;
 - everything else is wrapped in `{% raw %}`, so `${{ github.ref }}` in a workflow or `{{` in a notebook stays as is.
 
 Copier then renders the result with the answers. Since the renaming is part of rendering, `copier update` renders the
@@ -44,6 +47,16 @@ EXPRESSION_OF = {
 TEMPLATE_ONLY = re.compile(
     r"^[^\n]*\bcopier:template-only-start\b[^\n]*\n.*?^[^\n]*\bcopier:template-only-end\b[^\n]*(?:\n\n?|\Z)",
     re.DOTALL | re.MULTILINE,
+)
+# The yes/no questions of copier.yml that parts of files depend on; a marker naming another stops the copy.
+CONDITIONS = ("gpt_example",)
+_COMMENT = r"(?:#|<!--)[ \t]*copier:"
+CONDITIONAL_BLOCK = re.compile(
+    rf"^[ \t]*{_COMMENT}if (?P<question>\w+)[^\n]*\n(?P<body>.*?)^[ \t]*{_COMMENT}endif\b[^\n]*(?:\n|\Z)",
+    re.DOTALL | re.MULTILINE,
+)
+CONDITIONAL_LINE = re.compile(
+    rf"^(?P<body>[^\n]*?\S)[ \t]*{_COMMENT}if (?P<question>\w+)[ \t]*(?:-->)?[ \t]*(?P<end>\n|\Z)", re.MULTILINE
 )
 JINJA_EXPRESSION = re.compile(r"\{\{(.*?)\}\}")
 HELD = re.compile(r"\x00(\d+)\x00")
@@ -96,15 +109,24 @@ def to_jinja(source: str, name: str) -> str:
         raise TemplateSyntaxError("a NUL character in a text file: cannot render it", 1, name)
     if ENDRAW.search(source):
         raise TemplateSyntaxError("'endraw' in the file: it cannot be wrapped in {% raw %}", 1, name)
-    held: list[str] = []
+    held: list[str] = []  # Jinja, kept out of the {% raw %} parts
 
-    def hold(expression: str) -> str:
-        held.append(expression.strip())
+    def hold(jinja: str) -> str:
+        held.append(jinja)
         return f"\x00{len(held) - 1}\x00"
 
+    def only_if(match: re.Match[str]) -> str:
+        question = match["question"]
+        if question not in CONDITIONS:
+            raise TemplateSyntaxError(f"copier:if {question}: not one of {CONDITIONS} (.copier/rename.py)", 1, name)
+        body = match["body"] + match.groupdict().get("end", "")
+        return hold(f"{{% if {question} %}}") + body + hold("{% endif %}")
+
     text = TEMPLATE_ONLY.sub("", source)
+    text = CONDITIONAL_BLOCK.sub(only_if, text)
+    text = CONDITIONAL_LINE.sub(only_if, text)
     for edit in FILE_EDITS.get(name, ()):
-        replacement = JINJA_EXPRESSION.sub(lambda m: hold(m.group(1)), edit.replacement)
+        replacement = JINJA_EXPRESSION.sub(lambda m: hold("{{ " + m.group(1).strip() + " }}"), edit.replacement)
         text, count = edit.pattern.subn(lambda _, held_text=replacement: held_text, text)
         if edit.required and count == 0:
             raise TemplateSyntaxError(
@@ -113,12 +135,12 @@ def to_jinja(source: str, name: str) -> str:
                 1,
                 name,
             )
-    text = MENTION.sub(lambda m: hold(EXPRESSION_OF[m.lastgroup or "prose"]), text)
+    text = MENTION.sub(lambda m: hold("{{ " + EXPRESSION_OF[m.lastgroup or "prose"] + " }}"), text)
     parts = HELD.split(text)  # literal, held index, literal, held index, ..., literal
     out = []
     for i, part in enumerate(parts):
         if i % 2:
-            out.append("{{ " + held[int(part)] + " }}")
+            out.append(held[int(part)])
         elif part:
             out.append("{% raw %}" + part + "{% endraw %}")
     return "".join(out)

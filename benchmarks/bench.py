@@ -220,7 +220,7 @@ def run_lightning(cfg: Any, timer_path: Path) -> dict[str, Any]:
 
 def worker(args: argparse.Namespace) -> None:
     """One run of one variant; writes its timing record as JSON to --out."""
-    from hydralight.cli import compose_config
+    from hydralight.core.cli import compose_config
 
     sys.path.insert(0, str(BENCH_DIR))
     out = Path(args.out)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from hydralight import cli
+from hydralight.core import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = cli.config_dir()

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
 
-from hydralight.cli import USER_ERROR_EXIT_CODE
+from hydralight.core import cli
+from hydralight.core.cli import USER_ERROR_EXIT_CODE
+from hydralight.core.errors import UserError
 from tests.conftest import assert_ok, run_cli
 
 CUDA = torch.cuda.is_available()
@@ -30,7 +34,7 @@ CASES = {
     # Unknown keys (open set: no choices to list, but the key and how to add it).
     "trainer.max_epoch=3": ("train.py", ["trainer.max_epoch=3"], HYDRA, ["trainer.max_epoch", "+trainer.max_epoch=3"]),
     "foo=1": ("train.py", ["foo=1"], HYDRA, ["'foo'", "+foo=1"]),
-    # Wrong types and values, caught by hydralight.config before torch is imported.
+    # Wrong types and values, caught by hydralight.core.validation before torch is imported.
     "trainer.max_epochs=abc": ("train.py", ["trainer.max_epochs=abc"], OURS, ["trainer.max_epochs", "'abc'", ">= 1"]),
     "precision=8-mixed": (
         "train.py",
@@ -153,12 +157,40 @@ def assert_user_error(result, exit_code: int | None, expected: list[str]) -> Non
         assert text in result.stderr, f"{text!r} not in stderr:\n{result.stderr[-4000:]}"
 
 
-@pytest.mark.parametrize(
-    ("script", "args", "exit_code", "expected"),
-    [pytest.param(*case, id=name, marks=MARKS.get(name, ())) for name, case in CASES.items()],
-)
+# The command each script runs once Hydra has composed its config (cli.py): validation, then the task.
+TASKS = {"train.py": ("train", cli._train), "eval.py": ("eval", cli._evaluate)}
+# What the process boundary adds, checked as a user sees it: one of each kind of error, through the real CLI.
+THROUGH_THE_CLI = (
+    "strategy=foo", "precision=8-mixed", "+model.optimizer.weight_decy=0.1", "trainer.precision=8-mixed",
+    "eval:ckpt_path=garbage",
+)  # fmt: skip
+
+
+def params(names) -> list:
+    return [pytest.param(*CASES[name], id=name, marks=MARKS.get(name, ())) for name in names]
+
+
+@pytest.mark.parametrize(("script", "args", "exit_code", "expected"), params(CASES))
+def test_user_error_names_the_key_the_value_and_the_choices(make_cfg, tmp_path, script, args, exit_code, expected):
+    """Each bad override, value or file is refused before training with a message holding key, value and choices
+    (in-process: what the CLI prints is the message; the CLI contract itself is the test below)."""
+    make_bad_files(tmp_path)
+    args = [arg.format(tmp=tmp_path) for arg in args]
+    config_name, task = TASKS[script]
+    if exit_code is HYDRA:  # refused while composing
+        with pytest.raises((HydraException, OmegaConfBaseException)) as refused:
+            make_cfg(*args, config_name=config_name)
+    else:
+        with pytest.raises(UserError) as refused:
+            task(make_cfg(*args, config_name=config_name))
+        assert refused.value.exit_code == exit_code
+    for text in expected:
+        assert text.format(tmp=tmp_path) in str(refused.value), str(refused.value)
+
+
+@pytest.mark.parametrize(("script", "args", "exit_code", "expected"), params(THROUGH_THE_CLI))
 def test_user_error_is_one_clear_message(tmp_path, script, args, exit_code, expected):
-    """A bad override, value or file exits non-zero with key, value and choices on stderr and no traceback."""
+    """Through the real CLI: non-zero exit (exactly 2 for our own checks), the message on stderr, no traceback."""
     make_bad_files(tmp_path)
     args = [arg.format(tmp=tmp_path) for arg in args]
     expected = [text.format(tmp=tmp_path) for text in expected]

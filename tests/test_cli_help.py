@@ -1,4 +1,4 @@
-"""`--help` takes the fast path (hydralight.helptext) and prints exactly what Hydra's own, slow `--help` prints."""
+"""`--help` takes the fast path (hydralight.core.helptext) and prints exactly what Hydra's own, slow `--help` prints."""
 
 import pytest
 
@@ -6,8 +6,8 @@ from tests.conftest import assert_ok, run_cli
 
 # Hydra's own app help for a config: hydra.main without hydralight's CLI in front of it.
 HYDRA_HELP = (
-    "import sys, hydra; from hydralight.cli import config_dir; from hydralight.resolvers import register_resolvers; "
-    "register_resolvers(); "
+    "import sys, hydra; from hydralight.core.cli import config_dir; "
+    "from hydralight.core.resolvers import register_resolvers; register_resolvers(); "
     "hydra.main(config_path=config_dir(), config_name=sys.argv.pop(1), version_base='1.3')(lambda cfg: None)()"
 )
 

@@ -15,11 +15,11 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
-from hydralight.build import build_callbacks, build_datamodule, build_loggers, build_strategy, build_trainer
-from hydralight.callbacks import MetricsJson
-from hydralight.config import PRECISIONS, validate_targets
-from hydralight.errors import UserError
-from hydralight.train import train
+from hydralight.core.build import build_callbacks, build_datamodule, build_loggers, build_strategy, build_trainer
+from hydralight.core.callbacks import MetricsJson
+from hydralight.core.errors import UserError
+from hydralight.core.train import train
+from hydralight.core.validation import PRECISIONS, validate_targets
 from tests.conftest import CONFIG_DIR, TINY
 
 # Options whose packages come with an optional extra.
@@ -51,7 +51,9 @@ NEEDS_CUDA = {
 }
 PLAIN_SCALARS = (str, int, float, bool, type(None))
 # Options that only make sense with another (a text data module feeds a language model, not the classifier).
-COMPANIONS = {("data", "shakespeare"): ("model=gpt",)}
+COMPANIONS = {
+    ("data", "shakespeare"): ("model=gpt",),  # copier:if gpt_example
+}
 
 
 def options(group: str) -> list[str]:
@@ -200,7 +202,7 @@ def test_saved_hparams_are_plain_containers(make_cfg, group, option):
 
 
 def test_precisions_match_lightning():
-    """hydralight.config.PRECISIONS is exactly the set of values Lightning's Trainer accepts."""
+    """hydralight.core.validation.PRECISIONS is exactly the set of values Lightning's Trainer accepts."""
     lightning_values = {
         *typing.get_args(fabric_precision._PRECISION_INPUT_STR),
         *typing.get_args(fabric_precision._PRECISION_INPUT_STR_ALIAS),

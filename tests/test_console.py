@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hydralight.build import build_loggers, build_trainer
-from hydralight.errors import UserError
-from hydralight.train import train
+from hydralight.core.build import build_loggers, build_trainer
+from hydralight.core.errors import UserError
+from hydralight.core.train import train
 from tests.conftest import ROOT, compose_config
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="about a machine without CUDA")
@@ -105,7 +105,7 @@ def test_dp_with_more_devices_than_cores_runs_on_one_cpu_and_says_so(make_cfg, c
     devices = (os.cpu_count() or 1) + 2
     with caplog.at_level(logging.INFO):
         train(make_cfg("strategy=dp", f"trainer.devices={devices}"))
-    lines = [r.getMessage() for r in caplog.records if r.name == "hydralight.strategies.dp"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "hydralight.core.strategies.dp"]
     assert lines == [
         f"strategy=dp: no CUDA device, so DataParallel runs on one device (cpu) in this process, "
         f"not the {devices} of trainer.devices."

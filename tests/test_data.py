@@ -13,11 +13,11 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import RandomSampler, SequentialSampler
 
+from hydralight.core.errors import UserError
+from hydralight.core.train import train
 from hydralight.data import DigitsDataModule, MNISTDataModule
 from hydralight.data.digits import load_digits
 from hydralight.data.mnist import IDX_FILES
-from hydralight.errors import UserError
-from hydralight.train import train
 
 DIGITS_TOTAL = 1797
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801

@@ -14,9 +14,9 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
-from hydralight.errors import UserError
-from hydralight.resolvers import job_run_name, run_dir
-from hydralight.runs import check_run_dir
+from hydralight.core.errors import UserError
+from hydralight.core.resolvers import job_run_name, run_dir
+from hydralight.core.runs.guard import check_run_dir
 from tests.conftest import ROOT, assert_ok, run_cli
 
 TINY = (
@@ -129,7 +129,7 @@ def test_ddp_eval_on_two_processes_reports_the_single_process_accuracy(tmp_path)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA sync_batchnorm is valid")
 def test_sync_batchnorm_without_gpu_is_a_clear_error(make_cfg):
     """trainer.sync_batchnorm=true on a CPU-only machine: a UserError before any process starts."""
-    from hydralight.train import train
+    from hydralight.core.train import train
 
     with pytest.raises(UserError, match="sync_batchnorm=true needs CUDA"):
         train(make_cfg("strategy=ddp", "trainer.sync_batchnorm=true"))

@@ -11,12 +11,12 @@ from hydra.utils import instantiate
 from lightning.pytorch import Callback, Trainer
 from torch import nn
 
-from hydralight.build import build_callbacks, build_datamodule, build_trainer
-from hydralight.errors import UserError
+from hydralight.core.build import build_callbacks, build_datamodule, build_trainer
+from hydralight.core.errors import UserError
+from hydralight.core.strategies import DataParallelStrategy
+from hydralight.core.train import train
 from hydralight.models import Classifier
 from hydralight.models.nets import MLP
-from hydralight.strategies import DataParallelStrategy
-from hydralight.train import train
 from tests.conftest import TINY, assert_ok, compose_config, run_cli
 
 NO_CUDA_WARNING = "strategy=dp: no CUDA device"
@@ -75,12 +75,12 @@ def dp_run(tmp_path_factory) -> Path:
 def test_dp_trains_on_cpu_and_warns_once(make_cfg, caplog):
     """strategy=dp on CPU fits, tests, writes metrics.json and says once (not once per stage) it has no CUDA."""
     cfg = make_cfg("strategy=dp")
-    with caplog.at_level(logging.WARNING, logger="hydralight.strategies.dp"):
+    with caplog.at_level(logging.WARNING, logger="hydralight.core.strategies.dp"):
         returned = train(cfg)
     metrics = read_metrics(Path(cfg.paths.output_dir))
     assert {"val/acc_best", "test/acc", "test/loss"} <= metrics.keys()
     assert returned == pytest.approx(metrics["val/acc_best"])
-    warnings = [r for r in caplog.records if r.name == "hydralight.strategies.dp" and NO_CUDA_WARNING in r.message]
+    warnings = [r for r in caplog.records if r.name == "hydralight.core.strategies.dp" and NO_CUDA_WARNING in r.message]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert warnings[0].levelno == logging.WARNING
 

@@ -14,9 +14,9 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
+from hydralight.core.errors import UserError
 from hydralight.data import ShakespeareDataModule
 from hydralight.data.shakespeare import SHAKESPEARE_FILE, RandomWindowSampler, read_text
-from hydralight.errors import UserError
 from hydralight.models import GPT
 from hydralight.models.schedules import WarmupCosineLR
 from tests.conftest import compose_config
@@ -186,14 +186,28 @@ def test_generation_crops_a_long_context_to_block_size():
     [
         ({"prompt": "ABC"}, r"prompt='ABC' has characters the model does not know: 'ABC'"),
         ({"prompt": ""}, r"prompt='' is empty"),
-        ({"temperature": -1.0}, r"temperature=-1.0 must be >= 0"),
+        ({"temperature": -1.0}, r"temperature=-1.0 must be a number >= 0"),
+        ({"temperature": float("nan")}, r"temperature=nan must be a number >= 0"),
         ({"top_k": 0}, r"top_k=0 must be a whole number >= 1"),
+        ({"top_k": True}, r"top_k=True must be a whole number >= 1"),
+        ({"max_new_tokens": 2.0}, r"max_new_tokens=2.0 must be a whole number >= 0"),
     ],
 )
 def test_bad_generation_settings_are_user_errors(kwargs, match):
     settings = {"prompt": "ab", "max_new_tokens": 3, **kwargs}
     with pytest.raises(UserError, match=match):
         tiny_gpt().generate_text(**settings)
+
+
+def test_predict_from_prompt_samples_with_the_checkpoints_settings_unless_given():
+    """predict.py's hook: an option it is not given is the module's hyperparameter."""
+    model = tiny_gpt(max_new_tokens=6, temperature=0)
+    assert model.predict_from_prompt("ab") == model.generate_text("ab", 6, temperature=0)
+    assert len(model.predict_from_prompt("ab", max_new_tokens=3)) == 5
+    torch.manual_seed(0)
+    sampled = model.predict_from_prompt("ab", temperature=1.0)
+    torch.manual_seed(0)
+    assert model.predict_from_prompt("ab", temperature=1.0) == sampled  # from torch's RNG, which predict.py seeds
 
 
 def test_predict_step_continues_each_prompt():

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hydralight.build import git_state
-from hydralight.train import train
+from hydralight.core.runs.saved_config import git_state
+from hydralight.core.train import train
 from tests.conftest import ROOT
 
 

@@ -9,8 +9,8 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from hydralight.callbacks.metrics_json import monitoring_checkpoint
-from hydralight.train import train
+from hydralight.core.callbacks.metrics_json import monitoring_checkpoint
+from hydralight.core.train import train
 
 
 def test_monitor_val_loss_min_tests_the_lowest_val_loss_checkpoint_and_returns_it(make_cfg):

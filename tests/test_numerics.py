@@ -1,4 +1,5 @@
-"""Numeric specifications of the training switches: accumulation, clipping, DDP and precision do what they promise.
+"""Numeric specifications of the training switches: clipping, DDP through the CLI and precision do what they promise.
+(Accumulation, and DDP equality for any module, are in tests/module_contract.py, which every task runs.)
 
 Each test trains on the real configs through the real `train()` (or the real CLI for DDP) and reads the result from
 where a user would: the checkpoints (loaded weights-only), metrics.json, or a probe callback added to the config.
@@ -15,7 +16,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, open_dict
 from torch import Tensor
 
-from hydralight.train import train
+from hydralight.core.train import train
 from tests.conftest import assert_ok, run_cli
 
 # A setting where "same data, same update" is exact: plain SGD, no batch-norm statistics, no dropout masks,
@@ -90,14 +91,6 @@ def train_with_probe(cfg: DictConfig) -> GradientProbe:
     return probe
 
 
-def train_in(make_cfg, out_dir: Path, *overrides: str) -> dict[str, Any]:
-    """Train the tiny default plus `overrides` into `out_dir`; return its last.ckpt, loaded weights-only."""
-    cfg = make_cfg(*overrides)
-    cfg.paths.output_dir = str(out_dir)
-    train(cfg)
-    return load_last(out_dir)
-
-
 def load_last(run_dir: Path) -> dict[str, Any]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
 
@@ -113,27 +106,6 @@ def max_abs_diff(a: dict[str, Any], b: dict[str, Any]) -> float:
     wa, wb = net_weights(a), net_weights(b)
     assert wa.keys() == wb.keys()
     return max((wa[name].double() - wb[name].double()).abs().max().item() for name in wa)
-
-
-def test_accumulating_4_batches_of_8_equals_one_batch_of_32(make_cfg, tmp_path):
-    """accumulate_grad_batches=4 at batch 8 ends with the weights of batch 32 without accumulation, to 1e-6."""
-    accumulated = train_in(
-        make_cfg,
-        tmp_path / "acc4x8",
-        *EXACT,
-        "data.batch_size=8",
-        "accumulate_grad_batches=4",
-        f"trainer.limit_train_batches={4 * STEPS}",
-    )
-    single = train_in(make_cfg, tmp_path / "b32", *EXACT, "data.batch_size=32", f"trainer.limit_train_batches={STEPS}")
-    # Control: the same 5 steps at batch 8 without accumulation must differ, or the comparison proves nothing.
-    unaccumulated = train_in(
-        make_cfg, tmp_path / "b8", *EXACT, "data.batch_size=8", f"trainer.limit_train_batches={STEPS}"
-    )
-
-    assert accumulated["global_step"] == single["global_step"] == STEPS
-    assert max_abs_diff(accumulated, single) <= WEIGHT_TOL
-    assert max_abs_diff(unaccumulated, single) > 100 * WEIGHT_TOL
 
 
 def test_gradient_clipping_by_norm_bounds_the_norm_the_optimizer_uses(make_cfg):

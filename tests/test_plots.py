@@ -10,10 +10,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from hydralight.build import build_callbacks, build_datamodule, build_loggers, build_trainer
-from hydralight.callbacks.plots import TrainingPlots, curves_from_history
-from hydralight.errors import UserError
-from hydralight.train import train
+from hydralight.core.build import build_callbacks, build_datamodule, build_loggers, build_trainer
+from hydralight.core.callbacks.plots import TrainingPlots, curves_from_history
+from hydralight.core.errors import UserError
+from hydralight.core.train import train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PICTURES = ("learning_curves.png", "confusion_matrix_val.png", "confusion_matrix_test.png")

@@ -21,18 +21,18 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.demos.boring_classes import BoringModel
 from omegaconf import OmegaConf
 
-from hydralight.callbacks import TaskRecord
-from hydralight.checkpoints import TASK_KEY
+from hydralight.core.callbacks import TaskRecord
+from hydralight.core.errors import UserError
+from hydralight.core.evaluate import evaluate
+from hydralight.core.export import FORMATS, run_exported
+from hydralight.core.export import export as export_task
+from hydralight.core.predict import predict
+from hydralight.core.runs.checkpoints import TASK_KEY
+from hydralight.core.train import train
 from hydralight.data import MNISTDataModule
 from hydralight.data.base import split_indices
 from hydralight.data.digits import PIXEL_MAX, load_digits
-from hydralight.errors import UserError
-from hydralight.evaluate import evaluate
-from hydralight.export import FORMATS, run_exported
-from hydralight.export import export as export_task
 from hydralight.models import Classifier
-from hydralight.predict import predict
-from hydralight.train import train
 from tests.conftest import ROOT, TINY, assert_ok, compose_config, run_cli
 from tests.test_data import VAL_SIZE, write_mnist
 

@@ -253,6 +253,8 @@ class Runner:
             return self.ran("python train.py", 0).run_dir().name
         if name == "ckpt":
             return str(self.ran("python train.py", 0).run_dir() / "checkpoints" / "last.ckpt")
+        if name == "gpt_ckpt":  # the text task's checkpoint
+            return str(self.ran("python train.py experiment=shakespeare_gpt").run_dir() / "checkpoints" / "last.ckpt")
         if name == "file":  # a one-epoch run's checkpoint, so that continuing from it trains
             return str(self.ran("python train.py", 1).run_dir() / "checkpoints" / "last.ckpt")
         raise KeyError(f"no value for {{{name}}}: add it to Runner.value")
@@ -447,6 +449,15 @@ def predicted(ran: Ran) -> None:
     assert correct >= 0.95 * len(rows), f"{correct} of {len(rows)} raw digit rows predicted right"
 
 
+def generated(ran: Ran) -> None:
+    """The prompt and 200 characters of the text's vocabulary, in the predict run dir and on stdout."""
+    text = (ran.run_dir("predict") / "generated.txt").read_text(encoding="utf-8")
+    assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 200, repr(text)
+    vocab = OmegaConf.load(ROOT / "conf" / "data" / "shakespeare.yaml").vocab
+    assert set(text) <= set(vocab), set(text) - set(vocab)
+    assert text in ran.stdout
+
+
 def exported_onnx(ran: Ran) -> None:
     import onnxruntime
 
@@ -638,6 +649,9 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     ),
     "python predict.py ckpt_path=<ckpt> input=digits.csv": Run(
         predicted, extra=(), fill={"<ckpt>": "{ckpt}"}, prepare=write_digits_csv
+    ),
+    'python predict.py ckpt_path=<ckpt> prompt="ROMEO:" max_new_tokens=200': Run(
+        generated, extra=(), fill={"<ckpt>": "{gpt_ckpt}"}
     ),
     "python export.py ckpt_path=<ckpt> format=onnx": Run(
         exported_onnx, extra=(), fill={"<ckpt>": "{ckpt}"}, needs=("onnx", "onnxscript", "onnxruntime")

@@ -12,8 +12,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hydralight.build import build_trainer, compiled_state
-from hydralight.train import train
+from hydralight.core.build import build_trainer
+from hydralight.core.torch_settings import compiled_state
+from hydralight.core.train import train
 from tests.conftest import ROOT, assert_ok
 
 # What shortens a CLI run, and nothing else.
@@ -53,7 +54,7 @@ def test_16_mixed_on_cpu_is_recorded_as_the_bf16_mixed_that_runs(make_cfg, caplo
     cfg = make_cfg("precision=16-mixed")
     path = save_like_hydra(cfg)
     before = path.read_text()
-    with caplog.at_level(logging.INFO, logger="hydralight.build"):
+    with caplog.at_level(logging.INFO, logger="hydralight.core.console"):
         trainer = build_trainer(cfg, callbacks=[], loggers=[])
     assert trainer.precision == "bf16-mixed"
     assert "precision=bf16-mixed" in trainer_line(caplog)
@@ -74,13 +75,13 @@ def test_a_run_that_ran_as_configured_leaves_the_saved_config_byte_for_byte(make
 def test_the_trainer_line_states_strategy_devices_accumulation_and_clipping(make_cfg, caplog):
     """One line says what the Trainer runs with, in the switches' own words."""
     cfg = make_cfg("accumulate_grad_batches=3", "gradient_clip_val=0.5", "gradient_clip_algorithm=value")
-    with caplog.at_level(logging.INFO, logger="hydralight.build"):
+    with caplog.at_level(logging.INFO, logger="hydralight.core.console"):
         build_trainer(cfg, callbacks=[], loggers=[])
     line = trainer_line(caplog)
     assert "strategy=SingleDeviceStrategy (1 x cpu)" in line
     assert "accumulate_grad_batches=3" in line
     assert "gradient_clip_val=0.5 (value)" in line
-    with caplog.at_level(logging.INFO, logger="hydralight.build"):
+    with caplog.at_level(logging.INFO, logger="hydralight.core.console"):
         caplog.clear()
         build_trainer(make_cfg(), callbacks=[], loggers=[])
     assert "gradient_clip_val=null" in trainer_line(caplog)

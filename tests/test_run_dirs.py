@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hydralight.errors import UserError
-from hydralight.runs import LOCK_FILE, RunLock, RunRecord, check_run_dir
+from hydralight.core.errors import UserError
+from hydralight.core.runs.guard import LOCK_FILE, RunLock, RunRecord, check_run_dir
 from tests.conftest import ROOT
 
 QUIET = ("trainer.max_epochs=1", "~callbacks.progress_bar", "trainer.enable_progress_bar=false")
@@ -150,7 +150,7 @@ def test_a_dir_holding_a_users_files_is_refused_by_its_run_name(tmp_path):
 def test_the_guard_locks_the_run_dir_before_hydra_writes_and_a_refusal_unlocks_it(tmp_path):
     from omegaconf import OmegaConf
 
-    from hydralight.runs import RunDirGuard, undo_refused_run
+    from hydralight.core.runs.guard import RunDirGuard, undo_refused_run
 
     run_dir = tmp_path / "outputs" / "train" / "runs" / "x"
     config = OmegaConf.create({"hydra": {"run": {"dir": str(run_dir)}}, "task_name": "train", "run_name": "x"})

@@ -17,11 +17,11 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from hydralight.errors import UserError
-from hydralight.resolvers import register_resolvers
-from hydralight.sweeps.isolation import entry_command, job_overrides, may_start_processes
-from hydralight.sweeps.storage import sqlite_path
-from hydralight.sweeps.summary import SweepSummary
+from hydralight.core.errors import UserError
+from hydralight.core.resolvers import register_resolvers
+from hydralight.core.sweeps.isolation import entry_command, job_overrides, may_start_processes
+from hydralight.core.sweeps.storage import sqlite_path
+from hydralight.core.sweeps.summary import SweepSummary
 from tests.conftest import CONFIG_DIR, assert_ok, run_cli
 
 pytestmark = pytest.mark.sweeps

@@ -4,10 +4,10 @@ under the key of the node that made it."""
 
 import pytest
 
-from hydralight.build import build_datamodule
-from hydralight.config import validate, validate_targets
-from hydralight.errors import UserError
-from hydralight.train import train
+from hydralight.core.build import build_datamodule
+from hydralight.core.errors import UserError
+from hydralight.core.train import train
+from hydralight.core.validation import validate, validate_targets
 
 
 def test_unknown_argument_on_the_command_line_names_key_target_and_the_closest_one(make_cfg):
@@ -135,7 +135,7 @@ def test_a_data_module_without_loader_keys_passes_the_data_checks():
     """The harness requires no data key: a task's data config may hold only `_target_` and its own arguments."""
     from omegaconf import OmegaConf
 
-    from hydralight.config import validate_data
+    from hydralight.core.validation import validate_data
 
     validate_data(OmegaConf.create({"data": {"_target_": "lightning.pytorch.demos.boring_classes.BoringDataModule"}}))
     with pytest.raises(UserError, match=r"data.batch_size=0 is not valid"):

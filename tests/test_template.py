@@ -105,6 +105,35 @@ def project(template, tmp_path_factory) -> Path:
     return workdir / "digit-net"
 
 
+@pytest.fixture(scope="module")
+def project_without_gpt(template, tmp_path_factory) -> Path:
+    """A copy that answered no to `gpt_example`."""
+    workdir = tmp_path_factory.mktemp("nogpt")
+    answers = data_args({**ANSWERS, "gpt_example": "false"})
+    copier("copy", "--trust", "--defaults", "--quiet", *answers, template, "digit-net", cwd=workdir)
+    return workdir / "digit-net"
+
+
+def test_a_copy_without_the_gpt_task_has_no_trace_of_it_and_its_configs_build(project_without_gpt, project):
+    """gpt_example=false: the GPT's files are gone, nothing mentions it, and every remaining config option still
+    composes and builds (the copy's own test, run on its source tree)."""
+    copy = project_without_gpt
+    dropped = set(files_of(project)) - set(files_of(copy))
+    assert {"src/digitnet/models/gpt.py", "conf/data/shakespeare.yaml", "tests/test_gpt.py"} <= dropped
+    mentions = [
+        f"{relpath}:{number}"
+        for relpath, path in files_of(copy).items()
+        for number, line in enumerate(path.read_bytes().splitlines(), 1)
+        if re.search(rb"gpt|shakespeare|copier:(if|endif)", line, re.IGNORECASE) and relpath != ".copier-answers.yml"
+    ]
+    assert not mentions, mentions
+    env = {**os.environ, "PYTHONPATH": str(copy / "src")}  # the copy's package, not installed here
+    tests = ["tests/test_configs.py", "-q", "-m", "not slow", "-p", "no:cacheprovider", "-k", "composes_and_builds"]
+    result = subprocess.run([sys.executable, "-m", "pytest", *tests], cwd=copy, capture_output=True, text=True,
+                            env=env, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
 def test_the_copy_never_mentions_the_template_name(project):
     """No path and no file of the copy mentions the template's name, in any case (the answers file's _src_path may)."""
     mentions = []
@@ -138,7 +167,10 @@ def test_the_copy_is_the_template_renamed(template, project):
         if copied[relpath].read_bytes() != renamed:
             different.append(relpath)
         assert os.access(copied[relpath], os.X_OK) == os.access(source, os.X_OK), relpath
-    assert sorted(different) == sorted(EDITED & set(sources))
+    # Files with optional parts lose their `copier:if` markers (kept parts stay: the default answers keep them all).
+    marked = {relpath for relpath, source in sources.items() if b"copier:if" in source.read_bytes()}
+    assert sorted(different) == sorted((EDITED | marked) & set(sources))
+    assert not [relpath for relpath, path in copied.items() if re.search(rb"copier:(if|endif)\b", path.read_bytes())]
 
 
 def test_the_answers_land_in_pyproject_readme_and_the_answers_file(project):
@@ -154,7 +186,7 @@ def test_the_answers_land_in_pyproject_readme_and_the_answers_file(project):
     assert meta["authors"] == [{"name": "Ada Lovelace", "email": "ada@example.org"}]
     assert meta["requires-python"] == f">={ANSWERS['python_version']}"
     assert set(meta["scripts"]) >= {"digitnet-train", "digitnet-eval"}
-    assert meta["scripts"]["digitnet-train"] == "digitnet.cli:train_main"
+    assert meta["scripts"]["digitnet-train"] == "digitnet.core.cli:train_main"
     assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/digitnet"]
     assert pyproject["tool"]["ruff"]["target-version"] == "py" + ANSWERS["python_version"].replace(".", "")
     assert (project / "README.md").read_text().startswith(f"# Digit Net\n\n{ANSWERS['description']}\n\n")
@@ -265,3 +297,31 @@ def test_rename_keeps_other_jinja_syntax_literal(monkeypatch):
         "pip install my-pkg[plots]; my-pkg-train; ${{ github.ref }}; MY_PKG_RUN_DIR; My Pkg\n"
         "end\n"
     )
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_optional_parts_stay_or_go_with_their_answer(monkeypatch, keep):
+    """A line marked `copier:if <question>`, or a block between `copier:if` and `copier:endif` lines, reaches the copy
+    only when the answer is yes; the markers never do, and a marker naming an unknown question stops the copy."""
+    jinja2 = pytest.importorskip("jinja2")
+    spec = importlib.util.spec_from_file_location("rename", ROOT / ".copier" / "rename.py")
+    rename = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "rename", rename)
+    spec.loader.exec_module(rename)
+    source = (
+        "first\n"
+        f"from {OLD}.models.gpt import GPT  # copier:if gpt_example\n"
+        "| `data` | `shakespeare` | <!-- copier:if gpt_example -->\n"
+        "    # copier:if gpt_example\n    only with the GPT\n    # copier:endif\n"
+        "last\n"
+    )
+    env = jinja2.Environment(
+        loader=jinja2.DictLoader({"a.md": source, "bad.md": "x  # copier:if typo\n"}),
+        extensions=[rename.RenameProject],
+        keep_trailing_newline=True,
+    )
+    rendered = env.get_template("a.md").render(package_name="my_pkg", project_name="My Pkg", gpt_example=keep)
+    kept = "from my_pkg.models.gpt import GPT\n| `data` | `shakespeare` |\n    only with the GPT\n"
+    assert rendered == "first\n" + (kept if keep else "") + "last\n"
+    with pytest.raises(jinja2.TemplateSyntaxError, match="copier:if typo"):
+        env.get_template("bad.md")

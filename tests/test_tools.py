@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hydralight.callbacks.tuning import steepest_descent
-from hydralight.train import train
+from hydralight.core.callbacks.tuning import steepest_descent
+from hydralight.core.train import train
 
 # tune/ is not in train.yaml's defaults list yet, so the tests append it as a user would today (`+tune=...`).
 TUNE = "tune"

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hydralight.evaluate import evaluate
-from hydralight.train import train
+from hydralight.core.evaluate import evaluate
+from hydralight.core.train import train
 from tests.conftest import assert_ok, run_cli
 
 
@@ -80,7 +80,7 @@ def test_resume_from_explicit_checkpoint_continues_training(make_cfg, tmp_path):
 
 def test_runs_started_together_never_share_a_dir(tmp_path):
     """Two runs started in the same second get two run dirs (outputs/<task>/runs/<time>[_N])."""
-    from hydralight.resolvers import unique_dir
+    from hydralight.core.resolvers import unique_dir
 
     base = str(tmp_path / "runs" / "2026-01-01_00-00-00")
     claimed = {unique_dir(base) for _ in range(3)}

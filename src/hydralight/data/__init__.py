@@ -2,6 +2,10 @@
 
 from hydralight.data.digits import DigitsDataModule
 from hydralight.data.mnist import MNISTDataModule
-from hydralight.data.shakespeare import ShakespeareDataModule
+from hydralight.data.shakespeare import ShakespeareDataModule  # copier:if gpt_example
 
-__all__ = ["DigitsDataModule", "MNISTDataModule", "ShakespeareDataModule"]
+__all__ = [
+    "DigitsDataModule",
+    "MNISTDataModule",
+    "ShakespeareDataModule",  # copier:if gpt_example
+]

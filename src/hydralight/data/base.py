@@ -11,7 +11,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
-from hydralight.errors import UserError
+from hydralight.core.errors import UserError
 
 
 def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[torch.Tensor]:

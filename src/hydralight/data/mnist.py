@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from hydralight.core.errors import UserError
 from hydralight.data.base import InMemoryDataModule, split_indices
-from hydralight.errors import UserError
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

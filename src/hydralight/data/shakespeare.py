@@ -17,7 +17,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from hydralight.errors import UserError
+from hydralight.core.errors import UserError
 
 SHAKESPEARE_FILE = "tinyshakespeare.txt.gz"
 

@@ -1,6 +1,9 @@
-"""LightningModules. Each wraps a plain net from `hydralight.models.nets`."""
+"""LightningModules, one per task. Each config in conf/model/ instantiates one of these."""
 
 from hydralight.models.classifier import Classifier
-from hydralight.models.gpt import GPT
+from hydralight.models.gpt import GPT  # copier:if gpt_example
 
-__all__ = ["GPT", "Classifier"]
+__all__ = [
+    "GPT",  # copier:if gpt_example
+    "Classifier",
+]

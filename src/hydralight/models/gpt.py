@@ -1,5 +1,6 @@
 """A character-level GPT LightningModule: next-character cross-entropy, AdamW with decay on matrices only, sampling."""
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -8,7 +9,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from hydralight.errors import UserError
+from hydralight.core.errors import UserError
 from hydralight.models.common import STAGES, EpochMetrics, WeightedMean, build, plain, with_scheduler
 from hydralight.models.nets.transformer import Transformer
 
@@ -18,9 +19,10 @@ class GPT(EpochMetrics, LightningModule):
 
     `vocab` (the sorted characters, conf/model/gpt.yaml reads it from the data config) is a hyperparameter, so a
     checkpoint alone rebuilds the model, encodes a prompt and decodes what it generates:
-    `GPT.load_from_checkpoint(path, weights_only=True).generate_text("ROMEO:", 200)`. `optimizer` and `scheduler` are
-    configs (conf/model/optimizer, conf/model/scheduler), built in `configure_optimizers`. `max_new_tokens`,
-    `temperature` and `top_k` are what `predict_step` samples with (override them in `load_from_checkpoint`).
+    `GPT.load_from_checkpoint(path, weights_only=True).generate_text("ROMEO:", 200)`, or from the command line
+    `python predict.py ckpt_path=<file> prompt="ROMEO:"` (through `predict_from_prompt`). `optimizer` and `scheduler`
+    are configs (conf/model/optimizer, conf/model/scheduler), built in `configure_optimizers`. `max_new_tokens`,
+    `temperature` and `top_k` are the defaults `predict_from_prompt` and `predict_step` sample with.
     """
 
     def __init__(
@@ -146,10 +148,7 @@ class GPT(EpochMetrics, LightningModule):
         temperature 0 picks the most likely character; top_k keeps only the k most likely. Sampling draws from
         `generator` (same seed, same text), else from torch's global RNG (seeded by `seed=`). Runs in eval mode.
         """
-        if temperature < 0:
-            raise UserError(f"temperature={temperature} must be >= 0 (0: always the most likely character).")
-        if top_k is not None and top_k < 1:
-            raise UserError(f"top_k={top_k} must be a whole number >= 1, or null for the whole vocabulary.")
+        check_sampling(max_new_tokens, temperature, top_k)
         if prompt_ids.shape[-1] == 0:
             raise UserError("prompt='' is empty: give the model at least one character to continue.")
         single = prompt_ids.ndim == 1
@@ -184,6 +183,21 @@ class GPT(EpochMetrics, LightningModule):
         generator = None if seed is None else torch.Generator(self.device).manual_seed(seed)
         return self.decode(self.generate(self.encode(prompt), max_new_tokens, temperature, top_k, generator))
 
+    def predict_from_prompt(
+        self,
+        prompt: str,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+    ) -> str:
+        """predict.py's `prompt=` hook: the prompt and its continuation, drawn from torch's RNG (which predict.py
+        seeds with `seed=`). An option left None is the checkpoint's own hyperparameter (conf/model/gpt.yaml)."""
+        hp = self.hparams
+        max_new_tokens = hp.max_new_tokens if max_new_tokens is None else max_new_tokens
+        temperature = hp.temperature if temperature is None else temperature
+        top_k = hp.top_k if top_k is None else top_k
+        return self.decode(self.generate(self.encode(prompt), max_new_tokens, temperature, top_k))
+
     def predict_step(self, batch: tuple[Tensor, ...] | Tensor, batch_idx: int) -> dict[str, list[str]]:
         """Per prompt (a row of ids, or the inputs of an (x, y) batch): the prompt and the text it continues to, with
         the hyperparameters max_new_tokens, temperature and top_k, drawn from torch's RNG (seeded by `seed=`)."""
@@ -191,3 +205,21 @@ class GPT(EpochMetrics, LightningModule):
         hp = self.hparams
         ids = self.generate(prompts, hp.max_new_tokens, hp.temperature, hp.top_k)
         return {"prompt": [self.decode(row) for row in prompts], "text": [self.decode(row) for row in ids]}
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_sampling(max_new_tokens: object, temperature: object, top_k: object) -> None:
+    """The sampling options, each refused with one line naming it as predict.py's keys do (a bool is no number)."""
+    if not (_whole(max_new_tokens) and max_new_tokens >= 0):
+        raise UserError(f"max_new_tokens={max_new_tokens!r} must be a whole number >= 0: the characters to add.")
+    number = isinstance(temperature, int | float) and not isinstance(temperature, bool)
+    if not (number and math.isfinite(temperature) and temperature >= 0):
+        raise UserError(
+            f"temperature={temperature!r} must be a number >= 0: 1 samples the model's own probabilities, lower is "
+            "more conservative, 0 always takes the most likely character."
+        )
+    if top_k is not None and not (_whole(top_k) and top_k >= 1):
+        raise UserError(f"top_k={top_k!r} must be a whole number >= 1, or null for the whole vocabulary.")

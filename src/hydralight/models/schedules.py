@@ -8,7 +8,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 class WarmupCosineLR(LRScheduler):
     """A linear warm-up to the optimizer's lr over `warmup_steps`, then a cosine decay to `min_lr_ratio` x lr at
-    `total_steps` (and flat after it): the schedule of GPT recipes. Stepped once per optimizer step.
+    `total_steps` (and flat after it): the usual schedule of transformer recipes. Stepped once per optimizer step.
 
     A class rather than a LambdaLR so that its state (plain numbers) is saved in checkpoints and restored on resume.
     """

@@ -1,0 +1,180 @@
+"""Builds what train and eval share from the composed config: data, callbacks, loggers, strategy, trainer."""
+
+import inspect
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import get_object
+from lightning.pytorch import Callback, LightningDataModule, Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.strategies import FSDPStrategy, Strategy
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, OmegaConf
+
+from hydralight.core.callbacks import MetricsJson
+from hydralight.core.console import info
+from hydralight.core.errors import UserError
+from hydralight.core.runs.saved_config import git_state, record_what_ran
+from hydralight.core.strategies import DataParallelStrategy
+from hydralight.core.torch_settings import configure_torch
+from hydralight.core.validation import (  # Hydra's; a constructor's complaint names the config key
+    check_devices,
+    check_world_size,
+    instantiate,
+)
+
+log = logging.getLogger(__name__)
+
+# Lightning's own warning, replaced by one line of ours that says what the run really uses.
+_FP16_ON_CPU_WARNING = r".*AMP with fp16 is not supported on CPU.*"
+
+
+def build_datamodule(cfg: DictConfig) -> LightningDataModule:
+    info("Data: %s", cfg._target_)
+    return instantiate(cfg, _convert_="all")
+
+
+def build_loggers(cfg: DictConfig | None) -> list[Logger]:
+    loggers = []
+    for name, entry in (cfg or {}).items():
+        if not entry:
+            continue
+        try:
+            loggers.append(instantiate(entry))
+        except InstantiationException as error:
+            if not isinstance(error.__cause__, ImportError):
+                raise
+            raise UserError(
+                f"logger {name!r} needs a package that is not installed ({error.__cause__}): "
+                "pip install -e '.[loggers]'"
+            ) from error
+    info("Loggers: %s", ", ".join(type(logger).__name__ for logger in loggers) or "none")
+    return loggers
+
+
+def build_callbacks(
+    cfg: DictConfig | None, output_dir: str | Path, has_logger: bool, monitor: str | None = None
+) -> list[Callback]:
+    """The configured callbacks plus MetricsJson, which the metrics.json contract needs whatever the config says."""
+    callbacks = [instantiate(entry) for entry in (cfg or {}).values() if entry]
+    if not has_logger and any(isinstance(callback, LearningRateMonitor) for callback in callbacks):
+        info("No logger configured: dropping LearningRateMonitor (it has nowhere to write).")
+        callbacks = [callback for callback in callbacks if not isinstance(callback, LearningRateMonitor)]
+    callbacks.append(MetricsJson(Path(output_dir) / "metrics.json", monitor))
+    info("Callbacks: %s", ", ".join(type(callback).__name__ for callback in callbacks))
+    return callbacks
+
+
+def build_strategy(cfg: DictConfig) -> Strategy | str:
+    """`strategy=auto` is Lightning's own choice; every other option instantiates a Strategy."""
+    if "_target_" not in cfg:
+        return cfg.get("name", "auto")
+    strategy = instantiate(cfg, _convert_="all")
+    if isinstance(strategy, FSDPStrategy) and not torch.cuda.is_available():
+        raise UserError(
+            "strategy=fsdp needs CUDA GPUs, and this machine has none. "
+            "On CPU use strategy=ddp (with trainer.devices=N) or strategy=auto."
+        )
+    return strategy
+
+
+def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> Trainer:
+    """The Trainer from conf/trainer with the strategy group, callbacks and loggers; flag errors become UserErrors."""
+    configure_torch(cfg)
+    strategy = build_strategy(cfg.strategy)
+    one_process = isinstance(strategy, DataParallelStrategy)
+    check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices"), one_process=one_process)
+    check_world_size(cfg.trainer.get("num_nodes"), cfg.trainer.get("devices"))
+    if cfg.trainer.get("sync_batchnorm") and not torch.cuda.is_available():
+        raise UserError("trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm); this machine has none.")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_FP16_ON_CPU_WARNING)
+        try:
+            trainer = instantiate(
+                cfg.trainer, strategy=strategy, callbacks=callbacks, logger=loggers or False, _convert_="all"
+            )
+        except InstantiationException as error:
+            # Hydra wraps the Trainer's own complaint about its flags; that complaint is the user's to read.
+            if isinstance(error.__cause__, MisconfigurationException | ValueError):
+                raise UserError(f"the trainer settings are not valid here: {error.__cause__}") from error
+            raise
+    if str(cfg.precision) in ("16-mixed", "16") and trainer.precision == "bf16-mixed" and rank_zero_only.rank == 0:
+        log.warning(
+            "precision=16-mixed: no CUDA device, and CPUs have no fp16 autocast, "
+            "so this run uses precision=bf16-mixed (bfloat16 autocast, no GradScaler)."
+        )
+    record_what_ran(trainer.default_root_dir, trainer_settings(trainer), cfg)
+    info("Trainer: %s", describe_trainer(trainer))
+    return trainer
+
+
+def trainer_settings(trainer: Trainer) -> dict[str, Any]:
+    """The switches as the Trainer applies them (16-mixed becomes bf16-mixed on a CPU, 16 becomes 16-mixed)."""
+    algorithm = trainer.gradient_clip_algorithm
+    return {
+        "trainer.precision": str(trainer.precision),
+        "trainer.accumulate_grad_batches": trainer.accumulate_grad_batches,
+        "trainer.gradient_clip_val": trainer.gradient_clip_val,
+        "trainer.gradient_clip_algorithm": getattr(algorithm, "value", algorithm),
+    }
+
+
+def describe_trainer(trainer: Trainer) -> str:
+    """What this run really uses, in the switches' own words."""
+    devices = f"{trainer.num_devices} x {trainer.strategy.root_device.type}"
+    if trainer.num_nodes > 1:
+        devices += f" on each of {trainer.num_nodes} nodes"
+    settings = trainer_settings(trainer)
+    clip = settings["trainer.gradient_clip_val"]
+    clipping = "null" if clip is None else f"{clip} ({settings['trainer.gradient_clip_algorithm']})"
+    return (
+        f"strategy={type(trainer.strategy).__name__} ({devices}), precision={settings['trainer.precision']}, "
+        f"accumulate_grad_batches={settings['trainer.accumulate_grad_batches']}, gradient_clip_val={clipping}"
+    )
+
+
+def check_half_precision(cfg: DictConfig, trainer: Trainer) -> None:
+    """precision=16-true keeps the optimizer's state in float16 too, where Adam's default `eps` rounds to 0: the first
+    update divides by zero and the run diverges at step 1, on any device. Refused before training instead."""
+    optimizer = OmegaConf.select(cfg, "model.optimizer")
+    if trainer.precision != "16-true" or not isinstance(optimizer, DictConfig) or "_target_" not in optimizer:
+        return
+    eps = optimizer.get("eps")
+    if eps is None:  # the optimizer's own default
+        parameter = inspect.signature(get_object(optimizer._target_)).parameters.get("eps")
+        eps = None if parameter is None else parameter.default
+    if isinstance(eps, float) and eps > 0 and torch.tensor(eps, dtype=torch.float16).item() == 0:
+        raise UserError(
+            "precision=16-true keeps the weights and the optimizer's state in float16, where "
+            f"model.optimizer.eps={eps:g} ({optimizer._target_}) is 0, so the first update would divide by zero. "
+            "Use precision=16-mixed (float32 weights; bf16 on a CPU), precision=bf16-true, "
+            "or model.optimizer.eps=1e-4 with 16-true."
+        )
+
+
+def log_hyperparameters(loggers: list[Logger], cfg: DictConfig) -> None:
+    """Send the whole resolved config and the git commit to every logger: a run's logs say exactly how it was made."""
+    if not loggers:
+        return
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["git"] = git_state(cfg.get("paths", {}).get("root_dir") or Path.cwd())
+    for logger in loggers:
+        logger.log_hyperparams(config)
+
+
+def close_run() -> None:
+    """What Lightning leaves open after a run: a W&B run (the next job of a sweep in this process would log into it)
+    and the process group, whose gloo threads, still alive at interpreter exit, can abort a rank (SIGABRT)."""
+    wandb = sys.modules.get("wandb")  # only if some logger imported it
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank tears down while another still talks to it
+        torch.distributed.destroy_process_group()

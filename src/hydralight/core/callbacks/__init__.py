@@ -1,0 +1,21 @@
+"""The project's own Lightning callbacks."""
+
+from hydralight.core.callbacks.gradient_guard import GradientGuard
+from hydralight.core.callbacks.metrics_json import MetricsJson
+from hydralight.core.callbacks.model_summary import LayersSummary
+from hydralight.core.callbacks.plots import TrainingPlots
+from hydralight.core.callbacks.preemption import Preemption
+from hydralight.core.callbacks.rng_state import RNGState
+from hydralight.core.callbacks.task_record import TaskRecord
+from hydralight.core.callbacks.tuning import LRFinder
+
+__all__ = [
+    "GradientGuard",
+    "LRFinder",
+    "LayersSummary",
+    "MetricsJson",
+    "Preemption",
+    "RNGState",
+    "TaskRecord",
+    "TrainingPlots",
+]

@@ -1,0 +1,158 @@
+"""Entrypoints: compose the config with Hydra, turn user errors into one clear line, and call the task.
+
+Only hydra and omegaconf are imported here: `--help`, `--cfg job` and config errors never load torch.
+"""
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hydralight.core.errors import Interrupted, Preempted, RunStopped, UserError, choices_message
+from hydralight.core.helptext import fast_help
+from hydralight.core.resolvers import register_resolvers
+from hydralight.core.runs.guard import undo_refused_run
+from hydralight.core.runs.outputs import check_output
+from hydralight.core.validation import validate, validate_ckpt_path
+
+log = logging.getLogger(__name__)
+USER_ERROR_EXIT_CODE = UserError.exit_code
+
+
+def config_dir() -> str:
+    """`conf/` inside an installed wheel, else the repository's `conf/` (editable install or a plain checkout)."""
+    package_dir = Path(__file__).resolve().parents[1]  # hydralight/, above core/
+    for candidate in (package_dir / "conf", package_dir.parents[1] / "conf"):
+        if candidate.is_dir():
+            return str(candidate)
+    raise FileNotFoundError(f"hydralight: no conf/ directory next to {package_dir}")
+
+
+def compose_config(
+    config_name: str, output_dir: str | Path, overrides: Sequence[str] = (), root_dir: str | Path | None = None
+) -> DictConfig:
+    """The config `python <config_name>.py <overrides>` gets, outside Hydra's runtime (tests, benchmarks, notebooks):
+    what the runtime would fill in is set here, the run writing into `output_dir`, started in `root_dir` (cwd)."""
+    from hydra import compose, initialize_config_dir
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose(config_name, overrides=list(overrides))
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(root_dir or Path.cwd())
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(Path(output_dir).parent)
+    return cfg
+
+
+def in_multirun() -> bool:
+    """Inside a job of a `-m` sweep (where exiting would end every job after this one)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def report_user_errors(task: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
+    """Run `task`; a RunStopped (user error, divergence, preemption) becomes one line on stderr and its exit code."""
+
+    def wrapped(cfg: DictConfig) -> object:
+        try:
+            return task(cfg)
+        except RunStopped as stop:
+            if in_multirun() and not isinstance(stop, Preempted | Interrupted):  # these end the whole sweep
+                raise  # the sweep goes on: hydralight.core.sweeps reports the job and exits non-zero at the end
+            if isinstance(stop, UserError):
+                undo_refused_run()  # refused before training: the run dir is left as it was before the command
+            print(f"{stop.prefix}: {stop}", file=sys.stderr)
+            sys.exit(stop.exit_code)
+
+    wrapped.__name__ = task.__name__
+    return wrapped
+
+
+def _train(cfg: DictConfig) -> float | None:
+    validate(cfg, ckpt_required=False)
+    from hydralight.core.train import train  # heavy: torch + lightning
+
+    return train(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, float]:
+    validate(cfg, ckpt_required=True)
+    from hydralight.core.evaluate import evaluate
+
+    return evaluate(cfg)
+
+
+def _validate_inference(cfg: DictConfig, **choices: tuple[str, ...]) -> None:
+    """predict/export: the checkpoint exists and each `key` has one of its `choices` (no torch needed to tell)."""
+    validate_ckpt_path(None if OmegaConf.is_missing(cfg, "ckpt_path") else cfg.ckpt_path, required=True)
+    for key, valid in choices.items():
+        if cfg[key] not in valid:
+            raise UserError(choices_message(key, cfg[key], valid))
+    path = Path(str(cfg.get("input") or ""))
+    if cfg.get("input") and (path.suffix not in (".pt", ".npy", ".csv") or not path.is_file()):
+        raise UserError(f"input={cfg.input!r}: no such .pt, .npy or .csv file. Give one, or input=null (test split)")
+
+
+def _check_output(cfg: DictConfig, example: str) -> None:
+    """An explicit `output=` that is a directory, or a file already there (without overwrite=true), stops here."""
+    if cfg.get("output"):
+        check_output(cfg.output, cfg.get("overwrite", False), cfg.ckpt_path, example=example)
+
+
+def _predict(cfg: DictConfig) -> dict[str, float]:
+    _validate_inference(cfg, device=("auto", "cpu", "cuda"))
+    _check_output(cfg, example="predictions.csv")
+    from hydralight.core.predict import predict
+
+    return predict(cfg)
+
+
+def _export(cfg: DictConfig) -> dict[str, object]:
+    _validate_inference(cfg, format=("torchscript", "exported_program", "onnx"))
+    _check_output(cfg, example="model.pt")
+    from hydralight.core.export import export
+
+    return export(cfg)
+
+
+def _hydra_main(task: Callable[[DictConfig], object], config_name: str) -> None:
+    register_resolvers()
+    help_text = fast_help(config_dir(), config_name, Path(__file__).stem, sys.argv[1:])  # Hydra's own takes ~2 s
+    if help_text is not None:
+        try:
+            print(help_text)
+            sys.stdout.flush()  # now, not at exit, so that a reader that stopped early is handled here
+        except BrokenPipeError:
+            # `--help | head`: the reader has all it wanted. As Python's docs advise (signal module, "Note on
+            # SIGPIPE"), point stdout at devnull so the flush at exit cannot fail again, and exit 1 as Python does.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(1)
+        return
+    main = hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")
+    main(report_user_errors(task))()
+
+
+def train_main() -> None:
+    """`python train.py [overrides]` and the `hydralight-train` console script."""
+    _hydra_main(_train, "train")
+
+
+def eval_main() -> None:
+    """`python eval.py ckpt_path=<file> [overrides]` and the `hydralight-eval` console script."""
+    _hydra_main(_evaluate, "eval")
+
+
+def predict_main() -> None:
+    """`python predict.py ckpt_path=<file> [input=<file>]` and the `hydralight-predict` console script."""
+    _hydra_main(_predict, "predict")
+
+
+def export_main() -> None:
+    """`python export.py ckpt_path=<file> [format=...]` and the `hydralight-export` console script."""
+    _hydra_main(_export, "export")

@@ -1,0 +1,43 @@
+"""The eval task: rebuild the checkpoint's own task (its LightningModule class and the data it was trained on) and
+test it."""
+
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+from omegaconf import DictConfig
+
+from hydralight.core.build import (
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_trainer,
+    close_run,
+)
+from hydralight.core.console import info, quiet_console
+from hydralight.core.runs.checkpoints import load_trained, report_ignored, trained_data_config, typed_overrides
+
+MODEL_IGNORED = "the model is rebuilt from the checkpoint"
+
+
+def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, float]:
+    """Test the checkpoint at `cfg.ckpt_path`; returns the test metrics (also written to metrics.json).
+
+    `overrides`: what the user typed (Hydra's, by default), which decides between the run's data and `data=<option>`.
+    """
+    quiet_console()
+    overrides = typed_overrides() if overrides is None else list(overrides)
+    info("Loading %s", cfg.ckpt_path)
+    model, task = load_trained(cfg.ckpt_path)
+    info("Model: %s", task.module)
+    report_ignored(overrides, "model", MODEL_IGNORED)
+    data_cfg = trained_data_config(cfg, cfg.ckpt_path, task, overrides)
+    # Seeded right before the data is built, as train seeds it: a data module that draws its data from the global
+    # RNG (Lightning's BoringDataModule) gets the data it was tested on, however much RNG loading the model used.
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(data_cfg)
+    loggers = build_loggers(cfg.get("logger"))
+    callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, has_logger=bool(loggers))
+    trainer = build_trainer(cfg, callbacks, loggers)
+    trainer.test(model, datamodule=datamodule)
+    close_run()
+    return {name: float(value) for name, value in trainer.callback_metrics.items()}

@@ -1,0 +1,297 @@
+"""Reading checkpoints the user points at: always weights-only, with a clear message when the file is no checkpoint;
+and rebuilding the task a checkpoint was trained on (its LightningModule class, its data module) for eval, predict
+and export."""
+
+import importlib
+import logging
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from hydralight.core.errors import UserError
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
+    from lightning.pytorch import LightningModule, Trainer
+
+log = logging.getLogger(__name__)
+TASK_KEY = "task"  # {"module": <class path>, "data": <data config>}, written by hydralight.core.callbacks.TaskRecord
+INFERENCE_TASKS = ("eval", "predict", "export")  # their run configs say what they read, not what was trained
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load `path` with `weights_only=True` (memory-mapped, so a large file costs little) and check its shape."""
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"ckpt_path={str(path)!r} is not a checkpoint: Lightning writes .ckpt files as zip archives.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # pickle, zip and weights-only errors alike: the file is not a usable checkpoint
+        # Only torch's first line: the rest advises weights_only=False, which is no advice for an untrusted file.
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise UserError(
+            f"ckpt_path={str(path)!r} is not a loadable checkpoint ({type(error).__name__}: {reason}). "
+            "Checkpoints are read with weights_only=True; give a .ckpt file this project wrote."
+        ) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"ckpt_path={str(path)!r} holds no Lightning checkpoint (no 'state_dict' in it).")
+    return checkpoint
+
+
+def checkpoint_dir(trainer: "Trainer") -> Path:
+    """Where this run's checkpoints go: the ModelCheckpoint's dir, else `<run dir>/checkpoints`."""
+    dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
+    return Path(dirpath) if dirpath else Path(trainer.default_root_dir) / "checkpoints"
+
+
+def check_compatible(model: "LightningModule", checkpoint: dict[str, Any], path: str | Path) -> None:
+    """A checkpoint of another architecture fails here with the differences named, not deep inside fit."""
+    expected, saved = model.state_dict(), checkpoint["state_dict"]
+    missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
+    reshaped = sorted(k for k in expected.keys() & saved.keys() if expected[k].shape != saved[k].shape)
+    if not (missing or unexpected or reshaped):
+        return
+    differences = [
+        f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shapes", reshaped))
+        if keys
+    ]
+    raise UserError(
+        f"ckpt_path={str(path)!r} was written by another model ({'; '.join(differences)}). "
+        "Resume with the model config it was trained with (see its run's .hydra/config.yaml), or start a new run."
+    )
+
+
+@dataclass(frozen=True)
+class TrainedTask:
+    """What a checkpoint was trained with, and where that was read."""
+
+    module: str | None  # the LightningModule's class path
+    data: DictConfig | None  # the data config, unresolved when it comes from the run's config
+    source: str  # for messages: the run's config file, or the checkpoint's own record
+    record: dict | None = None  # the checkpoint's own data record when `data` comes from it: checked before use
+
+
+def run_config(ckpt_path: str | Path) -> tuple[Path, DictConfig] | None:
+    """The `.hydra/config.yaml` of the training run that wrote `ckpt_path` (`<run>/checkpoints/x.ckpt`, or
+    `<run>/x.ckpt` like SLURM's hpc_ckpt files), if it is there."""
+    path = Path(ckpt_path).resolve()
+    for run_dir in (path.parent.parent, path.parent):
+        config_path = run_dir / ".hydra" / "config.yaml"
+        if not config_path.is_file():
+            continue
+        config = OmegaConf.load(config_path)
+        if isinstance(config, DictConfig) and config.get("task_name") not in INFERENCE_TASKS:
+            return config_path, config
+    return None
+
+
+def trained_task(ckpt_path: str | Path, checkpoint: dict[str, Any]) -> TrainedTask:
+    """The module class from the checkpoint's record (else the run's config); the data config from the run's
+    config (else the record), as that is the file a user reads and may correct."""
+    record = checkpoint.get(TASK_KEY)
+    record = record if isinstance(record, dict) else {}
+    found = run_config(ckpt_path)
+    run_model = found[1].get("model") if found else None
+    run_data = found[1].get("data") if found else None
+    module = record.get("module") or (run_model.get("_target_") if isinstance(run_model, DictConfig) else None)
+    module = str(module) if module else None
+    if isinstance(run_data, DictConfig):
+        data = OmegaConf.create(OmegaConf.to_container(run_data, resolve=False))  # detached: resolves where it lands
+        return TrainedTask(module, data, str(found[0]))
+    if isinstance(record.get("data"), dict):
+        # `${` is escaped: a record is resolved when written, and a checkpoint's strings never reach a resolver.
+        escaped = _escape_interpolations(record["data"])
+        return TrainedTask(module, OmegaConf.create(escaped), f"the record in {ckpt_path}", record=record["data"])
+    return TrainedTask(module, None, str(ckpt_path))
+
+
+def _escape_interpolations(node: object) -> object:
+    if isinstance(node, dict):
+        return {key: _escape_interpolations(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_escape_interpolations(value) for value in node]
+    return node.replace("${", "\\${") if isinstance(node, str) else node
+
+
+def _locate(path: str) -> object:
+    """The object at dotted `path`: the longest importable module prefix, then attributes."""
+    parts, error = path.split("."), None
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            found = importlib.import_module(".".join(parts[:cut]))
+        except ImportError as problem:
+            error = error or problem
+            continue
+        for part in parts[cut:]:
+            found = getattr(found, part)
+        return found
+    raise error or ImportError(f"{path!r} names no module")
+
+
+def checked_class(path: object, base: type, what: str) -> type:
+    """The class at dotted `path`, refused unless it is a subclass of `base`: a checkpoint names it, and a checkpoint
+    is data, so only a LightningModule / LightningDataModule class is ever built from one."""
+    try:
+        cls = _locate(str(path))
+    except Exception as error:  # a moved or uninstalled class
+        reason = (str(error).strip().splitlines() or [""])[0]
+        raise UserError(
+            f"{what} names {path!r}, which cannot be imported here ({type(error).__name__}: {reason})."
+        ) from error
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise UserError(f"{what} names {path!r}, which is not a {base.__name__}; it is not built.")
+    return cls
+
+
+def load_trained(ckpt_path: str | Path) -> tuple["LightningModule", TrainedTask]:
+    """The checkpoint's own LightningModule class, loaded with `weights_only=True`, and what it was trained with."""
+    from lightning.pytorch import LightningModule
+
+    task = trained_task(ckpt_path, read_checkpoint(ckpt_path))
+    if task.module is None:
+        raise UserError(
+            f"ckpt_path={str(ckpt_path)!r} does not say which LightningModule wrote it (no task record, no run "
+            "config beside it): give a checkpoint train.py wrote, inside its run dir (<run>/checkpoints/)."
+        )
+    model_class = checked_class(task.module, LightningModule, f"ckpt_path={str(ckpt_path)!r}")
+    try:
+        model = model_class.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # whatever the file holds, the user needs the path and the reason
+        raise UserError(
+            f"ckpt_path={str(ckpt_path)!r} could not be loaded as a {model_class.__name__} checkpoint: "
+            f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+        ) from error
+    return model, task
+
+
+def typed_overrides() -> list[str]:
+    """What the user typed on the command line (Hydra's `overrides.task`); none outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def _parse(overrides: Sequence[str]) -> list["Override"]:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(list(overrides))
+
+
+def _in_group(override: "Override", group: str) -> bool:
+    key = override.key_or_group
+    return key == group or key.startswith((f"{group}/", f"{group}."))
+
+
+def _log(level: int, message: str, *args: object) -> None:
+    """Once per run, not once per DDP rank."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        log.log(level, message, *args)
+
+
+def report_ignored(overrides: Sequence[str], group: str, reason: str) -> list[str]:
+    """One log line naming the typed overrides of `group` that this task does not use (they compose, so Hydra
+    says nothing, but they change nothing)."""
+    ignored = [override.input_line for override in _parse(overrides) if _in_group(override, group)]
+    if ignored:
+        _log(logging.WARNING, "ignored: %s: %s", " ".join(ignored), reason)
+    return ignored
+
+
+def _nested_targets(node: object, key: str = "data") -> Iterator[str]:
+    """Where a record holds a `_target_` below its top: instantiating it would run whatever it names."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for name, value in items:
+        where = f"{key}.{name}" if isinstance(node, dict) else f"{key}[{name}]"
+        if isinstance(value, dict) and "_target_" in value:
+            yield where
+        yield from _nested_targets(value, where)
+
+
+def trained_data_config(
+    cfg: DictConfig, ckpt_path: str | Path, task: TrainedTask, overrides: Sequence[str]
+) -> DictConfig:
+    """Set `cfg.data` to the data the checkpoint was trained on, with the user's `data.<key>=<value>` on top;
+    `data=<option>` on the command line chooses another data module instead. Returns the new `cfg.data`."""
+    from lightning.pytorch import LightningDataModule
+
+    parsed = _parse(overrides)
+    chosen = [override.input_line for override in parsed if override.key_or_group == "data"]
+    if chosen:
+        trained = task.data.get("_target_") if task.data is not None else "data it does not record"
+        _log(logging.INFO, "Data config: %s as given (the checkpoint was trained on %s)", chosen[-1], trained)
+    elif task.data is None:
+        _log(
+            logging.WARNING,
+            "%s records no data config and has no run config beside it: using the default %s (data=<option> "
+            "chooses another).", ckpt_path, cfg.data.get("_target_"),
+        )  # fmt: skip
+    else:
+        data = task.data
+        nested = next(_nested_targets(task.record), None) if task.record is not None else None
+        if nested is not None:
+            raise UserError(
+                f"ckpt_path={str(ckpt_path)!r}: its data record has a nested _target_ ({nested}), and nothing nested "
+                "is built from a checkpoint. Keep the checkpoint in its run dir (<run>/checkpoints/, beside "
+                "<run>/.hydra/config.yaml) or choose the data with data=<option>."
+            )
+        for override in parsed:
+            if override.key_or_group.startswith("data."):
+                key = override.key_or_group.removeprefix("data.")
+                if override.is_delete():
+                    parent, _, leaf = key.rpartition(".")
+                    node = OmegaConf.select(data, parent) if parent else data
+                    if isinstance(node, DictConfig) and leaf in node:
+                        with open_dict(node):
+                            del node[leaf]
+                else:
+                    OmegaConf.update(data, key, OmegaConf.select(cfg, override.key_or_group), force_add=True)
+        with open_dict(cfg):
+            cfg.data = data
+        _log(logging.INFO, "Data config: as trained, from %s", task.source)
+    try:
+        OmegaConf.to_container(cfg.data, resolve=True)
+    except OmegaConfBaseException as error:
+        raise UserError(f"the data config (from {task.source}) does not resolve here: {error}") from error
+    checked_class(cfg.data.get("_target_"), LightningDataModule, f"the data config (from {task.source})")
+    return cfg.data
+
+
+def resume_checkpoint(cfg: DictConfig, trainer: "Trainer", model: "LightningModule") -> str | None:
+    """`ckpt_path` if given; else with `resume=auto` the run dir's newest loadable checkpoint; else None."""
+    from hydralight.core.console import info
+    from hydralight.core.runs.guard import newest_checkpoint
+
+    path = cfg.ckpt_path
+    if path is None and cfg.get("resume", "auto") == "auto":
+        path = newest_checkpoint(trainer.default_root_dir, checkpoint_dir(trainer))
+    if path is None:
+        return None
+    checkpoint = read_checkpoint(path)
+    check_compatible(model, checkpoint, path)  # a clear error now, not a traceback from inside fit
+    check_epochs(trainer.max_epochs, checkpoint, path, explicit=cfg.ckpt_path is not None)
+    info("Resuming from %s", path)
+    return str(path)
+
+
+def check_epochs(max_epochs: int | None, checkpoint: dict[str, Any], path: object, explicit: bool) -> None:
+    """Lightning refuses a checkpoint past `max_epochs` from inside fit, with a traceback: say it now, and what to
+    set. `explicit`: the checkpoint is the user's `ckpt_path`, not the run dir's own."""
+    epoch = checkpoint.get("epoch", 0)
+    if max_epochs is None or max_epochs == -1 or epoch <= max_epochs:  # Lightning's own condition
+        return
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
+    trained = progress.get("processed", epoch)
+    fresh = "drop ckpt_path to start afresh" if explicit else "start a new run (another run_name)"
+    raise UserError(
+        f"trainer.max_epochs={max_epochs} is below the epoch of the checkpoint this run continues: {path} is at "
+        f"epoch {epoch} ({trained} epochs trained). trainer.max_epochs counts every epoch, those included: set "
+        f"trainer.max_epochs={max(trained, epoch) + 1} or more to train further, or {fresh}."
+    )

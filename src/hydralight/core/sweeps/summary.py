@@ -1,0 +1,222 @@
+"""The end of a multirun: one table of every job's overrides and final metrics, best first, printed and written to
+`<sweep dir>/summary.csv` and `summary.json`.
+
+A job that fails is reported when it fails (its overrides and the error: one line for a user error, the traceback
+for an internal one); the other jobs go on, and after the summary the sweep exits with code 1. Each job leaves
+`<job dir>/job.json` (status, overrides, error, final metrics), which is how the summary also sees jobs that ran in
+other processes (hydra/launcher=joblib).
+"""
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from hydralight.core.errors import RunStopped
+
+JOB_RECORD = "job.json"
+SUMMARY_CSV, SUMMARY_JSON = "summary.csv", "summary.json"
+FAILED_SWEEP_EXIT_CODE = 1
+# Hydra's basic sweeper re-raises the first failed job after its batch, before `on_multirun_end`: the summary and the
+# jobs of later batches would be lost. For it, a failed job is recorded here and handed back as completed, no value.
+ABORTS_ON_FAILED_JOB = ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper",)
+DIRECTIONS = {"maximize": "maximize", "max": "maximize", "minimize": "minimize", "min": "minimize"}
+
+
+def _write_json(path: Path, data: object) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def first_line(text: str, width: int = 200) -> str:
+    line = (text.strip().splitlines() or [""])[0]
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key, value
+
+
+def _direction(value: object) -> str:
+    """maximize | minimize from a sweeper's direction (a name, an Enum, or a list of them: the first objective)."""
+    if not isinstance(value, str | Enum) and hasattr(value, "__iter__"):
+        value = next(iter(value), None)  # type: ignore[call-overload]
+    if isinstance(value, Enum):
+        value = value.name
+    return DIRECTIONS.get(str(value).lower(), "maximize")
+
+
+class SweepSummary(Callback):
+    """Hydra callback: records each multirun job, reports failures as they happen, and summarizes the sweep.
+
+    `metric`: the metric to sort by (train.yaml's `optimized_metric`); `direction`: maximize | minimize, by default
+    the sweeper's own (Optuna's `direction`), else maximize. `exit_on_failure`: exit with code 1 after the summary
+    when a job failed.
+    """
+
+    def __init__(self, metric: str | None = None, direction: str | None = None, exit_on_failure: bool = True) -> None:
+        self.metric = metric
+        self.direction = direction
+        self.exit_on_failure = exit_on_failure
+        self.sweep_id: str | None = None
+        self.fixed_keys: list[str] = []
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Both travel with the callback to joblib workers. The id tells this sweep's job records from an earlier
+        # sweep's in the same dir; the fixed keys are those typed once for every job (no sweep syntax).
+        self.sweep_id = f"{time.time_ns():x}-{os.getpid()}"
+        typed = [str(override) for override in config.hydra.overrides.task]
+        parsed = OverridesParser.create().parse_overrides(typed)
+        self.fixed_keys = [override.get_key_element() for override in parsed if not override.is_sweep_override()]
+
+    def own_overrides(self, overrides: list[str]) -> list[str]:
+        """A job's point of the sweep: its overrides of the swept keys (and of the sweeper's own search space)."""
+        return [override for override in overrides if _split(override)[0] not in self.fixed_keys] or overrides
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        job_dir = Path(config.hydra.runtime.output_dir)
+        overrides = [str(override) for override in job_return.overrides or []]
+        num = int(config.hydra.job.num)
+        record: dict[str, Any] = {"sweep": self.sweep_id, "job": num, "status": "completed", "overrides": overrides}
+        if job_return.status == JobStatus.COMPLETED:
+            record["value"] = _number(job_return.return_value)
+        else:
+            error = job_return._return_value  # JobReturn.return_value would re-raise it
+            record.update(status="failed", value=None, error=f"{type(error).__name__}: {error}")
+            self.report_failure(num, overrides, error, record)
+            if config.hydra.sweeper.get("_target_") in ABORTS_ON_FAILED_JOB:
+                job_return.status, job_return.return_value = JobStatus.COMPLETED, None
+        metrics_file = job_dir / "metrics.json"
+        record["metrics"] = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        record["dir"] = str(job_dir)
+        job_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(job_dir / JOB_RECORD, record)
+
+    def report_failure(self, num: int, overrides: list[str], error: BaseException, record: dict[str, Any]) -> None:
+        """One line for a RunStopped (user error, divergence), the traceback for anything else."""
+        where = f"job {num} ({' '.join(self.own_overrides(overrides))})"
+        if isinstance(error, RunStopped):
+            record["exit_code"] = error.exit_code
+            print(f"{error.prefix}: {where} failed: {error}", file=sys.stderr, flush=True)
+            return
+        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        record["traceback"] = trace
+        print(f"error: {where} failed with an internal error:\n{trace}", file=sys.stderr, flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        records = self.read_records(sweep_dir)
+        if not records:
+            return
+        direction = _direction(self.direction or config.hydra.sweeper.get("direction") or "maximize")
+        records = self.ranked(records, direction)
+        varied = self.varied_keys(records)
+        self.write_csv(sweep_dir / SUMMARY_CSV, records, varied)
+        _write_json(sweep_dir / SUMMARY_JSON, {"metric": self.metric, "direction": direction, "jobs": records})
+        print(self.table(records, varied, direction, sweep_dir), flush=True)
+        failed = [record for record in records if record["status"] == "failed"]
+        if failed and self.exit_on_failure:
+            jobs = ", ".join(str(record["job"]) for record in sorted(failed, key=lambda record: record["job"]))
+            print(f"error: {len(failed)} of {len(records)} jobs failed (job {jobs}); the others finished. "
+                  f"Details: {sweep_dir / SUMMARY_CSV}", file=sys.stderr, flush=True)  # fmt: skip
+            sys.exit(FAILED_SWEEP_EXIT_CODE)
+
+    def read_records(self, sweep_dir: Path) -> list[dict[str, Any]]:
+        records = []
+        for path in sweep_dir.rglob(JOB_RECORD):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and (self.sweep_id is None or record.get("sweep") == self.sweep_id):
+                record.pop("sweep", None)
+                records.append(record)
+        return records
+
+    def score(self, record: dict[str, Any]) -> float | None:
+        if record["status"] != "completed":
+            return None
+        value = record["metrics"].get(self.metric) if self.metric else None
+        return _number(value) if value is not None else record.get("value")
+
+    def ranked(self, records: list[dict[str, Any]], direction: str) -> list[dict[str, Any]]:
+        """Best first; jobs without the metric after those with it; failed jobs last; ties in job order."""
+        sign = -1.0 if direction == "maximize" else 1.0
+
+        def key(record: dict[str, Any]) -> tuple:
+            score = self.score(record)
+            failed = record["status"] != "completed"
+            return (failed, score is None, sign * score if score is not None else 0.0, record["job"])
+
+        return sorted(records, key=key)
+
+    @staticmethod
+    def varied_keys(records: list[dict[str, Any]]) -> list[str]:
+        """The override keys whose values differ between jobs (all keys when there is one job), in typed order."""
+        per_job = [dict(_split(override) for override in record["overrides"]) for record in records]
+        keys = list(dict.fromkeys(key for own in per_job for key in own))
+        return [key for key in keys if len(records) == 1 or len({own.get(key) for own in per_job}) > 1]
+
+    def metric_names(self, records: list[dict[str, Any]], everything: bool) -> list[str]:
+        names = sorted({name for record in records for name in record["metrics"]})
+        if not everything:  # the printed table: the sort metric and the test metrics
+            names = [name for name in names if name.startswith("test/")]
+        return ([self.metric] if self.metric else []) + [name for name in names if name != self.metric]
+
+    def write_csv(self, path: Path, records: list[dict[str, Any]], varied: list[str]) -> None:
+        metrics = self.metric_names(records, everything=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["rank", "job", "status", *varied, *metrics, "error", "overrides", "dir"])
+            for rank, record in enumerate(records, start=1):
+                own = dict(_split(override) for override in record["overrides"])
+                writer.writerow([
+                    rank, record["job"], record["status"], *(own.get(key, "") for key in varied),
+                    *(record["metrics"].get(name, "") for name in metrics), record.get("error") or "",
+                    " ".join(record["overrides"]), record["dir"],
+                ])  # fmt: skip
+        os.replace(tmp, path)
+
+    def table(self, records: list[dict[str, Any]], varied: list[str], direction: str, sweep_dir: Path) -> str:
+        metrics = self.metric_names(records, everything=False)
+        header = ["job", "status", *varied, *metrics]
+        rows = []
+        for record in records:
+            own = dict(_split(override) for override in record["overrides"])
+            ok = record["status"] == "completed"
+            values = [record["metrics"].get(name) if ok else None for name in metrics]  # a failed job's are partial
+            cells = [f"{value:.4f}" if _number(value) is not None else "-" for value in values]
+            status = "ok" if ok else "FAILED"
+            rows.append([str(record["job"]), status, *(own.get(key, "") for key in varied), *cells])
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                 for row in [header, *rows]]  # fmt: skip
+        failed = sum(record["status"] != "completed" for record in records)
+        order = f"best first by {self.metric} ({direction})" if self.metric else "in job order"
+        title = f"Sweep summary: {len(records)} jobs, {len(records) - failed} ok, {failed} failed; {order}"
+        errors = [f"  job {record['job']}: {first_line(record['error'])}" for record in records if record.get("error")]
+        footer = f"Written: {sweep_dir / SUMMARY_CSV}, {sweep_dir / SUMMARY_JSON}"
+        return "\n".join([title, *lines, *(["Failures:", *errors] if errors else []), footer])

@@ -1,0 +1,150 @@
+"""The train task: build everything from the config, fit (resuming if there is a checkpoint to continue from),
+test the best checkpoint, return the sweep metric."""
+
+import errno
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from omegaconf import DictConfig
+
+from hydralight.core.build import (
+    build_callbacks,
+    build_datamodule,
+    build_loggers,
+    build_trainer,
+    check_half_precision,
+    close_run,
+    log_hyperparameters,
+)
+from hydralight.core.callbacks import Preemption, RNGState, TaskRecord
+from hydralight.core.callbacks.metrics_json import best_metrics, monitoring_checkpoint
+from hydralight.core.cli import in_multirun
+from hydralight.core.console import info, print_config_tree, print_final_metrics, quiet_console
+from hydralight.core.errors import Interrupted, Preempted, UserError
+from hydralight.core.resolvers import created_dirs
+from hydralight.core.runs.checkpoints import checkpoint_dir, resume_checkpoint
+from hydralight.core.runs.guard import newest_checkpoint, training_started
+from hydralight.core.torch_settings import compiled_state
+from hydralight.core.validation import instantiate, validate_targets
+
+
+@contextmanager
+def disk_full_is_a_clear_error(trainer: pl.Trainer) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        raise UserError(
+            f"the disk is full ({error.filename or checkpoint_dir(trainer)}). Checkpoints are written atomically, "
+            "so the ones already on disk are intact: free some space and re-run the same command to continue."
+        ) from error
+
+
+def how_to_continue(cfg: DictConfig, trainer: pl.Trainer) -> str:
+    """The command that continues this run from the checkpoint resume=auto would pick, or that there is none."""
+    newest = newest_checkpoint(trainer.default_root_dir, checkpoint_dir(trainer))
+    if newest is None:
+        return "No checkpoint was written yet: re-running starts from the beginning."
+    if cfg.ckpt_path is not None:  # the same command would start from that file again
+        return f"To continue, run the same command with ckpt_path={newest}."
+    run_dir = Path(trainer.default_root_dir)
+    resume = "" if cfg.get("resume", "auto") == "auto" else " resume=auto"
+    if run_dir.resolve() in created_dirs or in_multirun():  # the same command would make a new run dir
+        return f"To continue from {newest}, run the same command with hydra.run.dir={run_dir}{resume}."
+    return f"Re-run the same command{' with' + resume if resume else ''} to continue from {newest} (resume=auto)."
+
+
+@contextmanager
+def ctrl_c_is_a_clear_stop(cfg: DictConfig, trainer: pl.Trainer) -> Iterator[None]:
+    """Lightning answers Ctrl-C with a graceful shutdown and exit code 1, which the README's exit codes keep for
+    bugs: stop with 130 instead, and say how to continue."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit) as stop:
+        # Lightning calls exit(1) inside its own KeyboardInterrupt handler; any other exit is not ours to change.
+        if isinstance(stop, SystemExit) and not isinstance(stop.__context__, KeyboardInterrupt):
+            raise
+        raise Interrupted(f"stopped by Ctrl-C at step {trainer.global_step}. {how_to_continue(cfg, trainer)}") from None
+
+
+# What Lightning's ModelCheckpoint and EarlyStopping raise when the metric they monitor was never logged.
+_UNLOGGED_MONITOR = re.compile(
+    r"monitor='(?P<checkpoint>[^']*)'\)` could not find the monitored key|conditioned on metric `(?P<early>[^`]*)`"
+)
+
+
+@contextmanager
+def unlogged_monitor_is_a_clear_error(trainer: pl.Trainer, model: pl.LightningModule) -> Iterator[None]:
+    """`monitor=` names a metric the module never logs (the default val/acc, for a task that is no classifier):
+    Lightning says so at the end of the first epoch, with a traceback. Say it in one line, with what it does log."""
+    try:
+        yield
+    except (MisconfigurationException, RuntimeError) as error:
+        found = _UNLOGGED_MONITOR.search(str(error))
+        if found is None:
+            raise
+        logged = [name for name in trainer.callback_metrics if name not in ("epoch", "step")]
+        raise UserError(
+            f"monitor={found['checkpoint'] or found['early']!r}: {type(model).__name__} logs no metric of that name "
+            f"(it logs: {', '.join(logged) or 'nothing'}). Choose one it logs, with its direction: "
+            "monitor=<metric> mode=<min|max>, e.g. monitor=val/loss mode=min."
+        ) from error
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train per `cfg`; returns `cfg.optimized_metric` from the final metrics (None if it was not logged)."""
+    validate_targets(cfg)  # every `_target_`'s arguments against its signature, before anything is built
+    quiet_console()
+    if cfg.get("print_config"):
+        print_config_tree(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg.data)
+    model = instantiate(cfg.model)
+    info("Model: %s, %s", cfg.model._target_, compiled_state(model))
+    loggers = build_loggers(cfg.get("logger"))
+    preemption = Preemption()
+    callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, bool(loggers), cfg.get("monitor"))
+    callbacks += [RNGState(), preemption]  # what bitwise resume and a clean preemption need, whatever the config
+    callbacks.append(TaskRecord(cfg.data))  # which module and data: what eval, predict and export rebuild
+    trainer = build_trainer(cfg, callbacks, loggers)
+    check_half_precision(cfg, trainer)
+    ckpt_path = resume_checkpoint(cfg, trainer, model)
+    training_started()  # from here on the run dir holds this run's work, whatever happens
+    log_hyperparameters(loggers, cfg)
+    info("Training")
+    with (
+        disk_full_is_a_clear_error(trainer),
+        ctrl_c_is_a_clear_stop(cfg, trainer),
+        unlogged_monitor_is_a_clear_error(trainer, model),
+    ):
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except SIGTERMException as stop:
+            saved = f"saved {preemption.saved}" if preemption.saved else "nothing to save yet"
+            raise Preempted(
+                f"stopped by a signal at step {trainer.global_step}, {saved}. "
+                "Re-run the same command (same run dir, resume=auto) to continue."
+            ) from stop
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+        for name, value in best_metrics(trainer, cfg.get("monitor")).items():
+            metrics.setdefault(name, value)  # the sweep metric; a module's own `<monitor>_best` comes first
+        checkpointer = monitoring_checkpoint(trainer, cfg.get("monitor"))
+        if cfg.get("test"):
+            best = checkpointer.best_model_path if checkpointer is not None else ""
+            if not best:
+                info("No checkpoint of the best %s (none monitors it): testing the weights as they are now.",
+                     cfg.get("monitor"))  # fmt: skip
+            info("Testing %s", best or "the current weights")
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
+
+    close_run()
+    info("Final metrics: %s", metrics)
+    print_final_metrics(metrics, cfg.paths.output_dir)
+    return metrics.get(cfg.get("optimized_metric"))

@@ -1,5 +1,0 @@
-"""Strategies Lightning 2 lacks."""
-
-from hydralight.strategies.dp import DataParallelStrategy
-
-__all__ = ["DataParallelStrategy"]
