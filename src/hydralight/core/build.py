@@ -1,6 +1,5 @@
 """Builds what train and eval share from the composed config: data, callbacks, loggers, strategy, trainer."""
 
-import inspect
 import logging
 import sys
 import warnings
@@ -9,7 +8,6 @@ from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_object
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
@@ -138,25 +136,6 @@ def describe_trainer(trainer: Trainer) -> str:
         f"strategy={type(trainer.strategy).__name__} ({devices}), precision={settings['trainer.precision']}, "
         f"accumulate_grad_batches={settings['trainer.accumulate_grad_batches']}, gradient_clip_val={clipping}"
     )
-
-
-def check_half_precision(cfg: DictConfig, trainer: Trainer) -> None:
-    """precision=16-true keeps the optimizer's state in float16 too, where Adam's default `eps` rounds to 0: the first
-    update divides by zero and the run diverges at step 1, on any device. Refused before training instead."""
-    optimizer = OmegaConf.select(cfg, "model.optimizer")
-    if trainer.precision != "16-true" or not isinstance(optimizer, DictConfig) or "_target_" not in optimizer:
-        return
-    eps = optimizer.get("eps")
-    if eps is None:  # the optimizer's own default
-        parameter = inspect.signature(get_object(optimizer._target_)).parameters.get("eps")
-        eps = None if parameter is None else parameter.default
-    if isinstance(eps, float) and eps > 0 and torch.tensor(eps, dtype=torch.float16).item() == 0:
-        raise UserError(
-            "precision=16-true keeps the weights and the optimizer's state in float16, where "
-            f"model.optimizer.eps={eps:g} ({optimizer._target_}) is 0, so the first update would divide by zero. "
-            "Use precision=16-mixed (float32 weights; bf16 on a CPU), precision=bf16-true, "
-            "or model.optimizer.eps=1e-4 with 16-true."
-        )
 
 
 def log_hyperparameters(loggers: list[Logger], cfg: DictConfig) -> None:

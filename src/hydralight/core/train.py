@@ -16,7 +16,6 @@ from hydralight.core.build import (
     build_datamodule,
     build_loggers,
     build_trainer,
-    check_half_precision,
     close_run,
     log_hyperparameters,
 )
@@ -29,7 +28,7 @@ from hydralight.core.resolvers import created_dirs
 from hydralight.core.runs.checkpoints import checkpoint_dir, resume_checkpoint
 from hydralight.core.runs.guard import newest_checkpoint, training_started
 from hydralight.core.torch_settings import compiled_state
-from hydralight.core.validation import instantiate, validate_targets
+from hydralight.core.validation import check_half_precision, instantiate, validate_targets
 
 
 @contextmanager

@@ -20,14 +20,18 @@ import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra._internal.utils import _locate  # what Hydra's instantiate resolves `_target_` with: the same object here
 from hydra.errors import InstantiationException
+from hydra.utils import get_object
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hydralight.core.errors import RunStopped, UserError, choices_message
+
+if TYPE_CHECKING:
+    from lightning.pytorch import Trainer
 
 # The values Lightning's Trainer accepts (lightning.fabric.plugins.precision.precision; a test keeps them in sync).
 PRECISIONS = (
@@ -202,6 +206,27 @@ def check_world_size(num_nodes: object, devices: object) -> None:
             f"trainer.num_nodes={num_nodes} x trainer.devices={devices} = {num_nodes * devices} processes, but the "
             f"launcher started {world_size} (torchrun: --nnodes x --nproc_per_node; SLURM: nodes x tasks per node). "
             "Make them equal, e.g. trainer.num_nodes=<nodes> trainer.devices=<processes per node>."
+        )
+
+
+def check_half_precision(cfg: DictConfig, trainer: "Trainer") -> None:
+    """precision=16-true keeps the optimizer's state in float16 too, where Adam's default `eps` rounds to 0: the first
+    update divides by zero and the run diverges at step 1, on any device. Refused before training instead."""
+    import torch
+
+    optimizer = OmegaConf.select(cfg, "model.optimizer")
+    if trainer.precision != "16-true" or not isinstance(optimizer, DictConfig) or "_target_" not in optimizer:
+        return
+    eps = optimizer.get("eps")
+    if eps is None:  # the optimizer's own default
+        parameter = inspect.signature(get_object(optimizer._target_)).parameters.get("eps")
+        eps = None if parameter is None else parameter.default
+    if isinstance(eps, float) and eps > 0 and torch.tensor(eps, dtype=torch.float16).item() == 0:
+        raise UserError(
+            "precision=16-true keeps the weights and the optimizer's state in float16, where "
+            f"model.optimizer.eps={eps:g} ({optimizer._target_}) is 0, so the first update would divide by zero. "
+            "Use precision=16-mixed (float32 weights; bf16 on a CPU), precision=bf16-true, "
+            "or model.optimizer.eps=1e-4 with 16-true."
         )
 
 
