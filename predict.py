@@ -1,4 +1,5 @@
-"""Predict with a checkpoint:  python predict.py ckpt_path=<file> [input=<file>] [output=<file>]  (see README)."""
+"""Predict with a checkpoint:  python predict.py ckpt_path=<file> [input=<file> | prompt=<text>] [output=<file>]
+(see README)."""
 
 from hydralight.core.cli import predict_main
 

@@ -52,9 +52,11 @@ TEMPLATE_ONLY = re.compile(
 CONDITIONS = ("gpt_example",)
 _COMMENT = r"(?:#|<!--)[ \t]*copier:"
 CONDITIONAL_BLOCK = re.compile(
-    rf"^[ \t]*{_COMMENT}if (?P<question>\w+)[^\n]*\n(?P<body>.*?)^[ \t]*{_COMMENT}endif\b[^\n]*(?:\n|\Z)",
+    rf"^[ \t]*{_COMMENT}if (?P<question>\w+)[^\n]*\n(?P<body>.*?)^[ \t]*{_COMMENT}endif\b[^\n]*(?:\n|\Z)"
+    r"(?P<after>(?:[ \t]*\n)*)",  # the blank lines after a block go with it, so that a dropped one leaves no gap
     re.DOTALL | re.MULTILINE,
 )
+TRAILING_BLANK_LINES = re.compile(r"^(?:[ \t]*\n)+\Z", re.MULTILINE)
 CONDITIONAL_LINE = re.compile(
     rf"^(?P<body>[^\n]*?\S)[ \t]*{_COMMENT}if (?P<question>\w+)[ \t]*(?:-->)?[ \t]*(?P<end>\n|\Z)", re.MULTILINE
 )
@@ -119,7 +121,10 @@ def to_jinja(source: str, name: str) -> str:
         question = match["question"]
         if question not in CONDITIONS:
             raise TemplateSyntaxError(f"copier:if {question}: not one of {CONDITIONS} (.copier/rename.py)", 1, name)
-        body = match["body"] + match.groupdict().get("end", "")
+        if "after" in match.groupdict():  # a block: its own trailing blank lines give way to those after it
+            body = TRAILING_BLANK_LINES.sub("", match["body"]) + match["after"]
+        else:
+            body = match["body"] + match["end"]
         return hold(f"{{% if {question} %}}") + body + hold("{% endif %}")
 
     text = TEMPLATE_ONLY.sub("", source)

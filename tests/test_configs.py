@@ -122,7 +122,7 @@ def test_option_composes_and_builds(make_cfg, group, option):
 
     model = instantiate(cfg.model)
     assert isinstance(model, get_class(cfg.model._target_))
-    if "net" in cfg.model:  # the classifier's plain network (the GPT builds its own)
+    if "net" in cfg.model:  # a module built around a plain network config (the classifier)
         assert isinstance(model.net, get_class(cfg.model.net._target_))
     optimizer, scheduler = optimizer_and_scheduler(model)
     assert isinstance(optimizer, get_class(cfg.model.optimizer._target_))

@@ -253,8 +253,10 @@ class Runner:
             return self.ran("python train.py", 0).run_dir().name
         if name == "ckpt":
             return str(self.ran("python train.py", 0).run_dir() / "checkpoints" / "last.ckpt")
+        # copier:if gpt_example
         if name == "gpt_ckpt":  # the text task's checkpoint
             return str(self.ran("python train.py experiment=shakespeare_gpt").run_dir() / "checkpoints" / "last.ckpt")
+        # copier:endif
         if name == "file":  # a one-epoch run's checkpoint, so that continuing from it trains
             return str(self.ran("python train.py", 1).run_dir() / "checkpoints" / "last.ckpt")
         raise KeyError(f"no value for {{{name}}}: add it to Runner.value")
@@ -449,6 +451,7 @@ def predicted(ran: Ran) -> None:
     assert correct >= 0.95 * len(rows), f"{correct} of {len(rows)} raw digit rows predicted right"
 
 
+# copier:if gpt_example
 def generated(ran: Ran) -> None:
     """The prompt and 200 characters of the text's vocabulary, in the predict run dir and on stdout."""
     text = (ran.run_dir("predict") / "generated.txt").read_text(encoding="utf-8")
@@ -456,6 +459,9 @@ def generated(ran: Ran) -> None:
     vocab = OmegaConf.load(ROOT / "conf" / "data" / "shakespeare.yaml").vocab
     assert set(text) <= set(vocab), set(text) - set(vocab)
     assert text in ran.stdout
+
+
+# copier:endif
 
 
 def exported_onnx(ran: Ran) -> None:
@@ -561,7 +567,12 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     "python train.py accumulate_grad_batches=4 gradient_clip_val=1.0": Run(trained()),
     "python train.py model/net=cnn model/optimizer=sgd model/scheduler=onecycle": Run(trained()),
     "python train.py experiment=digits_cnn": Run(trained()),
+    # copier:if gpt_example
     "python train.py experiment=shakespeare_gpt": Run(trained(names={"val/loss_best", "test/loss", "test/ppl"})),
+    'python predict.py ckpt_path=<ckpt> prompt="ROMEO:" max_new_tokens=200': Run(
+        generated, extra=(), fill={"<ckpt>": "{gpt_ckpt}"}
+    ),
+    # copier:endif
     # When a run dies: the first is killed (SIGTERM) after its first epoch, the second continues it in its dir.
     "python train.py run_name=mlp-adam trainer.max_epochs=50": Run(
         killed_midway,
@@ -649,9 +660,6 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     ),
     "python predict.py ckpt_path=<ckpt> input=digits.csv": Run(
         predicted, extra=(), fill={"<ckpt>": "{ckpt}"}, prepare=write_digits_csv
-    ),
-    'python predict.py ckpt_path=<ckpt> prompt="ROMEO:" max_new_tokens=200': Run(
-        generated, extra=(), fill={"<ckpt>": "{gpt_ckpt}"}
     ),
     "python export.py ckpt_path=<ckpt> format=onnx": Run(
         exported_onnx, extra=(), fill={"<ckpt>": "{ckpt}"}, needs=("onnx", "onnxscript", "onnxruntime")

@@ -312,7 +312,7 @@ def test_optional_parts_stay_or_go_with_their_answer(monkeypatch, keep):
         "first\n"
         f"from {OLD}.models.gpt import GPT  # copier:if gpt_example\n"
         "| `data` | `shakespeare` | <!-- copier:if gpt_example -->\n"
-        "    # copier:if gpt_example\n    only with the GPT\n    # copier:endif\n"
+        "    # copier:if gpt_example\n    only with the GPT\n\n    # copier:endif\n\n"
         "last\n"
     )
     env = jinja2.Environment(
@@ -321,7 +321,7 @@ def test_optional_parts_stay_or_go_with_their_answer(monkeypatch, keep):
         keep_trailing_newline=True,
     )
     rendered = env.get_template("a.md").render(package_name="my_pkg", project_name="My Pkg", gpt_example=keep)
-    kept = "from my_pkg.models.gpt import GPT\n| `data` | `shakespeare` |\n    only with the GPT\n"
+    kept = "from my_pkg.models.gpt import GPT\n| `data` | `shakespeare` |\n    only with the GPT\n\n"
     assert rendered == "first\n" + (kept if keep else "") + "last\n"
     with pytest.raises(jinja2.TemplateSyntaxError, match="copier:if typo"):
         env.get_template("bad.md")
