@@ -149,7 +149,7 @@ def eval_main() -> None:
 
 
 def predict_main() -> None:
-    """`python predict.py ckpt_path=<file> [input=<file> | prompt=<text>]` and the `hydralight-predict` console script."""
+    """`python predict.py ckpt_path=<file> [input=<file> | prompt=<text>]`; the `hydralight-predict` console script."""
     _hydra_main(_predict, "predict")
 
 

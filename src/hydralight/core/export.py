@@ -125,13 +125,15 @@ def run_exported(path: Path, fmt: str, x: Tensor) -> Tensor:
 EXPORTERS = {"torchscript": export_torchscript, "exported_program": export_program, "onnx": export_onnx}
 
 
-def sample_shape(model: LightningModule, input_shape: object = None) -> tuple[int, ...]:
-    """One sample's shape: `input_shape=` if given, else the module's own `example_input_array` without its batch."""
-    if input_shape:
-        return tuple(int(size) for size in input_shape)
+def sample_input(model: LightningModule, input_shape: object = None) -> tuple[tuple[int, ...], torch.dtype]:
+    """One sample's shape and dtype: `input_shape=` if given, else the module's own `example_input_array` without its
+    batch; the dtype is the example's (token ids are integers), float32 without one."""
     example = model.example_input_array
+    dtype = example.dtype if isinstance(example, Tensor) else torch.float32
+    if input_shape:
+        return tuple(int(size) for size in input_shape), dtype
     if isinstance(example, Tensor) and example.ndim >= 1:
-        return tuple(example.shape[1:])
+        return tuple(example.shape[1:]), dtype
     if example is None:
         raise UserError(
             f"input_shape: {type(model).__name__} has no example_input_array, so one sample's shape is unknown. "
@@ -141,6 +143,17 @@ def sample_shape(model: LightningModule, input_shape: object = None) -> tuple[in
         f"input_shape: {type(model).__name__}'s example_input_array is a {type(example).__name__}; export takes "
         "one tensor input. Give one sample's shape, e.g. input_shape=[1,8,8]."
     )
+
+
+def random_batch(
+    model: LightningModule, size: int, shape: tuple[int, ...], dtype: torch.dtype, generator: torch.Generator
+) -> Tensor:
+    """`size` random samples the module accepts: floats in [0, 1), or integer ids (tokens) that every embedding
+    table of the module can look up, since an id past the smallest table would be an index error, not a check."""
+    if dtype.is_floating_point:
+        return torch.rand(size, *shape, generator=generator, dtype=dtype)
+    tables = [module.num_embeddings for module in model.modules() if isinstance(module, nn.Embedding)]
+    return torch.randint(min(tables, default=2), (size, *shape), generator=generator, dtype=dtype)
 
 
 def export(cfg: DictConfig) -> dict[str, object]:
@@ -159,11 +172,11 @@ def export(cfg: DictConfig) -> dict[str, object]:
     model, task = load_trained(cfg.ckpt_path)
     model = model.eval().cpu()
     info("Model: %s", task.module)
-    shape = sample_shape(model, cfg.get("input_shape"))
+    shape, dtype = sample_input(model, cfg.get("input_shape"))
     Path(cfg.paths.output_dir).mkdir(parents=True, exist_ok=True)  # export.json goes there, whatever `output` says
 
     generator = torch.Generator().manual_seed(0)
-    example = torch.rand(2, *shape, generator=generator)  # 2, not 1: torch.export specializes a batch of one
+    example = random_batch(model, 2, shape, dtype, generator)  # 2, not 1: torch.export specializes a batch of one
     info("Exporting to %s (%s, input (batch, %s))", path, cfg.format, ", ".join(map(str, shape)))
     write_atomically(path, lambda temporary: EXPORTERS[cfg.format](model, example, temporary), overwrite)
 
@@ -171,7 +184,7 @@ def export(cfg: DictConfig) -> dict[str, object]:
     if cfg.format == "onnx" and not _importable("onnxruntime"):
         log.warning("onnxruntime is not installed: %s was written but not checked (pip install -e '.[onnx]').", path)
     else:
-        check = torch.rand(5, *shape, generator=generator)  # another batch size: the batch dimension is dynamic
+        check = random_batch(model, 5, shape, dtype, generator)  # another batch size: the batch dimension is dynamic
         with torch.inference_mode():
             expected = model(check)
         result["max_abs_diff"] = float((run_exported(path, cfg.format, check) - expected).abs().max())

@@ -88,10 +88,11 @@ def unlogged_monitor_is_a_clear_error(trainer: pl.Trainer, model: pl.LightningMo
         if found is None:
             raise
         logged = [name for name in trainer.callback_metrics if name not in ("epoch", "step")]
+        example = next((name for name in logged if name.startswith("val/")), "<metric>")
         raise UserError(
             f"monitor={found['checkpoint'] or found['early']!r}: {type(model).__name__} logs no metric of that name "
             f"(it logs: {', '.join(logged) or 'nothing'}). Choose one it logs, with its direction: "
-            "monitor=<metric> mode=<min|max>, e.g. monitor=val/loss mode=min."
+            f"monitor={example} mode=min (a loss, an error) or mode=max (an accuracy)."
         ) from error
 
 
