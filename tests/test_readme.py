@@ -632,6 +632,20 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     "python train.py -m strategy=ddp trainer.devices=2 model.optimizer.lr=0.1,0.01": Run(ddp_sweep),
     # Start your own project.
     'pip install -e ".[template]"': NotRun("CI's own install step (the template extra)"),
+    "python train.py model=<name> data=<name> monitor=val/loss mode=min": Covered(
+        "tests/test_outside_task.py::test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric",
+        "placeholders for a user's task: that test trains two such tasks (a regression and Lightning's boring "
+        "classes) with only `_target_` + arguments configs, monitor=<its metric> mode=min",
+    ),
+    "cd my_project": Covered(
+        "tests/test_outside_task.py::test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric",
+        "that test's commands run from a copy of tests/outside_task/, an outside project",
+    ),
+    "PYTHONPATH=. python <hydralight>/train.py 'hydra.searchpath=[file://conf]' model=<name> data=<name> monitor=val/loss "
+    "mode=min": Covered(
+        "tests/test_outside_task.py::test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric",
+        "exactly this command, placeholders filled, from the outside project's dir with default run dirs",
+    ),
     "copier copy --trust <path or git URL of hydralight> my-project": Covered(
         "tests/test_template.py::test_the_copy_is_the_template_renamed",
         "copier copy of this working tree (a throwaway git repo of it), then every file of the copy compared",
