@@ -63,41 +63,6 @@ def test_changing_a_later_character_leaves_earlier_logits_unchanged():
     assert not torch.allclose(before[:, 5:], after[:, 5:])
 
 
-def loss_on(model: GPT, batch: tuple[torch.Tensor, torch.Tensor]) -> float:
-    with torch.no_grad():
-        return F.cross_entropy(model(batch[0]).flatten(0, 1), batch[1].flatten()).item()
-
-
-def fixed_batch(batch_size: int = 4, block_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    window = torch.randint(len(VOCAB), (batch_size, block_size + 1), generator=torch.Generator().manual_seed(2))
-    return window[:, :-1], window[:, 1:]
-
-
-def train_steps(model: GPT, batch: tuple[torch.Tensor, torch.Tensor], steps: int) -> None:
-    optimizer = optimizer_of(model)
-    model.train()
-    for _ in range(steps):
-        loss = F.cross_entropy(model(batch[0]).flatten(0, 1), batch[1].flatten())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-
-def test_one_optimizer_step_lowers_the_loss_on_a_fixed_batch():
-    model, batch = tiny_gpt(), fixed_batch()
-    before = loss_on(model, batch)
-    train_steps(model, batch, steps=1)
-    assert loss_on(model, batch) < before
-
-
-def test_overfits_a_tiny_batch():
-    """Untrained it scores about ln(vocab); a few hundred steps on one batch should memorise it."""
-    model, batch = tiny_gpt(), fixed_batch(batch_size=2)
-    assert loss_on(model, batch) == pytest.approx(math.log(len(VOCAB)), abs=0.3)
-    train_steps(model, batch, steps=60)
-    assert loss_on(model, batch) < 0.1
-
-
 def test_weight_decay_applies_to_linear_and_embedding_weights_only():
     """AdamW's decay pulls every weight matrix towards 0, but no bias and no LayerNorm parameter."""
     model = tiny_gpt()
