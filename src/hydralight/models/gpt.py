@@ -117,7 +117,8 @@ class GPT(EpochMetrics, LightningModule):
         self._shared_step(batch, "test")
 
     def _log_perplexity(self, stage: str) -> None:
-        self.log(f"{stage}/ppl", self.mean_loss[f"{stage}_"].compute().exp(), prog_bar=stage == "val")
+        # compute() already sums over DDP ranks; sync_dist averages the equal values (and tells Lightning so).
+        self.log(f"{stage}/ppl", self.mean_loss[f"{stage}_"].compute().exp(), prog_bar=stage == "val", sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_perplexity("val")

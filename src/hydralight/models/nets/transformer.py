@@ -23,7 +23,8 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         batch, time, channels = x.shape
         # (B, T, 3C) -> three (B, heads, T, C / heads)
-        q, k, v = self.qkv(x).view(batch, time, 3, self.n_head, channels // self.n_head).permute(2, 0, 3, 1, 4)
+        heads = self.qkv(x).view(batch, time, 3, self.n_head, channels // self.n_head).permute(2, 0, 3, 1, 4)
+        q, k, v = heads.unbind(0)  # not tuple unpacking of a tensor: torch.jit.trace would warn about it
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         y = y.transpose(1, 2).reshape(batch, time, channels)
         return self.proj_dropout(self.proj(y))
