@@ -2,6 +2,10 @@
 
 from hydralight.models.nets.cnn import ResNetCNN
 from hydralight.models.nets.mlp import MLP
-from hydralight.models.nets.transformer import Transformer
+from hydralight.models.nets.transformer import Transformer  # copier:if gpt_example
 
-__all__ = ["MLP", "ResNetCNN", "Transformer"]
+__all__ = [
+    "MLP",
+    "ResNetCNN",
+    "Transformer",  # copier:if gpt_example
+]
