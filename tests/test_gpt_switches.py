@@ -1,11 +1,11 @@
 """Every switch of the template on the second task, the character GPT (`experiment=shakespeare_gpt`), shrunk to one
 block of width 32 over 16 characters. Each test checks that the switch took effect (the dtype the net computes in,
-the optimizer steps taken, the gradients the update used, the wrapped or compiled net, the processes, the ranking,
+the optimizer steps taken, the gradients the update used, the wrapped or compiled net, the ranking,
 the exported file's outputs), not only that the run finished.
 
 In-process through the real `train()` / `export()` on the composed configs; the CLI as a subprocess only where the
-process boundary is the point (DDP re-launches train.py, `-m` runs a sweep), typed in a scratch dir with the default
-run and sweep dirs.
+process boundary is the point (`-m` runs a sweep), typed in a scratch dir with the default sweep dir. DDP on the
+GPT is tests/test_task_gpt.py's (2 processes equal 1 on the doubled batch).
 """
 
 import json
@@ -252,21 +252,7 @@ def test_export_writes_a_file_whose_outputs_match_the_checkpoints(make_cfg, gpt_
     assert (run_exported(Path(result["path"]), fmt, ids) - expected).abs().max().item() <= cfg.tolerance
 
 
-# The command line: DDP and a sweep.
-
-
-@pytest.mark.slow
-def test_ddp_trains_the_gpt_in_two_processes_sharing_one_run_dir(tmp_path):
-    """strategy=ddp trainer.devices=2: two ranks (both in the run's log), each trains half the epoch's windows (4
-    steps, where one process takes 8), and the one run dir gets one metrics.json."""
-    result = run_in(tmp_path, *GPT_COMMAND, "strategy=ddp", "trainer.devices=2")
-    assert_ok(result)
-    (run_dir,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
-    assert [path.parent for path in tmp_path.rglob("metrics.json")] == [run_dir]
-    assert "test/loss" in read_metrics(run_dir)
-    assert last_checkpoint(run_dir)["global_step"] == 64 // (2 * 8)
-    log = (run_dir / "train.log").read_text()
-    assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in log
+# The command line: a sweep. (DDP on the GPT: tests/test_task_gpt.py, 2 processes == 1 of the doubled batch.)
 
 
 @pytest.mark.slow

@@ -402,6 +402,8 @@ def ddp_sweep(ran: Ran) -> None:
         log = (sweep_dir / job / "train.log").read_text()
         assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and SECOND_RANK in log, f"job {job} did not run 2 ranks"
     assert not processes_mentioning(str(sweep_dir)), "a rank outlived its sweep"
+    for job in ("0", "1"):  # one metrics.json per job, none per rank
+        assert [path.parent for path in (sweep_dir / job).rglob("metrics.json")] == [sweep_dir / job]
 
 
 def processes_mentioning(text: str) -> list[str]:
@@ -502,9 +504,10 @@ def two_ranks(ran: Ran) -> None:
 
 
 def killed_midway(ran: Ran) -> None:
-    """SIGTERM after the first epoch: preempted.ckpt saved, exit 75, no final metrics."""
+    """SIGTERM after the first epoch: preempted.ckpt saved, exit 75 with one line and no traceback, no metrics."""
     run_dir = ran.run_dir()
     assert run_dir.name == "mlp-adam"
+    assert "preempted:" in ran.stderr and "Traceback" not in ran.output, ran.output[-3000:]
     assert (run_dir / "checkpoints" / "preempted.ckpt").is_file()
     assert not (run_dir / "metrics.json").exists()
 
@@ -524,8 +527,18 @@ def continued_elsewhere(ran: Ran) -> None:
     assert re.search(r"Resuming from \S*checkpoints/last\.ckpt", ran.output), ran.output[-3000:]
 
 
+def optuna_swept(ran: Ran) -> None:
+    """A sweep of 2 trials, best first, each trial's point of the search space reaching its job's config."""
+    sweep_dir = swept(2)(ran)
+    for job in json.loads((sweep_dir / "summary.json").read_text())["jobs"]:
+        own = dict(override.split("=", 1) for override in job["overrides"])
+        assert own["model/optimizer"] in ("adam", "adamw", "sgd"), own
+        assert f"batch_size: {own['data.batch_size']}" in (Path(job["dir"]) / ".hydra" / "config.yaml").read_text()
+    assert (sweep_dir / "optimization_results.yaml").is_file()
+
+
 def optuna_study_continued(ran: Ran) -> None:
-    """Run twice: two sweep dirs of 2 trials each, and one study of 4 trials in the sqlite file."""
+    """Run twice: two sweep dirs of 2 trials each, and one study of 4 distinct trials in the sqlite file."""
     import optuna
 
     sweeps = ran.new("outputs/train/multiruns/*")
@@ -533,6 +546,7 @@ def optuna_study_continued(ran: Ran) -> None:
     study = optuna.load_study(study_name="digits_optuna", storage=f"sqlite:///{ran.cwd}/outputs/optuna.db")
     states = [trial.state for trial in study.trials]
     assert states == [optuna.trial.TrialState.COMPLETE] * 4, states
+    assert len({tuple(sorted(trial.params.items())) for trial in study.trials}) == 4  # the second run explored anew
 
 
 def make_help_lists_targets(ran: Ran) -> None:
@@ -625,7 +639,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     "python train.py -m seed=1,2,3 hydra/launcher=joblib hydra.launcher.n_jobs=2": Run(
         swept(3, ("seed",)), needs=("hydra_plugins.hydra_joblib_launcher",)
     ),
-    "python train.py hparams_search=digits_optuna": Run(swept(2), extra=TRIALS, needs=OPTUNA),
+    "python train.py hparams_search=digits_optuna": Run(optuna_swept, extra=TRIALS, needs=OPTUNA),
     "python train.py hparams_search=digits_optuna hydra.sweeper.storage=sqlite:///outputs/optuna.db": Run(
         optuna_study_continued, extra=TRIALS, needs=OPTUNA, repeat=2
     ),
@@ -702,7 +716,7 @@ def missing_message(commands: list[str]) -> str:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def runner(tmp_path_factory: pytest.TempPathFactory) -> Runner:
     return Runner(tmp_path_factory)
 
@@ -750,8 +764,7 @@ def marks(command: str) -> list[pytest.MarkDecorator]:
     return [pytest.mark.slow, *([pytest.mark.sweeps] if multirun else [])]
 
 
-@pytest.mark.parametrize("command", [pytest.param(c, marks=marks(c), id=c) for c in COMMANDS])
-def test_readme_command(command: str, runner: Runner):
+def check_readme_command(command: str, runner: Runner) -> None:
     """The README line, as typed: its exit code and what it leaves behind (run dirs, metrics, checkpoints, files)."""
     entry = ENTRIES.get(command)
     assert entry is not None, missing_message([command])
@@ -773,3 +786,52 @@ def test_readme_command(command: str, runner: Runner):
         )
         assert "Traceback" not in ran.output, f"{ran.line()}\n--- output ---\n{ran.output[-6000:]}"
         run.check(ran)
+
+
+# The commands in four groups, each with a Runner of its own, so that test workers share them (pytest-xdist's
+# `--dist loadscope` runs a class on one worker): the commands that read an earlier one's outputs (a run dir, a
+# checkpoint) together with the commands they read, then sweeps, multi-process runs, and the rest.
+EARLIER = {"python train.py", "python train.py experiment=shakespeare_gpt",
+           "python train.py run_name=mlp-adam trainer.max_epochs=50"}  # fmt: skip
+
+
+def group(command: str) -> str:
+    entry = ENTRIES.get(command)
+    entry = ENTRIES.get(entry.command) if isinstance(entry, Same) else entry
+    runs = runs_of(entry) if isinstance(entry, Run | tuple) else ()
+    if command in EARLIER or any("{" in value or run.where not in ("scratch", "repo")
+                                 for run in runs for value in (*run.fill.values(), "")):  # fmt: skip
+        return "chained"
+    if " -m " in f" {command} " or "hparams_search=" in command:
+        return "sweeps"
+    if any(word in command for word in ("ddp", "torchrun", "srun", "sbatch", "devices=")):
+        return "processes"
+    return "others"
+
+
+def commands_of(name: str) -> list:
+    return [pytest.param(c, marks=marks(c), id=c) for c in COMMANDS if group(c) == name]
+
+
+class TestChainedCommands:
+    @pytest.mark.parametrize("command", commands_of("chained"))
+    def test_readme_command(self, command: str, runner: Runner):
+        check_readme_command(command, runner)
+
+
+class TestSweepCommands:
+    @pytest.mark.parametrize("command", commands_of("sweeps"))
+    def test_readme_command(self, command: str, runner: Runner):
+        check_readme_command(command, runner)
+
+
+class TestMultiProcessCommands:
+    @pytest.mark.parametrize("command", commands_of("processes"))
+    def test_readme_command(self, command: str, runner: Runner):
+        check_readme_command(command, runner)
+
+
+class TestOtherCommands:
+    @pytest.mark.parametrize("command", commands_of("others"))
+    def test_readme_command(self, command: str, runner: Runner):
+        check_readme_command(command, runner)

@@ -7,7 +7,6 @@ dir and `paths.log_dir`, so a stray run dir would show). The Optuna and joblib t
 import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -136,76 +135,6 @@ def test_joblib_launcher_matches_the_basic_launcher(basic_grid, tmp_path):
 def optuna():
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the sweeps extra")
     return pytest.importorskip("optuna")
-
-
-@pytest.mark.slow
-def test_optuna_search_in_memory(optuna, tmp_path):
-    """hparams_search=digits_optuna (a multirun by itself) runs 3 TPE trials and summarizes them, best first."""
-    result = sweep(tmp_path, "hparams_search=digits_optuna", "hydra.sweeper.n_trials=3", multirun=False)
-    assert_ok(result)
-    sweep_dir = tmp_path / "sweep"
-    assert len(job_dirs(sweep_dir)) == 3
-    assert (sweep_dir / "optimization_results.yaml").is_file()
-    jobs = summary(sweep_dir)
-    assert len(jobs) == 3
-    assert_best_first(jobs)
-    for job in jobs:  # each trial's point of the search space reached its job
-        own = dict(override.split("=", 1) for override in job["overrides"])
-        assert own["model/optimizer"] in ("adam", "adamw", "sgd")
-        assert own["model.net.hidden_sizes"] in ("[64,64]", "[128,64]", "[256,128]", "[512,256]")
-        hparams = (Path(job["dir"]) / ".hydra" / "config.yaml").read_text()
-        assert f"batch_size: {own['data.batch_size']}" in hparams
-
-
-@pytest.mark.slow
-def test_optuna_sqlite_storage_continues_the_study(optuna, tmp_path):
-    """The same command twice against one sqlite file (in a folder that does not exist yet): 2 + 2 trials, one
-    study of 4."""
-    db = tmp_path / "optuna" / "studies" / "digits.db"
-    command = ("hparams_search=digits_optuna", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=sqlite:///{db}")
-    for name in ("first", "second"):
-        assert_ok(sweep(tmp_path, *command, name=name, multirun=False))
-        assert len(summary(tmp_path / name)) == 2
-    study = optuna.load_study(study_name="digits_optuna", storage=f"sqlite:///{db}")
-    assert len(study.trials) == 4
-    assert all(trial.state == optuna.trial.TrialState.COMPLETE for trial in study.trials)
-    assert len({tuple(sorted(trial.params.items())) for trial in study.trials}) == 4  # the second run explored anew
-
-
-def processes_mentioning(text: str) -> list[str]:
-    """Command lines of live processes that contain `text` (leftover DDP ranks)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in args:
-            found.append(args)
-    return found
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
-def test_multirun_over_ddp_runs_each_job_with_its_own_two_processes(tmp_path):
-    """`-m strategy=ddp trainer.devices=2 model.optimizer.lr=0.1,0.01`: one sweep dir, two job dirs, each with one
-    metrics.json and its rank-1 log lines; the sweep is launched once (no rank re-runs it), nothing else is
-    written, no process is left behind."""
-    result = sweep(tmp_path, "strategy=ddp", "trainer.devices=2", "model.optimizer.lr=0.1,0.01")
-    assert_ok(result)
-    output = result.stdout + result.stderr
-    assert output.count("Launching 2 jobs locally") == 1
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["sweep"]  # no stray run or sweep dir
-    sweep_dir = tmp_path / "sweep"
-    assert sorted(path.name for path in sweep_dir.iterdir()) == [
-        "0", "1", "multirun.yaml", "summary.csv", "summary.json",
-    ]  # fmt: skip
-    for job_dir in job_dirs(sweep_dir):
-        assert [path.parent for path in job_dir.rglob("metrics.json")] == [job_dir]
-        log = (job_dir / "train.log").read_text()
-        assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in log
-    assert len(summary(sweep_dir)) == 2
-    assert processes_mentioning(str(sweep_dir)) == []
 
 
 @pytest.mark.slow
