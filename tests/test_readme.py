@@ -30,6 +30,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from hydralight.core.runs.guard import LOCK_FILE
 from tests.conftest import ROOT, working_tree_files
 
 README = ROOT / "README.md"
@@ -419,8 +420,10 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 def quickstart_as_typed(ran: Ran) -> None:
-    """The quickstart from the repo root: the accuracy README.md states, and nothing printed a warning."""
+    """The quickstart from the repo root: the accuracy README.md states, nothing printed a warning (the run-dir guard
+    once failed and was skipped with one), and the run dir's lock released at exit."""
     run_dir = trained(epochs=20)(ran)
+    assert not (run_dir / LOCK_FILE).exists(), "the run left its lock behind"
     assert metrics(run_dir)["test/acc"] >= 0.97
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "csv" / "metrics.csv").is_file()
     warnings = [line for line in ran.output.splitlines() if re.search("warning", line, re.IGNORECASE)]
@@ -791,13 +794,17 @@ def check_readme_command(command: str, runner: Runner) -> None:
 # The commands in four groups, each with a Runner of its own, so that test workers share them (pytest-xdist's
 # `--dist loadscope` runs a class on one worker): the commands that read an earlier one's outputs (a run dir, a
 # checkpoint) together with the commands they read, then sweeps, multi-process runs, and the rest.
-EARLIER = {"python train.py", "python train.py experiment=shakespeare_gpt",
-           "python train.py run_name=mlp-adam trainer.max_epochs=50"}  # fmt: skip
+EARLIER = {
+    "python train.py",
+    "python train.py run_name=mlp-adam trainer.max_epochs=50",
+    "python train.py experiment=shakespeare_gpt",  # copier:if gpt_example
+}
 
 
 def group(command: str) -> str:
     entry = ENTRIES.get(command)
-    entry = ENTRIES.get(entry.command) if isinstance(entry, Same) else entry
+    if isinstance(entry, Same):  # with the line it repeats, whose runs it shares
+        return group(entry.command)
     runs = runs_of(entry) if isinstance(entry, Run | tuple) else ()
     if command in EARLIER or any("{" in value or run.where not in ("scratch", "repo")
                                  for run in runs for value in (*run.fill.values(), "")):  # fmt: skip

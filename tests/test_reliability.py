@@ -17,6 +17,7 @@ import pytest
 import torch
 from hydra.errors import HydraException
 from lightning.pytorch import Callback
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hydralight.core import cli
@@ -249,7 +250,10 @@ def earlier_run(tmp_path_factory) -> Path:
     """A finished MLP run and a finished CNN run, made once; every catalogue entry must leave them untouched."""
     root = tmp_path_factory.mktemp("earlier")
     for name, extra in (("mlp", ()), ("cnn", ("model/net=cnn", "model.net.channels=[8,16]"))):
-        train(compose_config("train", root / name, (*TINY, *extra)))
+        cfg = compose_config("train", root / name, (*TINY, *extra))
+        (root / name / ".hydra").mkdir(parents=True)
+        OmegaConf.save(cfg, root / name / ".hydra" / "config.yaml")  # what Hydra writes into every run dir
+        train(cfg)
     return root
 
 

@@ -41,16 +41,6 @@ def earlier_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cwd
 
 
-def test_a_plain_run_warns_nothing_and_its_guard_runs(earlier_run):
-    """The default run prints no warning (the guard used to fail on HydraConfig and be skipped, with a warning)."""
-    result = train_cli(earlier_run, *QUIET, "test=false")
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "Warning" not in result.stderr and "warn(" not in result.stderr, result.stderr[-4000:]
-    runs = sorted((earlier_run / "outputs" / "train" / "runs").iterdir())
-    assert [run.name for run in runs if run.name != "mlp"], "a timestamped run dir under <cwd>/outputs"
-    assert all(not (run / LOCK_FILE).exists() for run in runs), "the lock is released at exit"
-
-
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -8,7 +8,6 @@ import torch
 
 from hydralight.core.evaluate import evaluate
 from hydralight.core.train import train
-from tests.conftest import assert_ok, run_cli
 
 
 def read_metrics(run_dir: Path) -> dict[str, float]:
@@ -88,14 +87,12 @@ def test_runs_started_together_never_share_a_dir(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_spawn_keeps_fit_metrics_and_learning_curves(tmp_path):
+def test_ddp_spawn_keeps_fit_metrics_and_learning_curves(make_cfg, tmp_path):
     """strategy=ddp_spawn runs fit and test in separate spawned processes; metrics.json and metrics.csv keep both."""
-    result = run_cli(
-        "train.py", "strategy=ddp_spawn", "trainer.devices=2", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}"
-    )
-    assert_ok(result)
-    assert {"val/acc_best", "test/acc", "test/loss"} <= read_metrics(tmp_path).keys()
-    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    train(make_cfg("strategy=ddp_spawn", "trainer.devices=2", "logger=csv"))
+    run_dir = tmp_path / "run"
+    assert {"val/acc_best", "test/acc", "test/loss"} <= read_metrics(run_dir).keys()
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert {"train/loss", "val/acc", "test/acc"} <= set(header)
 
 
