@@ -21,7 +21,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch import LightningModule, Trainer
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torch import nn
 
 from hydralight.core.export import FORMATS, run_exported
@@ -31,7 +31,7 @@ from hydralight.core.train import train
 from hydralight.data.shakespeare import read_text
 from hydralight.models import GPT
 from tests.conftest import ROOT, TINY, assert_ok, compose_config
-from tests.test_numerics import GradientProbe
+from tests.test_numerics import GradientProbe, load_last, train_with_probe
 
 # SwitchProbe wraps optimizer.step to read the gradients the update uses; Lightning takes that for a user's mistake.
 pytestmark = pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden:UserWarning")
@@ -81,17 +81,7 @@ class SwitchProbe(GradientProbe):
 
 
 def train_probed(cfg: DictConfig) -> SwitchProbe:
-    """The real train() with a SwitchProbe added to the config's callbacks, as a user's own callback would be."""
-    GradientProbe.instances.clear()
-    with open_dict(cfg):
-        cfg.callbacks.switch_probe = {"_target_": f"{SwitchProbe.__module__}.{SwitchProbe.__qualname__}"}
-    train(cfg)
-    (probe,) = GradientProbe.instances
-    return probe
-
-
-def last_checkpoint(run_dir: Path) -> dict[str, Any]:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    return train_with_probe(cfg, SwitchProbe)
 
 
 def float_dtypes(checkpoint: dict[str, Any]) -> set[torch.dtype]:
@@ -126,7 +116,7 @@ def test_mixed_precision_runs_the_gpt_under_bf16_autocast(make_cfg, tmp_path, ca
     probe = train_probed(make_cfg(*GPT_TINY, f"precision={precision}"))
     assert probe.precision == "bf16-mixed"
     assert probe.output_dtypes == {torch.bfloat16}  # the attention and MLP matmuls ran under bf16 autocast
-    assert float_dtypes(last_checkpoint(tmp_path / "run")) == {torch.float32}  # mixed: fp32 master weights
+    assert float_dtypes(load_last(tmp_path / "run")) == {torch.float32}  # mixed: fp32 master weights
     assert "test/loss" in read_metrics(tmp_path / "run")
     said_so = any("uses precision=bf16-mixed" in message for message in caplog.messages)
     assert said_so == (precision == "16-mixed")
@@ -136,7 +126,7 @@ def test_precision_64_true_trains_the_gpt_in_float64(make_cfg, tmp_path):
     probe = train_probed(make_cfg(*GPT_TINY, *NO_TEST, "precision=64-true"))
     assert probe.precision == "64-true"
     assert probe.output_dtypes == {torch.float64}
-    assert float_dtypes(last_checkpoint(tmp_path / "run")) == {torch.float64}
+    assert float_dtypes(load_last(tmp_path / "run")) == {torch.float64}
     read_metrics(tmp_path / "run")
 
 
@@ -144,10 +134,12 @@ def test_precision_64_true_trains_the_gpt_in_float64(make_cfg, tmp_path):
 
 
 def test_accumulate_grad_batches_steps_the_optimizer_once_every_four_batches(make_cfg, tmp_path):
-    probe = train_probed(make_cfg(*GPT_TINY, *NO_TEST, "accumulate_grad_batches=4", "trainer.limit_train_batches=8"))
+    probe = train_with_probe(
+        make_cfg(*GPT_TINY, *NO_TEST, "accumulate_grad_batches=4", "trainer.limit_train_batches=8"), SwitchProbe
+    )
     assert probe.train_batches == 8
     assert probe.global_step == len(probe.at_step) == 2  # the optimizer stepped twice: batches 4 and 8
-    assert last_checkpoint(tmp_path / "run")["global_step"] == 2
+    assert load_last(tmp_path / "run")["global_step"] == 2
 
 
 @pytest.mark.parametrize(
@@ -192,7 +184,7 @@ def test_model_compile_compiles_the_net_and_saves_plain_keys(make_cfg, tmp_path,
         torch._dynamo.reset()
     assert any(message.endswith("GPT, compiled (net)") for message in caplog.messages), caplog.messages
     plain = instantiate(make_cfg(*GPT_TINY).model)  # model.compile=false
-    plain.load_state_dict(last_checkpoint(tmp_path / "run")["state_dict"])  # strict: the very same keys
+    plain.load_state_dict(load_last(tmp_path / "run")["state_dict"])  # strict: the very same keys
 
 
 def test_strategy_dp_wraps_the_net_and_saves_plain_keys(make_cfg, tmp_path):
@@ -203,7 +195,7 @@ def test_strategy_dp_wraps_the_net_and_saves_plain_keys(make_cfg, tmp_path):
     assert probe.net_types == {nn.DataParallel}
     assert probe.global_step == 4
     read_metrics(tmp_path / "run")
-    state = last_checkpoint(tmp_path / "run")["state_dict"]
+    state = load_last(tmp_path / "run")["state_dict"]
     assert state and not [key for key in state if "module." in key]
     GPT.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
 
@@ -216,12 +208,12 @@ def test_rerunning_in_the_same_run_dir_with_more_epochs_continues_it(make_cfg, t
     (a fresh start would train both epochs and end at the same step)."""
     train(make_cfg(*GPT_TINY, *NO_TEST))
     run_dir = tmp_path / "run"
-    assert (last_checkpoint(run_dir)["epoch"], last_checkpoint(run_dir)["global_step"]) == (0, 4)
+    assert (load_last(run_dir)["epoch"], load_last(run_dir)["global_step"]) == (0, 4)
     caplog.set_level(logging.INFO, logger="hydralight")
     probe = train_probed(make_cfg(*GPT_TINY, *NO_TEST, "trainer.max_epochs=2"))  # the same run dir: tmp_path/run
     assert f"Resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in caplog.messages
     assert (probe.train_batches, probe.global_step) == (4, 8)  # epoch 1's 4 batches, on top of epoch 0's 4 steps
-    assert (last_checkpoint(run_dir)["epoch"], last_checkpoint(run_dir)["global_step"]) == (1, 8)
+    assert (load_last(run_dir)["epoch"], load_last(run_dir)["global_step"]) == (1, 8)
 
 
 # Export.

@@ -81,14 +81,14 @@ class GradientProbe(Callback):
         self.before_clip.append(self.measure(pl_module))
 
 
-def train_with_probe(cfg: DictConfig) -> GradientProbe:
-    """Run the real train() with a GradientProbe added to the config's callbacks, as a user's callback would be."""
+def train_with_probe(cfg: DictConfig, probe: type[GradientProbe] = GradientProbe) -> GradientProbe:
+    """Run the real train() with a `probe` added to the config's callbacks, as a user's callback would be."""
     GradientProbe.instances.clear()
     with open_dict(cfg):
-        cfg.callbacks.gradient_probe = {"_target_": f"{GradientProbe.__module__}.{GradientProbe.__qualname__}"}
+        cfg.callbacks.gradient_probe = {"_target_": f"{probe.__module__}.{probe.__qualname__}"}
     train(cfg)
-    (probe,) = GradientProbe.instances
-    return probe
+    (instance,) = GradientProbe.instances
+    return instance
 
 
 def load_last(run_dir: Path) -> dict[str, Any]:

@@ -820,25 +820,31 @@ def commands_of(name: str) -> list:
     return [pytest.param(c, marks=marks(c), id=c) for c in COMMANDS if group(c) == name]
 
 
-class TestChainedCommands:
-    @pytest.mark.parametrize("command", commands_of("chained"))
+class ReadmeCommands:
+    """The README commands of one `group`, with a Runner of their own (the `runner` fixture is per class)."""
+
+    group = ""
+
     def test_readme_command(self, command: str, runner: Runner):
         check_readme_command(command, runner)
 
 
-class TestSweepCommands:
-    @pytest.mark.parametrize("command", commands_of("sweeps"))
-    def test_readme_command(self, command: str, runner: Runner):
-        check_readme_command(command, runner)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.cls is not None and issubclass(metafunc.cls, ReadmeCommands):
+        metafunc.parametrize("command", commands_of(metafunc.cls.group))
 
 
-class TestMultiProcessCommands:
-    @pytest.mark.parametrize("command", commands_of("processes"))
-    def test_readme_command(self, command: str, runner: Runner):
-        check_readme_command(command, runner)
+class TestChainedCommands(ReadmeCommands):
+    group = "chained"
 
 
-class TestOtherCommands:
-    @pytest.mark.parametrize("command", commands_of("others"))
-    def test_readme_command(self, command: str, runner: Runner):
-        check_readme_command(command, runner)
+class TestSweepCommands(ReadmeCommands):
+    group = "sweeps"
+
+
+class TestMultiProcessCommands(ReadmeCommands):
+    group = "processes"
+
+
+class TestOtherCommands(ReadmeCommands):
+    group = "others"
