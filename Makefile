@@ -40,7 +40,7 @@ format: ## apply ruff's safe fixes and format the code and notebooks
 
 clean: ## remove caches and build artifacts (run outputs stay: see clean-outputs)
 	rm -rf build dist .pytest_cache .ruff_cache .coverage coverage.xml htmlcov lightning_logs
-	find . \( -path ./.venv -o -path ./.venv-ci \) -prune -o \( -name __pycache__ -o -name "*.egg-info" -o -name .ipynb_checkpoints \) \
+	find . -path ./.venv -prune -o \( -name __pycache__ -o -name "*.egg-info" -o -name .ipynb_checkpoints \) \
 		-type d -prune -exec rm -rf {} +
 
 clean-outputs: ## delete every run dir under outputs/ (checkpoints included!)
