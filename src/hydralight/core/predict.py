@@ -35,6 +35,7 @@ from hydralight.core.runs.checkpoints import (
     typed_overrides,
 )
 from hydralight.core.runs.outputs import check_output, write_atomically
+from hydralight.core.validation import validate_prompt, validate_seed
 from hydralight.data.base import PredictInputError
 
 log = logging.getLogger(__name__)
@@ -120,38 +121,6 @@ def write_csv(path: Path, columns: dict[str, Tensor | list]) -> None:
         writer.writerows(cells)
 
 
-def given_prompt_kwargs(cfg: DictConfig) -> dict[str, object]:
-    """The entries of `prompt_kwargs` the user set (not null), refused without a prompt: they would change nothing."""
-    kwargs = {name: value for name, value in (cfg.get("prompt_kwargs") or {}).items() if value is not None}
-    if kwargs and cfg.get("prompt") is None:
-        name, value = next(iter(kwargs.items()))
-        raise UserError(
-            f'{name}={value!r} is an option of prompt=<text>, and no prompt is given: add prompt="...", or drop '
-            f"{name}=."
-        )
-    return kwargs
-
-
-def check_prompt_mode(cfg: DictConfig) -> None:
-    """`prompt=` is text, and the only input: `input=` too would leave one of them unused."""
-    if not isinstance(cfg.prompt, str):
-        raise UserError(
-            f"prompt={cfg.prompt!r} is not text: Hydra read it as {type(cfg.prompt).__name__}. Quote it inside "
-            f"the shell's quotes: 'prompt=\"{cfg.prompt}\"'."
-        )
-    if cfg.get("input"):
-        raise UserError(
-            f"prompt={cfg.prompt!r} and input={cfg.input!r} are two inputs: give prompt= to continue a prompt, or "
-            "input= to predict on a file."
-        )
-
-
-def check_seed(seed: object) -> int:
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise UserError(f"seed={seed!r} is not valid. Use a whole number, e.g. seed=42.")
-    return seed
-
-
 def prompt_hook(model: LightningModule, prompt: str, kwargs: dict[str, object]) -> Callable[..., str]:
     """The module's PROMPT_HOOK, after checking it exists and takes every keyword in `kwargs`."""
     owner = type(model).__name__
@@ -180,10 +149,8 @@ def predict(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str
     quiet_console()
     overrides = typed_overrides() if overrides is None else list(overrides)
     mode = "inputs" if cfg.get("prompt") is None else "prompt"
-    kwargs = given_prompt_kwargs(cfg)
-    if mode == "prompt":
-        check_prompt_mode(cfg)
-    seed = check_seed(cfg.get("seed", 42))
+    kwargs = validate_prompt(cfg)
+    seed = validate_seed(cfg.get("seed", 42))
     if cfg.get("output") is None:
         with open_dict(cfg):
             cfg.output = str(Path(cfg.paths.output_dir) / OUTPUT_FILES[mode])

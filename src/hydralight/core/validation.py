@@ -76,7 +76,7 @@ def validate_switches(cfg: DictConfig) -> None:
         cfg.gradient_clip_algorithm in CLIP_ALGORITHMS,
         choices_message("gradient_clip_algorithm", cfg.gradient_clip_algorithm, CLIP_ALGORITHMS),
     )
-    _require(_is_int(cfg.seed), f"seed={cfg.seed!r} is not valid. Use a whole number, e.g. seed=42.")
+    validate_seed(cfg.seed)
     mode = cfg.get("mode", "max")
     _require(mode in MONITOR_MODES, choices_message("mode", mode, MONITOR_MODES))
     monitor = cfg.get("monitor", "val/acc")
@@ -95,6 +95,37 @@ def validate_switches(cfg: DictConfig) -> None:
     )
     keep = cfg.get("keep_freed_memory", False)
     _require(isinstance(keep, bool), f"keep_freed_memory={keep!r} is not valid. Use true or false.")
+
+
+def validate_seed(seed: object) -> int:
+    _require(_is_int(seed), f"seed={seed!r} is not valid. Use a whole number, e.g. seed=42.")
+    return seed
+
+
+def validate_prompt(cfg: DictConfig) -> dict[str, object]:
+    """predict.py's `prompt=`: text, the only input, and the entries of `prompt_kwargs` the user set (not null),
+    which are refused without a prompt (they would change nothing). Returns those entries."""
+    kwargs = {name: value for name, value in (cfg.get("prompt_kwargs") or {}).items() if value is not None}
+    prompt = cfg.get("prompt")
+    if prompt is None:
+        if kwargs:
+            name, value = next(iter(kwargs.items()))
+            raise UserError(
+                f'{name}={value!r} is an option of prompt=<text>, and no prompt is given: add prompt="...", or drop '
+                f"{name}=."
+            )
+        return kwargs
+    _require(
+        isinstance(prompt, str),
+        f"prompt={prompt!r} is not text: Hydra read it as {type(prompt).__name__}. Quote it inside the shell's "
+        f"quotes: 'prompt=\"{prompt}\"'.",
+    )
+    _require(
+        not cfg.get("input"),
+        f"prompt={prompt!r} and input={cfg.get('input')!r} are two inputs: give prompt= to continue a prompt, or "
+        "input= to predict on a file.",
+    )
+    return kwargs
 
 
 def validate_trainer(cfg: DictConfig) -> None:

@@ -40,14 +40,18 @@ def _chain(config: DictConfig, key: str) -> list[str]:
     return [key]
 
 
-def _references(node: Any, target: str, key: str = "") -> list[str]:
+def _references(node: Any, target: str) -> list[str]:
     """The keys under `node` (a plain container) whose raw value is exactly `${target}` or
     `${oc.select:target,<default>}`."""
-    if isinstance(node, dict | list):
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        return [ref for name, value in items for ref in _references(value, target, f"{key}.{name}".lstrip("."))]
     reference = re.compile(rf"\$\{{(?:oc\.select:)?{re.escape(target)}(?:,[^}}]*)?\}}")
-    return [key] if isinstance(node, str) and reference.fullmatch(node) else []
+
+    def found(node: Any, key: str) -> list[str]:
+        if isinstance(node, dict | list):
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            return [ref for name, value in items for ref in found(value, f"{key}.{name}".lstrip("."))]
+        return [key] if isinstance(node, str) and reference.fullmatch(node) else []
+
+    return found(node, "")
 
 
 def record_what_ran(output_dir: str | Path, values: dict[str, Any], cfg: DictConfig | None = None) -> None:
