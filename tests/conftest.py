@@ -73,6 +73,18 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\n--- stderr ---\n{result.stderr[-6000:]}"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker and every process it starts get their share of the cores as torch threads.
+    torch's default of one thread per core in every process oversubscribes the cores as soon as two workers train at
+    once, and its spinning threads then make the whole suite slower by a third or more. An OMP_NUM_THREADS you set
+    yourself is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
+        torch.set_num_threads(int(threads))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
         return

@@ -627,7 +627,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     # Performance.
     "python benchmarks/bench.py --threads 1": Covered(
         "tests/test_benchmark.py::test_quick_benchmark_reports_every_number",
-        "runs it with --quick (~40 s), the shortened form this line's comment names",
+        "runs it with --quick --sizes digits, the shortened form this line's comment names",
     ),
     "python benchmarks/bench.py --switches digits,mnist60k": NotRun(
         "timing runs: 79 s here even with --quick --sizes digits --only cpu_threads=1; bench.py's checks of "
