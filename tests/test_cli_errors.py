@@ -86,6 +86,9 @@ CASES = {
         ["model.optimizer.weight_decy=0.1", "torch.optim.Adam", "did you mean weight_decay?"],
     ),
     "model.net.dropout=2": ("train.py", ["model.net.dropout=2"], OURS, ["model.net.dropout=2", "between 0 and 1"]),
+    "data.num_folds=1": ("train.py", ["data.num_folds=1"], OURS, ["data.num_folds=1", ">= 2", "null"]),
+    "data.fold=5": ("train.py", ["data.num_folds=5", "data.fold=5"], OURS, ["data.fold=5", "0..4"]),
+    "data.fold=2 without num_folds": ("train.py", ["data.fold=2"], OURS, ["data.fold=2", "num_folds"]),
     # Eval without a usable checkpoint.
     "eval:no-ckpt_path": ("eval.py", [], OURS, ["ckpt_path", "required", ".ckpt"]),
     "eval:ckpt_path=missing": (

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import RandomSampler, SequentialSampler, TensorDataset
 
 from hydralight.core.errors import UserError
 from hydralight.core.train import train
@@ -94,6 +94,25 @@ def test_digits_split_is_fixed_by_split_seed():
         assert torch.equal(tensors(first, split)[0], tensors(second, split)[0])
         assert torch.equal(tensors(first, split)[1], tensors(second, split)[1])
     assert not torch.equal(tensors(first, "test")[0], tensors(other, "test")[0])
+
+
+def test_k_folds_partition_train_and_val_and_leave_the_test_split_alone():
+    """num_folds=5: the five validation folds are disjoint, of sizes within one, and together are exactly the
+    train + val samples of the plain split; each fold trains on the rest; the test split is the plain one; the same
+    split_seed gives the same folds."""
+    plain = digits()
+    pool = row_set(tensors(plain, "train")[0]) | row_set(tensors(plain, "val")[0])
+    folds = [digits(num_folds=5, fold=k) for k in range(5)]
+    held = [row_set(tensors(fold, "val")[0]) for fold in folds]
+    assert sorted(len(part) for part in held) == [287, 287, 288, 288, 288]
+    assert set().union(*held) == pool and sum(map(len, held)) == len(pool)
+    for fold, val in zip(folds, held, strict=True):
+        train = row_set(tensors(fold, "train")[0])
+        assert train == pool - val
+        assert torch.equal(tensors(fold, "test")[0], tensors(plain, "test")[0])
+        assert type(fold.splits["train"]) is TensorDataset  # the loaders' fast path still applies
+    assert torch.equal(tensors(digits(num_folds=5, fold=3), "val")[0], tensors(folds[3], "val")[0])
+    assert row_set(tensors(digits(num_folds=5, fold=3, split_seed=1), "val")[0]) != held[3]
 
 
 def test_digits_test_split_does_not_depend_on_training_seed(make_cfg):

@@ -17,6 +17,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -552,6 +553,28 @@ def optuna_study_continued(ran: Ran) -> None:
     assert len({tuple(sorted(trial.params.items())) for trial in study.trials}) == 4  # the second run explored anew
 
 
+def grouped_over(key: str, groups: int, size: int) -> Callable[[Ran], None]:
+    """A sweep over a replicate key: its groups of `size` jobs each, printed and written, with the mean and std of
+    the monitored metric over exactly the jobs of that group."""
+
+    def check(ran: Ran) -> None:
+        sweep_dir = swept(groups * size)(ran)
+        report = json.loads((sweep_dir / "summary.json").read_text())
+        assert report["replicate_keys"] == [key] and len(report["groups"]) == groups, report["groups"]
+        by_job = {job["job"]: job["metrics"]["val/acc_best"] for job in report["jobs"]}
+        for group in report["groups"]:
+            values = [by_job[job] for job in group["jobs"]]
+            assert group["n"] == size and group["failed"] == 0
+            assert group["metrics"]["val/acc_best"]["mean"] == pytest.approx(statistics.fmean(values))
+            assert group["metrics"]["val/acc_best"]["std"] == pytest.approx(statistics.stdev(values))
+        means = [group["metrics"]["val/acc_best"]["mean"] for group in report["groups"]]
+        assert means == sorted(means, reverse=True), means
+        assert f"Groups over {key}: {groups} groups" in ran.stdout
+        assert len((sweep_dir / "groups.csv").read_text().splitlines()) == groups + 1
+
+    return check
+
+
 def make_help_lists_targets(ran: Ran) -> None:
     assert all(f"make {target}" in ran.stdout for target in ("install", "train", "test", "lint", "clean")), ran.stdout
 
@@ -647,6 +670,8 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
         optuna_study_continued, extra=TRIALS, needs=OPTUNA, repeat=2
     ),
     "python train.py -m strategy=ddp trainer.devices=2 model.optimizer.lr=0.1,0.01": Run(ddp_sweep),
+    "python train.py -m seed=1,2,3 model.optimizer.lr=1e-3,1e-2": Run(grouped_over("seed", groups=2, size=3)),
+    "python train.py -m data.fold=0,1,2,3,4 data.num_folds=5": Run(grouped_over("data.fold", groups=1, size=5)),
     # Start your own project.
     'pip install -e ".[template]"': NotRun("CI's own install step (the template extra)"),
     "python train.py model=<name> data=<name> monitor=val/loss mode=min": Covered(

@@ -4,6 +4,7 @@ Every sweep is a real `python train.py -m ...` subprocess on tiny settings, writ
 dir and `paths.log_dir`, so a stray run dir would show). The Optuna and joblib tests skip without the sweeps extra.
 """
 
+import csv
 import importlib.util
 import json
 import subprocess
@@ -261,3 +262,62 @@ def test_single_runs_are_left_alone(tmp_path):
     job = JobReturn(overrides=[], status=JobStatus.FAILED, _return_value=UserError("x"))
     SweepSummary().on_job_end(config, job)
     assert job.status == JobStatus.FAILED and not any(tmp_path.iterdir())
+
+
+def run_summary(tmp_path: Path, jobs: list[tuple[list[str], dict | None]], metric: str = "val/acc_best") -> dict:
+    """The summary of finished jobs (overrides, metrics; None: failed), as on_multirun_end writes it."""
+    callback = SweepSummary(metric=metric, direction="max", exit_on_failure=False)
+    callback.on_multirun_start(job_config(tmp_path / "0", 0))
+    for num, (overrides, values) in enumerate(jobs):
+        job_dir = tmp_path / str(num)
+        job_dir.mkdir(parents=True)
+        if values is None:
+            job = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=UserError("bad"))
+        else:
+            (job_dir / "metrics.json").write_text(json.dumps(values))
+            job = JobReturn(overrides=overrides, status=JobStatus.COMPLETED, _return_value=values[metric])
+        callback.on_job_end(job_config(job_dir, num), job)
+    callback.on_multirun_end(job_config(tmp_path / "0", 0))
+    return json.loads((tmp_path / "summary.json").read_text())
+
+
+def test_jobs_that_differ_only_in_seed_form_groups_with_mean_std_min_max_n(tmp_path, capsys):
+    """-m seed=1,2,3 lr=a,b: two groups of three, the better mean first, each metric's sample std (n - 1) as
+    statistics.stdev gives it; a failed seed is counted apart and averaged nowhere."""
+    import statistics
+
+    accs = {"0.1": [0.90, 0.92, 0.97], "0.2": [0.95, 0.96, None]}
+    jobs = [([f"seed={seed}", f"lr={lr}"], None if acc is None else {"val/acc_best": acc, "test/acc": acc - 0.01})
+            for lr, values in accs.items() for seed, acc in zip((1, 2, 3), values, strict=True)]  # fmt: skip
+    report = run_summary(tmp_path, jobs)
+    assert report["replicate_keys"] == ["seed"]
+    first, second = report["groups"]
+    assert (first["overrides"], first["n"], first["failed"], first["jobs"]) == (["lr=0.2"], 2, 1, [3, 4, 5])
+    assert (second["overrides"], second["n"], second["failed"]) == (["lr=0.1"], 3, 0)
+    got = second["metrics"]["val/acc_best"]
+    assert got["mean"] == pytest.approx(statistics.fmean(accs["0.1"]))
+    assert got["std"] == pytest.approx(statistics.stdev(accs["0.1"]))
+    assert (got["min"], got["max"], got["n"]) == (0.90, 0.97, 3)
+    assert second["metrics"]["test/acc"]["mean"] == pytest.approx(statistics.fmean(accs["0.1"]) - 0.01)
+
+    out = capsys.readouterr().out
+    title, header, *rows = out[out.index("Groups over seed") :].splitlines()[:4]
+    assert title.startswith("Groups over seed: 2 groups") and "val/acc_best (maximize)" in title
+    assert header.split() == ["group", "lr", "n", "failed", "val/acc_best", "min", "max", "test/acc"]
+    assert rows[0].split()[:5] == ["1", "0.2", "2", "1", f"{statistics.fmean([0.95, 0.96]):.4f}"]
+    with open(tmp_path / "groups.csv", newline="") as file:
+        table = list(csv.DictReader(file))
+    assert [row["lr"] for row in table] == ["0.2", "0.1"] and table[1]["jobs"] == "0 1 2"
+    assert float(table[1]["val/acc_best_std"]) == pytest.approx(statistics.stdev(accs["0.1"]))
+
+
+def test_folds_of_one_setting_form_one_group_and_a_sweep_without_replicates_has_none(tmp_path):
+    """data.fold=0..4 with the other keys fixed: one group of five (the cross-validated mean); a sweep that varies no
+    replicate key writes no groups.csv and lists no groups."""
+    folds = [([f"data.fold={k}", "data.num_folds=5"], {"val/acc_best": 0.9 + k / 100}) for k in range(5)]
+    (group,) = run_summary(tmp_path / "folds", folds)["groups"]
+    assert group["n"] == 5 and group["metrics"]["val/acc_best"]["mean"] == pytest.approx(0.92)
+
+    plain = [([f"lr={lr}", "seed=1"], {"val/acc_best": 0.9}) for lr in (0.1, 0.2)]
+    report = run_summary(tmp_path / "plain", plain)
+    assert report["groups"] == [] and not (tmp_path / "plain" / "groups.csv").exists()

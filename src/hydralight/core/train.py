@@ -27,6 +27,7 @@ from hydralight.core.errors import Interrupted, Preempted, UserError
 from hydralight.core.resolvers import created_dirs
 from hydralight.core.runs.checkpoints import checkpoint_dir, resume_checkpoint
 from hydralight.core.runs.guard import newest_checkpoint, training_started
+from hydralight.core.runs.provenance import write_provenance
 from hydralight.core.torch_settings import compiled_state
 from hydralight.core.validation import check_half_precision, instantiate, validate_targets
 
@@ -115,6 +116,7 @@ def train(cfg: DictConfig) -> float | None:
     check_half_precision(cfg, trainer)
     ckpt_path = resume_checkpoint(cfg, trainer, model)
     training_started()  # from here on the run dir holds this run's work, whatever happens
+    write_provenance(cfg.paths.output_dir)  # packages, machine, command, commit and diff: provenance/<start>/
     log_hyperparameters(loggers, cfg)
     info("Training")
     with (

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 
 from hydralight.core.errors import UserError
 
@@ -22,6 +22,40 @@ def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[torch.Tensor]
         bounds.append(bounds[-1] + size)
     bounds.append(n)
     return [order[start:stop] for start, stop in itertools.pairwise(bounds)]
+
+
+def check_folds(num_folds: int | None, fold: int) -> None:
+    """k-fold arguments: K >= 2 folds (or null: no cross-validation) and a fold 0..K-1."""
+    if num_folds is None:
+        if fold != 0:
+            raise ValueError(f"fold={fold!r} needs num_folds=K (K >= 2): set both, e.g. num_folds=5 fold={fold!r}")
+        return
+    if isinstance(num_folds, bool) or not isinstance(num_folds, int) or num_folds < 2:
+        raise ValueError(f"num_folds must be a whole number >= 2 (or null: no cross-validation), got {num_folds!r}")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < num_folds:
+        raise ValueError(f"fold must be one of 0..{num_folds - 1} (num_folds={num_folds}), got {fold!r}")
+
+
+def _joined(first: Dataset, second: Dataset) -> Dataset:
+    if type(first) is TensorDataset and type(second) is TensorDataset:
+        return TensorDataset(*(torch.cat(pair) for pair in zip(first.tensors, second.tensors, strict=True)))
+    return ConcatDataset([first, second])
+
+
+def _subset(dataset: Dataset, indices: torch.Tensor) -> Dataset:
+    if type(dataset) is TensorDataset:  # stays a TensorDataset: the loaders' fast path still applies
+        return TensorDataset(*(tensor[indices] for tensor in dataset.tensors))
+    return Subset(dataset, indices.tolist())
+
+
+def fold_splits(train: Dataset, val: Dataset, num_folds: int, fold: int, seed: int) -> dict[str, Dataset]:
+    """k-fold cross-validation over the training and validation samples together (the test split is never part of a
+    fold): a permutation by `seed` cut into `num_folds` parts (sizes differ by at most one); part `fold` validates,
+    the others train. The same seed gives the same folds in every run, so the K runs of a sweep cover every sample."""
+    pool = _joined(train, val)
+    parts = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed)).tensor_split(num_folds)
+    rest = torch.cat([part for index, part in enumerate(parts) if index != fold])
+    return {"train": _subset(pool, rest), "val": _subset(pool, parts[fold])}
 
 
 class BatchedTensorDataset(TensorDataset):
@@ -99,6 +133,9 @@ class InMemoryDataModule(LightningDataModule):
     `predict_path`: a file of raw samples (.pt, .npy or .csv; one sample per row or per leading index, an optional
     last column of labels) that `predict_dataloader` serves instead of the test split, transformed like the training
     data. predict.py's `input=<file>` sets it.
+
+    `num_folds=K fold=k`: k-fold cross-validation (`fold_splits`): the train and val splits pooled and cut into K
+    folds fixed by `split_seed`; fold k validates, the rest trains; the test split is left as it is.
     """
 
     def __init__(
@@ -112,7 +149,10 @@ class InMemoryDataModule(LightningDataModule):
         input_shape: Sequence[int] = (1, 8, 8),
         num_classes: int = 10,
         predict_path: str | None = None,
+        num_folds: int | None = None,
+        fold: int = 0,
     ) -> None:
+        check_folds(num_folds, fold)
         super().__init__()
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -123,6 +163,8 @@ class InMemoryDataModule(LightningDataModule):
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
         self.predict_path = predict_path
+        self.num_folds = num_folds
+        self.fold = fold
         self.splits: dict[str, Dataset] = {}
 
     def load_splits(self) -> dict[str, TensorDataset]:
@@ -179,6 +221,9 @@ class InMemoryDataModule(LightningDataModule):
         if "train" in self.splits:
             return
         self.splits.update(self.load_splits())
+        if self.num_folds is not None:
+            folds = fold_splits(self.splits["train"], self.splits["val"], self.num_folds, self.fold, self.split_seed)
+            self.splits.update(folds)
         for name, split in self.splits.items():
             if name != "predict" and len(split) == 0:
                 raise UserError(f"the {name} split of {type(self).__name__} is empty: check the split sizes.")

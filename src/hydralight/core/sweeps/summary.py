@@ -9,7 +9,6 @@ other processes (hydra/launcher=joblib).
 
 import csv
 import json
-import math
 import os
 import sys
 import time
@@ -25,6 +24,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from hydralight.core.errors import RunStopped
+from hydralight.core.sweeps.groups import (
+    GROUPS_CSV,
+    finite_number,
+    grouped,
+    groups_table,
+    replicated,
+    split_override,
+    varied_keys,
+    write_groups_csv,
+)
 
 JOB_RECORD = "job.json"
 SUMMARY_CSV, SUMMARY_JSON = "summary.csv", "summary.json"
@@ -41,20 +50,9 @@ def _write_json(path: Path, data: object) -> None:
     os.replace(tmp, path)
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def first_line(text: str, width: int = 200) -> str:
     line = (text.strip().splitlines() or [""])[0]
     return line if len(line) <= width else line[: width - 3] + "..."
-
-
-def _split(override: str) -> tuple[str, str]:
-    key, _, value = override.partition("=")
-    return key, value
 
 
 def _direction(value: object) -> str:
@@ -70,13 +68,21 @@ class SweepSummary(Callback):
     """Hydra callback: records each multirun job, reports failures as they happen, and summarizes the sweep.
 
     `metric`: the metric to sort by (train.yaml's `optimized_metric`); `direction`: maximize | minimize, by default
-    the sweeper's own (Optuna's `direction`), else maximize. `exit_on_failure`: exit with code 1 after the summary
-    when a job failed.
+    the sweeper's own (Optuna's `direction`), else maximize. `replicate_keys`: jobs that differ only in these form one
+    group, summarized by mean, std, min, max and n (sweeps/groups.py). `exit_on_failure`: exit with code 1 after the
+    summary when a job failed.
     """
 
-    def __init__(self, metric: str | None = None, direction: str | None = None, exit_on_failure: bool = True) -> None:
+    def __init__(
+        self,
+        metric: str | None = None,
+        direction: str | None = None,
+        replicate_keys: list[str] | tuple[str, ...] = ("seed", "data.fold"),
+        exit_on_failure: bool = True,
+    ) -> None:
         self.metric = metric
         self.direction = direction
+        self.replicate_keys = list(replicate_keys)
         self.exit_on_failure = exit_on_failure
         self.sweep_id: str | None = None
         self.fixed_keys: list[str] = []
@@ -91,7 +97,7 @@ class SweepSummary(Callback):
 
     def own_overrides(self, overrides: list[str]) -> list[str]:
         """A job's point of the sweep: its overrides of the swept keys (and of the sweeper's own search space)."""
-        return [override for override in overrides if _split(override)[0] not in self.fixed_keys] or overrides
+        return [override for override in overrides if split_override(override)[0] not in self.fixed_keys] or overrides
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
@@ -101,7 +107,7 @@ class SweepSummary(Callback):
         num = int(config.hydra.job.num)
         record: dict[str, Any] = {"sweep": self.sweep_id, "job": num, "status": "completed", "overrides": overrides}
         if job_return.status == JobStatus.COMPLETED:
-            record["value"] = _number(job_return.return_value)
+            record["value"] = finite_number(job_return.return_value)
         else:
             error = job_return._return_value  # JobReturn.return_value would re-raise it
             record.update(status="failed", value=None, error=f"{type(error).__name__}: {error}")
@@ -133,9 +139,18 @@ class SweepSummary(Callback):
         direction = _direction(self.direction or config.hydra.sweeper.get("direction") or "maximize")
         records = self.ranked(records, direction)
         varied = self.varied_keys(records)
+        over = replicated(records, self.replicate_keys)
+        metrics = self.metric_names(records, everything=False)
+        groups = grouped(records, over, metrics, self.metric, direction) if over else []
         self.write_csv(sweep_dir / SUMMARY_CSV, records, varied)
-        _write_json(sweep_dir / SUMMARY_JSON, {"metric": self.metric, "direction": direction, "jobs": records})
+        if groups:
+            write_groups_csv(sweep_dir / GROUPS_CSV, groups, metrics)
+        _write_json(sweep_dir / SUMMARY_JSON, {"metric": self.metric, "direction": direction, "jobs": records,
+                                               "replicate_keys": over, "groups": groups})  # fmt: skip
         print(self.table(records, varied, direction, sweep_dir), flush=True)
+        if groups:
+            print(groups_table(groups, metrics, over, self.metric, direction), flush=True)
+            print(f"Written: {sweep_dir / GROUPS_CSV}", flush=True)
         failed = [record for record in records if record["status"] == "failed"]
         if failed and self.exit_on_failure:
             jobs = ", ".join(str(record["job"]) for record in sorted(failed, key=lambda record: record["job"]))
@@ -159,7 +174,7 @@ class SweepSummary(Callback):
         if record["status"] != "completed":
             return None
         value = record["metrics"].get(self.metric) if self.metric else None
-        return _number(value) if value is not None else record.get("value")
+        return finite_number(value) if value is not None else record.get("value")
 
     def ranked(self, records: list[dict[str, Any]], direction: str) -> list[dict[str, Any]]:
         """Best first; jobs without the metric after those with it; failed jobs last; ties in job order."""
@@ -175,9 +190,9 @@ class SweepSummary(Callback):
     @staticmethod
     def varied_keys(records: list[dict[str, Any]]) -> list[str]:
         """The override keys whose values differ between jobs (all keys when there is one job), in typed order."""
-        per_job = [dict(_split(override) for override in record["overrides"]) for record in records]
-        keys = list(dict.fromkeys(key for own in per_job for key in own))
-        return [key for key in keys if len(records) == 1 or len({own.get(key) for own in per_job}) > 1]
+        if len(records) == 1:
+            return [split_override(override)[0] for override in records[0]["overrides"]]
+        return varied_keys([record["overrides"] for record in records])
 
     def metric_names(self, records: list[dict[str, Any]], everything: bool) -> list[str]:
         names = sorted({name for record in records for name in record["metrics"]})
@@ -192,7 +207,7 @@ class SweepSummary(Callback):
             writer = csv.writer(file)
             writer.writerow(["rank", "job", "status", *varied, *metrics, "error", "overrides", "dir"])
             for rank, record in enumerate(records, start=1):
-                own = dict(_split(override) for override in record["overrides"])
+                own = dict(split_override(override) for override in record["overrides"])
                 writer.writerow([
                     rank, record["job"], record["status"], *(own.get(key, "") for key in varied),
                     *(record["metrics"].get(name, "") for name in metrics), record.get("error") or "",
@@ -205,10 +220,10 @@ class SweepSummary(Callback):
         header = ["job", "status", *varied, *metrics]
         rows = []
         for record in records:
-            own = dict(_split(override) for override in record["overrides"])
+            own = dict(split_override(override) for override in record["overrides"])
             ok = record["status"] == "completed"
             values = [record["metrics"].get(name) if ok else None for name in metrics]  # a failed job's are partial
-            cells = [f"{value:.4f}" if _number(value) is not None else "-" for value in values]
+            cells = [f"{value:.4f}" if finite_number(value) is not None else "-" for value in values]
             status = "ok" if ok else "FAILED"
             rows.append([str(record["job"]), status, *(own.get(key, "") for key in varied), *cells])
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
