@@ -53,6 +53,7 @@ PLAIN_SCALARS = (str, int, float, bool, type(None))
 # Options that only make sense with another (a text data module feeds a language model, not the classifier).
 COMPANIONS = {
     ("data", "shakespeare"): ("model=gpt",),  # copier:if gpt_example
+    ("callbacks", "finetune"): ("callbacks.freeze.modules=[net.layers.1]",),  # the value it asks for (???)
 }
 
 

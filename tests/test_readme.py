@@ -531,6 +531,15 @@ def continued_elsewhere(ran: Ran) -> None:
     assert re.search(r"Resuming from \S*checkpoints/last\.ckpt", ran.output), ran.output[-3000:]
 
 
+def fine_tuned(ran: Ran) -> None:
+    """A new run (epoch 0 on) from the quickstart's weights, its first layer frozen for epochs 0 and 1 only."""
+    run_dir = trained(epochs=3)(ran)
+    assert re.search(r"Initialized (\d+) of \1 tensors from \S*last\.ckpt", ran.output), ran.output[-3000:]
+    assert "Resuming" not in ran.output
+    config = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    assert config.callbacks.freeze.modules == ["net.layers.1"] and config.callbacks.freeze.unfreeze_at_epoch == 2
+
+
 def optuna_swept(ran: Ran) -> None:
     """A sweep of 2 trials, best first, each trial's point of the search space reaching its job's config."""
     sweep_dir = swept(2)(ran)
@@ -625,6 +634,11 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     ),
     "python train.py ckpt_path=<file>": Run(
         continued_elsewhere, extra=("trainer.max_epochs=2", *LIMITS), fill={"<file>": "{file}"}
+    ),
+    # Fine-tuning: from the quickstart's checkpoint.
+    "python train.py init_from=<ckpt> callbacks=finetune 'callbacks.freeze.modules=[net.layers.1]' "
+    "callbacks.freeze.unfreeze_at_epoch=2": Run(
+        fine_tuned, extra=("trainer.max_epochs=3", *LIMITS), fill={"<ckpt>": "{ckpt}"}
     ),
     # Scaling out.
     "python train.py strategy=ddp trainer.devices=N": Run(two_ranks, fill={"N": "2"}),

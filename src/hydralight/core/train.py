@@ -25,7 +25,7 @@ from hydralight.core.cli import in_multirun
 from hydralight.core.console import info, print_config_tree, print_final_metrics, quiet_console
 from hydralight.core.errors import Interrupted, Preempted, UserError
 from hydralight.core.resolvers import created_dirs
-from hydralight.core.runs.checkpoints import checkpoint_dir, resume_checkpoint
+from hydralight.core.runs.checkpoints import checkpoint_dir, init_from_checkpoint, resume_checkpoint
 from hydralight.core.runs.guard import newest_checkpoint, training_started
 from hydralight.core.runs.provenance import write_provenance
 from hydralight.core.torch_settings import compiled_state
@@ -115,6 +115,8 @@ def train(cfg: DictConfig) -> float | None:
     trainer = build_trainer(cfg, callbacks, loggers)
     check_half_precision(cfg, trainer)
     ckpt_path = resume_checkpoint(cfg, trainer, model)
+    if cfg.get("init_from") is not None and ckpt_path is None:  # a resumed run has its own weights by now
+        init_from_checkpoint(model, cfg.init_from, strict=cfg.get("init_from_strict", True))
     training_started()  # from here on the run dir holds this run's work, whatever happens
     write_provenance(cfg.paths.output_dir)  # packages, machine, command, commit and diff: provenance/<start>/
     log_hyperparameters(loggers, cfg)

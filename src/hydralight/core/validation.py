@@ -176,15 +176,31 @@ def validate_data(cfg: DictConfig) -> None:
         )
 
 
-def validate_ckpt_path(ckpt_path: object, required: bool) -> None:
-    """An explicit checkpoint must be an existing file; eval requires one."""
+def validate_ckpt_path(ckpt_path: object, required: bool, key: str = "ckpt_path") -> None:
+    """An explicit checkpoint (the value of `key`) must be an existing file; eval requires one."""
     if ckpt_path is None and not required:
         return
-    hint = "Give the path of a .ckpt file, e.g. ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt"
-    _require(ckpt_path is not None, f"ckpt_path is required. {hint}")
+    hint = f"Give the path of a .ckpt file, e.g. {key}=outputs/train/runs/<run>/checkpoints/last.ckpt"
+    _require(ckpt_path is not None, f"{key} is required. {hint}")
     path = Path(str(ckpt_path))
-    _require(path.exists(), f"ckpt_path={ckpt_path!r}: no such file. {hint}")
-    _require(path.is_file(), f"ckpt_path={ckpt_path!r} is a directory, not a checkpoint file. {hint}")
+    _require(path.exists(), f"{key}={ckpt_path!r}: no such file. {hint}")
+    _require(path.is_file(), f"{key}={ckpt_path!r} is a directory, not a checkpoint file. {hint}")
+
+
+def validate_init_from(cfg: DictConfig) -> None:
+    """`init_from` (fine-tuning: weights only) is a checkpoint file, never together with `ckpt_path` (resuming: the
+    whole training state); `init_from_strict` is a boolean."""
+    init_from = cfg.get("init_from")
+    if init_from is None:
+        return
+    _require(
+        cfg.get("ckpt_path") is None,
+        f"init_from={init_from!r} and ckpt_path={cfg.ckpt_path!r} are two ways to start: init_from takes a "
+        "checkpoint's weights into a new run, ckpt_path continues that run's training. Give one of them.",
+    )
+    validate_ckpt_path(init_from, required=True, key="init_from")
+    strict = cfg.get("init_from_strict", True)
+    _require(isinstance(strict, bool), f"init_from_strict={strict!r} is not valid. Use true or false.")
 
 
 def validate_targets(cfg: DictConfig) -> None:
@@ -200,6 +216,19 @@ def validate(cfg: DictConfig, *, ckpt_required: bool) -> None:
     validate_data(cfg)
     ckpt_path = None if OmegaConf.is_missing(cfg, "ckpt_path") else cfg.ckpt_path
     validate_ckpt_path(ckpt_path, required=ckpt_required)
+    validate_init_from(cfg)
+    validate_required(cfg)
+
+
+def validate_required(cfg: DictConfig) -> None:
+    """A `???` left in the composed config (a value an option needs from the command line), named with how to give it,
+    instead of omegaconf's MissingMandatoryValue traceback when it is first read."""
+    missing = sorted(str(key) for key in OmegaConf.missing_keys(cfg) if not str(key).startswith("hydra."))
+    _require(
+        not missing,
+        f"{', '.join(missing)}: required by the options you chose and not given (??? in their config). "
+        f"Give it on the command line, e.g. {missing[0] if missing else ''}=<value>.",
+    )
 
 
 def check_devices(accelerator: object, devices: object, one_process: bool = False) -> None:

@@ -1,5 +1,6 @@
 """The project's own Lightning callbacks."""
 
+from hydralight.core.callbacks.freeze import Freeze
 from hydralight.core.callbacks.gradient_guard import GradientGuard
 from hydralight.core.callbacks.metrics_json import MetricsJson
 from hydralight.core.callbacks.model_summary import LayersSummary
@@ -10,6 +11,7 @@ from hydralight.core.callbacks.task_record import TaskRecord
 from hydralight.core.callbacks.tuning import LRFinder
 
 __all__ = [
+    "Freeze",
     "GradientGuard",
     "LRFinder",
     "LayersSummary",

@@ -25,21 +25,22 @@ TASK_KEY = "task"  # {"module": <class path>, "data": <data config>}, written by
 INFERENCE_TASKS = ("eval", "predict", "export")  # their run configs say what they read, not what was trained
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load `path` with `weights_only=True` (memory-mapped, so a large file costs little) and check its shape."""
+def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+    """Load `path` (the value of config key `key`) with `weights_only=True` (memory-mapped, so a large file costs
+    little) and check its shape."""
     if not zipfile.is_zipfile(path):
-        raise UserError(f"ckpt_path={str(path)!r} is not a checkpoint: Lightning writes .ckpt files as zip archives.")
+        raise UserError(f"{key}={str(path)!r} is not a checkpoint: Lightning writes .ckpt files as zip archives.")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # pickle, zip and weights-only errors alike: the file is not a usable checkpoint
         # Only torch's first line: the rest advises weights_only=False, which is no advice for an untrusted file.
         reason = (str(error).strip().splitlines() or [""])[0]
         raise UserError(
-            f"ckpt_path={str(path)!r} is not a loadable checkpoint ({type(error).__name__}: {reason}). "
+            f"{key}={str(path)!r} is not a loadable checkpoint ({type(error).__name__}: {reason}). "
             "Checkpoints are read with weights_only=True; give a .ckpt file this project wrote."
         ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"ckpt_path={str(path)!r} holds no Lightning checkpoint (no 'state_dict' in it).")
+        raise UserError(f"{key}={str(path)!r} holds no Lightning checkpoint (no 'state_dict' in it).")
     return checkpoint
 
 
@@ -49,22 +50,50 @@ def checkpoint_dir(trainer: "Trainer") -> Path:
     return Path(dirpath) if dirpath else Path(trainer.default_root_dir) / "checkpoints"
 
 
-def check_compatible(model: "LightningModule", checkpoint: dict[str, Any], path: str | Path) -> None:
-    """A checkpoint of another architecture fails here with the differences named, not deep inside fit."""
-    expected, saved = model.state_dict(), checkpoint["state_dict"]
+def state_differences(expected: dict[str, Any], saved: dict[str, Any], shown: int = 3) -> str:
+    """What keeps `saved` from loading into a model whose state dict is `expected`, in a few words ("" if nothing):
+    the tensors missing from it, those it has besides, and those of another shape (both shapes)."""
     missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
-    reshaped = sorted(k for k in expected.keys() & saved.keys() if expected[k].shape != saved[k].shape)
-    if not (missing or unexpected or reshaped):
-        return
-    differences = [
-        f"{label}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+    reshaped = [
+        f"{key} {tuple(saved[key].shape)} -> {tuple(expected[key].shape)}"
+        for key in sorted(expected.keys() & saved.keys())
+        if expected[key].shape != saved[key].shape
+    ]
+    return "; ".join(
+        f"{label}: {', '.join(keys[:shown])}{f' and {len(keys) - shown} more' if len(keys) > shown else ''}"
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shapes", reshaped))
         if keys
-    ]
-    raise UserError(
-        f"ckpt_path={str(path)!r} was written by another model ({'; '.join(differences)}). "
-        "Resume with the model config it was trained with (see its run's .hydra/config.yaml), or start a new run."
     )
+
+
+def check_compatible(model: "LightningModule", checkpoint: dict[str, Any], path: str | Path) -> None:
+    """A checkpoint of another architecture fails here with the differences named, not deep inside fit."""
+    differences = state_differences(model.state_dict(), checkpoint["state_dict"])
+    if differences:
+        raise UserError(
+            f"ckpt_path={str(path)!r} was written by another model ({differences}). Resume with the model config it "
+            "was trained with (see its run's .hydra/config.yaml), or start a new run."
+        )
+
+
+def init_from_checkpoint(model: "LightningModule", path: str | Path, strict: bool = True) -> None:
+    """`init_from=<ckpt>`: the model starts from that checkpoint's weights and nothing else of it (a fresh optimizer
+    and schedule, epoch and step 0): fine-tuning. Strict: every tensor must match by name and shape. Not strict: the
+    ones that match are loaded, the rest stay as the model initialized them, and both are listed."""
+    from hydralight.core.console import info
+
+    saved, expected = read_checkpoint(path, key="init_from")["state_dict"], model.state_dict()
+    differences = state_differences(expected, saved)
+    if differences and strict:
+        raise UserError(
+            f"init_from={str(path)!r} does not fit {type(model).__name__} ({differences}). Use a checkpoint of "
+            "the same model, or init_from_strict=false to load the tensors that fit and initialize the others."
+        )
+    fitting = {key: value for key, value in saved.items() if key in expected and expected[key].shape == value.shape}
+    model.load_state_dict(fitting, strict=False)
+    info("Initialized %d of %d tensors from %s (its weights only)", len(fitting), len(expected), path)
+    if differences:
+        info("Not loaded (init_from_strict=false): %s", state_differences(expected, saved, shown=20))
 
 
 @dataclass(frozen=True)
