@@ -540,6 +540,16 @@ def fine_tuned(ran: Ran) -> None:
     assert config.callbacks.freeze.modules == ["net.layers.1"] and config.callbacks.freeze.unfreeze_at_epoch == 2
 
 
+def shared_the_machine(ran: Ran) -> None:
+    """3 jobs, 2 at a time: each job's log names its slot (0 or 1) and its share of the cores as torch threads."""
+    sweep_dir = swept(3, ("seed",))(ran)
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    for job in ("0", "1", "2"):
+        log = (sweep_dir / job / "train.log").read_text()
+        found = re.search(r"Machine share: slot (\d) of 2 parallel jobs, (\d+) torch thread", log)
+        assert found and found[1] in "01" and int(found[2]) == threads, f"job {job}: {found}"
+
+
 def optuna_swept(ran: Ran) -> None:
     """A sweep of 2 trials, best first, each trial's point of the search space reaching its job's config."""
     sweep_dir = swept(2)(ran)
@@ -677,7 +687,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
         swept(4, ("model.optimizer.lr", "model/optimizer"))
     ),
     "python train.py -m seed=1,2,3 hydra/launcher=joblib hydra.launcher.n_jobs=2": Run(
-        swept(3, ("seed",)), needs=("hydra_plugins.hydra_joblib_launcher",)
+        shared_the_machine, needs=("hydra_plugins.hydra_joblib_launcher",)
     ),
     "python train.py hparams_search=digits_optuna": Run(optuna_swept, extra=TRIALS, needs=OPTUNA),
     "python train.py hparams_search=digits_optuna hydra.sweeper.storage=sqlite:///outputs/optuna.db": Run(

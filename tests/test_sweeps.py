@@ -5,12 +5,15 @@ dir and `paths.log_dir`, so a stray run dir would show). The Optuna and joblib t
 """
 
 import csv
+import fcntl
 import importlib.util
 import json
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
@@ -19,7 +22,9 @@ from omegaconf import OmegaConf
 
 from hydralight.core.errors import UserError
 from hydralight.core.resolvers import register_resolvers
+from hydralight.core.sweeps import share
 from hydralight.core.sweeps.isolation import entry_command, job_overrides, may_start_processes
+from hydralight.core.sweeps.share import slot_gpus
 from hydralight.core.sweeps.storage import sqlite_path
 from hydralight.core.sweeps.summary import SweepSummary
 from tests.conftest import CONFIG_DIR, assert_ok, run_cli
@@ -321,3 +326,44 @@ def test_folds_of_one_setting_form_one_group_and_a_sweep_without_replicates_has_
     plain = [([f"lr={lr}", "seed=1"], {"val/acc_best": 0.9}) for lr in (0.1, 0.2)]
     report = run_summary(tmp_path / "plain", plain)
     assert report["groups"] == [] and not (tmp_path / "plain" / "groups.csv").exists()
+
+
+def test_parallel_jobs_get_gpus_of_their_own_and_never_share_one():
+    """n_jobs=2 on 4 GPUs: slots 0 and 1 get GPUs 0,1 and 2,3; on 3 GPUs one each; more jobs than GPUs is refused
+    (two jobs would share one), with the n_jobs to use."""
+    assert [slot_gpus(slot, 2, ["0", "1", "2", "3"]) for slot in (0, 1)] == [["0", "1"], ["2", "3"]]
+    assert [slot_gpus(slot, 2, ["4", "6", "7"]) for slot in (0, 1)] == [["4"], ["6"]]
+    assert slot_gpus(1, 2, []) == []  # a CPU machine: threads only
+    with pytest.raises(UserError, match=r"hydra\.launcher\.n_jobs=3 runs 3 jobs at once on 2 GPU\(s\).*n_jobs <= 2"):
+        slot_gpus(0, 3, ["0", "1"])
+
+
+def test_a_worker_takes_a_free_slot_and_keeps_it(tmp_path, monkeypatch):
+    """Slot 0 held by another worker (a lock on its own open file): this one takes slot 1, and every later job of
+    this worker in the same sweep gets slot 1 again."""
+    monkeypatch.setattr(share, "_held", None)
+    (tmp_path / share.SLOTS_DIR).mkdir()
+    with open(tmp_path / share.SLOTS_DIR / "0.lock", "w") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert share.take_slot(str(tmp_path), 2) == 1
+        assert share.take_slot(str(tmp_path), 2) == 1
+    monkeypatch.setattr(share, "_held", None)
+
+
+def test_a_parallel_job_runs_with_its_slots_threads_and_gpus(tmp_path, monkeypatch):
+    """on_job_start of a joblib job (n_jobs=2): cores // 2 torch threads, OMP_NUM_THREADS for its DDP ranks, and its
+    slot's GPUs in CUDA_VISIBLE_DEVICES; a sequential sweep is left alone."""
+    monkeypatch.setattr(share, "_held", None)
+    monkeypatch.setattr(share, "visible_gpus", lambda: ["0", "1", "2", "3"])
+    monkeypatch.setattr(share, "cpu_count", lambda: 2)
+    for name in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES"):
+        monkeypatch.delenv(name, raising=False)
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    config = job_config(tmp_path / "0", 0)
+    share.MachineShare().on_job_start(config)
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") is None and calls == []  # no n_jobs: the basic launcher
+    config.hydra.launcher = {"n_jobs": 2}
+    share.MachineShare().on_job_start(config)
+    assert (os.environ["CUDA_VISIBLE_DEVICES"], os.environ["OMP_NUM_THREADS"], calls) == ("0,1", "1", [1])
+    monkeypatch.setattr(share, "_held", None)
