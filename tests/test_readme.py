@@ -588,7 +588,7 @@ def grouped_over(key: str, groups: int, size: int) -> Callable[[Ran], None]:
             assert group["metrics"]["val/acc_best"]["std"] == pytest.approx(statistics.stdev(values))
         means = [group["metrics"]["val/acc_best"]["mean"] for group in report["groups"]]
         assert means == sorted(means, reverse=True), means
-        assert f"Groups over {key}: {groups} groups" in ran.stdout
+        assert f"Groups over {key}: {groups} group{'s' if groups > 1 else ''}," in ran.stdout
         assert len((sweep_dir / "groups.csv").read_text().splitlines()) == groups + 1
 
     return check

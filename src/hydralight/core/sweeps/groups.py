@@ -124,5 +124,6 @@ def groups_table(
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
              for row in [header, *rows]]  # fmt: skip
     order = f"best first by the mean of {rank_by} ({direction})" if rank_by else "in job order"
-    title = f"Groups over {', '.join(over)}: {len(groups)} groups, mean ± std over their jobs; {order}"
+    count = f"{len(groups)} group{'s' if len(groups) != 1 else ''}"
+    title = f"Groups over {', '.join(over)}: {count}, mean ± std over their jobs; {order}"
     return "\n".join([title, *lines])
