@@ -17,7 +17,7 @@ from omegaconf import DictConfig, open_dict
 from torch import Tensor
 
 from hydralight.core.train import train
-from tests.conftest import assert_ok, run_cli
+from tests.conftest import assert_ok, compose_config, run_cli
 
 # A setting where "same data, same update" is exact: plain SGD, no batch-norm statistics, no dropout masks,
 # fp32, a fixed data order, and no test pass (it does not change the weights and costs time).
@@ -142,7 +142,8 @@ def test_without_clipping_the_optimizer_sees_the_raw_gradients(make_cfg):
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_equal_one_process_of_twice_the_batch(tmp_path):
-    """strategy=ddp, 2 CPU ranks at batch 16, data.shuffle=false: the weights of one process at batch 32, to 1e-6."""
+    """strategy=ddp, 2 CPU ranks at batch 16, data.shuffle=false (through the CLI: Lightning re-launches it for rank
+    1): the weights of one process at batch 32 (in-process), to 1e-6."""
     common = (
         *EXACT,
         "trainer.accelerator=cpu",
@@ -158,7 +159,7 @@ def test_ddp_two_cpu_processes_equal_one_process_of_twice_the_batch(tmp_path):
             "train.py", *common, "strategy=ddp", "trainer.devices=2", "data.batch_size=16", f"hydra.run.dir={ddp_dir}"
         )
     )
-    assert_ok(run_cli("train.py", *common, "trainer.devices=1", "data.batch_size=32", f"hydra.run.dir={single_dir}"))
+    train(compose_config("train", single_dir, (*common, "trainer.devices=1", "data.batch_size=32")))  # no process
 
     ddp, single = load_last(ddp_dir), load_last(single_dir)
     assert ddp["global_step"] == single["global_step"] == STEPS
