@@ -18,13 +18,20 @@ from torch import Tensor
 from hydralight.core.errors import Preempted
 from hydralight.core.evaluate import evaluate
 from hydralight.core.train import train
-from hydralight.models import GPT, Classifier
+from hydralight.models import Classifier
+from hydralight.models import GPT  # copier:if gpt_example
 from tests.conftest import TINY, compose_config
-from tests.test_gpt_switches import GPT_TINY
+from tests.test_gpt_switches import GPT_TINY  # copier:if gpt_example
 from tests.test_reliability import assert_identical_training_state
 
-TASKS = {"digits": (), "gpt": GPT_TINY}  # the default classifier; the character GPT shrunk to one block of width 32
-MODULES = {"digits": Classifier, "gpt": GPT}
+TASKS = {  # the shipped tasks, each tiny
+    "digits": (),
+    "gpt": GPT_TINY,  # copier:if gpt_example
+}
+MODULES = {
+    "digits": Classifier,
+    "gpt": GPT,  # copier:if gpt_example
+}
 EMA_RUN = ("callbacks=ema", "logger=none", "trainer.max_epochs=2")  # 8 optimizer steps, 2 validations
 
 

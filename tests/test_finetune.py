@@ -14,14 +14,17 @@ from omegaconf import DictConfig, open_dict
 
 from hydralight.core.errors import UserError
 from hydralight.core.train import train
-from tests.test_gpt_switches import GPT_TINY
+from tests.test_gpt_switches import GPT_TINY  # copier:if gpt_example
 from tests.test_numerics import load_last
 
 TASKS = {
     "classifier": ("logger=none",),
-    "gpt": GPT_TINY,
+    "gpt": GPT_TINY,  # copier:if gpt_example
 }
-FROZEN = {"classifier": "net.layers.1", "gpt": "net.blocks.0"}  # a submodule with weights, not the output head
+FROZEN = {  # a submodule with weights, not the output head
+    "classifier": "net.layers.1",
+    "gpt": "net.blocks.0",  # copier:if gpt_example
+}
 
 
 class StartProbe(Callback):
