@@ -18,8 +18,10 @@ from torch import Tensor
 from hydralight.core.errors import Preempted
 from hydralight.core.evaluate import evaluate
 from hydralight.core.train import train
-from hydralight.models import Classifier
-from hydralight.models import GPT  # copier:if gpt_example
+from hydralight.models import (
+    GPT,  # copier:if gpt_example
+    Classifier,
+)
 from tests.conftest import TINY, compose_config
 from tests.test_gpt_switches import GPT_TINY  # copier:if gpt_example
 from tests.test_reliability import assert_identical_training_state

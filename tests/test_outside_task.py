@@ -65,7 +65,7 @@ def test_a_monitor_the_module_does_not_log_is_one_line_naming_what_it_logs(outsi
     """The default monitor (val/acc) on a regression: one line naming what it does log, not Lightning's traceback."""
     with pytest.raises(UserError, match=r"monitor='val/acc': RegressionModule logs no metric of that name") as error:
         train(outside_cfg("model=regression", "data=regression"))
-    assert "val/mse, train/mse)" in str(error.value)
+    assert "val/mse, train/mse" in str(error.value)
     assert "monitor=val/mse mode=min (a loss, an error) or mode=max" in str(error.value)
 
 

@@ -92,13 +92,14 @@ def learning_curves_figure(curves: Mapping[str, Mapping[str, Sequence[tuple[floa
 def curves_from_history(history: Sequence[Mapping[str, float]]) -> dict[str, dict[str, list[tuple[float, float]]]]:
     """Per-epoch rows like {"epoch": 0, "train/loss": .., "val/acc": ..} -> {metric: {stage: [(epoch, value)]}}.
 
-    `*_step` values (one batch) and `*_best` (a running maximum) are left out: they are not curves of an epoch.
+    `*_step` values (one batch), `*_best` (a running maximum) and the speed and memory figures (callbacks.throughput)
+    are left out: they are not learning curves.
     """
     curves: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
     for row in history:
         for name, value in row.items():
             stage, _, metric = name.partition("/")
-            if stage in STAGES and metric and not metric.endswith(("_step", "_best")):
+            if stage in STAGES and metric and not metric.endswith(("_step", "_best", "_per_s", "step_s", "_mib")):
                 curves[metric][stage].append((row["epoch"], value))
     return {metric: dict(stages) for metric, stages in curves.items()}
 

@@ -1,0 +1,236 @@
+"""Training speed and memory while training: samples/s (and tokens/s where the task says what a token is), the time
+per optimizer step and the peak memory, logged on Lightning's log steps and at each epoch's end, so metrics.json
+holds the last epoch's figures beside its other `train/` metrics.
+
+Lightning's own ThroughputMonitor does not fit the harness: its figures never reach `trainer.callback_metrics`
+(hence metrics.json), it shows rates only once its 100-batch window is full (never on a short epoch), fails on a
+batch its `batch_size_fn` cannot count, needs one for every task, synchronizes CUDA after every batch, warns on every
+run of a module without `flops_per_batch`, and has no step time or memory.
+"""
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor
+
+try:
+    import resource
+except ImportError:  # Windows: no peak RSS
+    resource = None
+
+log = logging.getLogger(__name__)
+
+SAMPLES_PER_S = "train/samples_per_s"
+STEP_S = "train/step_s"
+PEAK_MEMORY_MIB = "train/peak_memory_mib"
+
+
+def first_tensor(batch: Any) -> Tensor | None:
+    """The batch's first tensor, depth first through mappings, lists, tuples and dataclasses; None if it has none."""
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, Mapping):
+        batch = batch.values()
+    elif is_dataclass(batch) and not isinstance(batch, type):
+        batch = [getattr(batch, field.name) for field in fields(batch)]
+    elif not isinstance(batch, list | tuple):  # a string, a number, an object of the task's own
+        return None
+    for item in batch:
+        found = first_tensor(item)
+        if found is not None:
+            return found
+    return None
+
+
+def first_tensor_length(batch: Any) -> int | None:
+    """Samples in a batch: the leading dimension of its first tensor (None: no tensor with one)."""
+    tensor = first_tensor(batch)
+    return tensor.shape[0] if tensor is not None and tensor.ndim > 0 else None
+
+
+def first_tensor_numel(batch: Any) -> int | None:
+    """Items in a batch (tokens of a (B, T) batch of token ids): the elements of its first tensor."""
+    tensor = first_tensor(batch)
+    return tensor.numel() if tensor is not None else None
+
+
+def peak_memory_mib(device: torch.device) -> float | None:
+    """The peak CUDA memory allocated on a GPU; elsewhere the process's peak resident set (RSS), in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    if resource is None:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+@dataclass
+class _Span:
+    """What one stretch of training did; `unsized`/`uncounted`: batches whose samples/items could not be counted."""
+
+    time: float = 0.0
+    steps: int = 0
+    samples: int = 0
+    items: int = 0
+    unsized: int = 0
+    uncounted: int = 0
+
+
+class Throughput(Callback):
+    """Logs `train/samples_per_s`, `train/step_s` (seconds per optimizer step), `train/peak_memory_mib` and, with a
+    `length_fn`, `train/<items_name>_per_s`: on each of Lightning's log steps (`trainer.log_every_n_steps`) over the
+    steps since the previous one, and at each epoch's end over the epoch.
+
+    The clock runs from a training batch's start to the next pause: validation, checkpointing and the epoch's end
+    are left out, data loading between batches is not. It reads the clock (and waits for CUDA) only where it logs,
+    so each batch costs a counter update. Under DDP the rates are world-wide (all ranks' samples over the slowest
+    rank's time) and the memory the largest rank's. A batch `batch_size_fn` cannot count (None) is said once and
+    left out: no samples/s for a stretch that holds one.
+    """
+
+    def __init__(
+        self,
+        batch_size_fn: Callable[[Any], int | None] | None = None,
+        length_fn: Callable[[Any], int | None] | None = None,
+        items_name: str = "tokens",
+    ) -> None:
+        self.batch_size_fn = batch_size_fn or first_tensor_length
+        self.length_fn = length_fn
+        self.items_name = items_name
+        self.items_per_s = f"train/{items_name}_per_s"
+        self._started: float | None = None  # when the running stretch began; None while paused
+        self._since_log = _Span()
+        self._epoch = _Span()
+        self._told_unsized = False
+        self.last_epoch: dict[str, float] = {}
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.strategy.root_device.type == "cuda":  # a peak of this fit, not of an earlier job in the process
+            torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._since_log, self._epoch = _Span(), _Span()
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._started is None:
+            self._started = self._now(trainer)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        samples = self.batch_size_fn(batch)
+        items = self.length_fn(batch) if self.length_fn is not None else 0
+        for span in (self._since_log, self._epoch):
+            if samples is None:
+                span.unsized += 1
+            else:
+                span.samples += samples
+            if items is None:
+                span.uncounted += 1
+            else:
+                span.items += items
+        if samples is None and not self._told_unsized:
+            self._told_unsized = True
+            if trainer.is_global_zero:
+                log.info(
+                    "callbacks.throughput: cannot tell how many samples a batch of type %s holds (%s found none), "
+                    "so train/samples_per_s is not logged for the steps that have one. Set "
+                    "callbacks.throughput.batch_size_fn to a function that counts them.",
+                    type(batch).__name__,
+                    getattr(self.batch_size_fn, "__name__", "batch_size_fn"),
+                )
+        # Lightning's own step and log schedule, as its ThroughputMonitor reads it: rows land on its log steps.
+        if trainer.fit_loop._should_accumulate():
+            return
+        self._since_log.steps += 1
+        self._epoch.steps += 1
+        if trainer._logger_connector.should_update_logs:
+            self._pause(trainer)
+            self._log(trainer, self._rates(trainer, self._since_log), step=self._logged_step(trainer))
+            self._since_log = _Span()
+            self._started = self._now(trainer)  # the gather and the log above are not training's time
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._pause(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._pause(trainer)
+        self.last_epoch = self._rates(trainer, self._epoch)
+        if not self.last_epoch:
+            return
+        # Lightning logs its epoch-end row on the epoch's last step. As LearningRateMonitor does, the callback metrics
+        # get the values too: what metrics.json, the final table, checkpoints and early stopping read.
+        self._log(trainer, self.last_epoch, step=self._logged_step(trainer) - 1)
+        metrics = {name: torch.tensor(value, dtype=torch.float64) for name, value in self.last_epoch.items()}
+        trainer.callback_metrics.update(metrics)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or not self.last_epoch:
+            return
+        figures = [f"{self.last_epoch[SAMPLES_PER_S]:,.0f} samples/s"] if SAMPLES_PER_S in self.last_epoch else []
+        if self.items_per_s in self.last_epoch:
+            figures.append(f"{self.last_epoch[self.items_per_s]:,.0f} {self.items_name}/s")
+        figures.append(f"{self.last_epoch[STEP_S] * 1000:.3g} ms/step")
+        if PEAK_MEMORY_MIB in self.last_epoch:
+            where = "CUDA allocated" if trainer.strategy.root_device.type == "cuda" else "process RSS"
+            figures.append(f"peak memory {self.last_epoch[PEAK_MEMORY_MIB]:,.0f} MiB ({where})")
+        devices = f" over {trainer.world_size} processes" if trainer.world_size > 1 else ""
+        log.info("Throughput (last epoch%s): %s", devices, ", ".join(figures))
+
+    @staticmethod
+    def _logged_step(trainer: Trainer) -> int:
+        """The step Lightning writes its own rows on (optimizer steps so far, as LearningRateMonitor reads it)."""
+        return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+    @staticmethod
+    def _log(trainer: Trainer, metrics: dict[str, float], step: int) -> None:
+        """Straight to the loggers, as Lightning's LearningRateMonitor does: `self.log` would cost more than all the
+        rest of this callback together, and the loggers write to disk on their own schedule."""
+        if trainer.is_global_zero and metrics:
+            for logger in trainer.loggers:
+                logger.log_metrics({**metrics, "epoch": trainer.current_epoch}, step=step)
+
+    @staticmethod
+    def _now(trainer: Trainer) -> float:
+        if trainer.strategy.root_device.type == "cuda":  # the queued kernels belong to the stretch being timed
+            torch.cuda.synchronize(trainer.strategy.root_device)
+        return time.perf_counter()
+
+    def _pause(self, trainer: Trainer) -> None:
+        """Stop the clock; the time since it started goes to both spans."""
+        if self._started is None:
+            return
+        elapsed = self._now(trainer) - self._started
+        self._since_log.time += elapsed
+        self._epoch.time += elapsed
+        self._started = None
+
+    def _rates(self, trainer: Trainer, span: _Span) -> dict[str, float]:
+        """The span's figures, world-wide: every rank calls this at the same steps."""
+        device = trainer.strategy.root_device
+        seconds, peak = span.time, peak_memory_mib(device)
+        counts = [span.samples, span.items, span.unsized, span.uncounted]
+        if trainer.world_size > 1:  # one gather: all ranks' counts summed, the slowest rank's time, the largest peak
+            local = [seconds, math.nan if peak is None else peak, *counts]
+            gathered = trainer.strategy.all_gather(torch.tensor(local, dtype=torch.float64, device=device))
+            ranks = gathered.reshape(-1, len(local)).cpu()
+            seconds, peak = float(ranks[:, 0].max()), float(ranks[:, 1].max())
+            counts = [int(total) for total in ranks[:, 2:].sum(dim=0)]
+        samples, items, unsized, uncounted = counts
+        if seconds <= 0 or span.steps == 0:  # the ranks step together: the same steps everywhere
+            return {}
+        rates = {STEP_S: seconds / span.steps}
+        if unsized == 0 and samples > 0:
+            rates[SAMPLES_PER_S] = samples / seconds
+        if self.length_fn is not None and uncounted == 0 and items > 0:
+            rates[self.items_per_s] = items / seconds
+        if peak is not None and not math.isnan(peak):
+            rates[PEAK_MEMORY_MIB] = peak
+        return rates
