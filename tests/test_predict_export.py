@@ -370,27 +370,6 @@ def test_export_of_any_lightning_module_takes_its_sample_shape(make_cfg, tmp_pat
 # ---------------------------------------------------------------- the command lines, as typed
 
 
-@pytest.mark.slow
-def test_predict_and_export_command_lines(model, checkpoint, raw_test_split, tmp_path):
-    """`python predict.py ckpt_path=<ckpt> input=digits.csv` on raw UCI rows and `python export.py ckpt_path=<ckpt>`
-    run as typed in another directory, into their default run dirs; the rows are predicted as the model predicts
-    the same digits scaled as in training."""
-    pixels = raw_test_split[:40, :-1]
-    np.savetxt(tmp_path / "digits.csv", pixels, delimiter=",", fmt="%d")
-    result = run_in(tmp_path, "predict.py", f"ckpt_path={checkpoint}", "input=digits.csv")
-    assert_ok(result)
-    (predictions,) = (tmp_path / "outputs" / "predict" / "runs").glob("*/predictions.csv")
-    with torch.no_grad():
-        expected = model(torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 8, 8) / PIXEL_MAX).argmax(dim=-1)
-    assert predicted(read_rows(predictions)) == expected.tolist()
-
-    result = run_in(tmp_path, "export.py", f"ckpt_path={checkpoint}")
-    assert_ok(result)
-    (exported,) = (tmp_path / "outputs" / "export" / "runs").glob("*/export.json")
-    exported = json.loads(exported.read_text())
-    assert exported["format"] == "torchscript" and exported["max_abs_diff"] <= TOLERANCE
-
-
 @pytest.mark.parametrize(
     ("script", "args", "expected"),
     [

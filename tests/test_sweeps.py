@@ -44,6 +44,7 @@ TINY_SWEEP = (
     "logger=none",
 )
 GRID = ("model.optimizer.lr=1e-3,1e-2", "model/optimizer=adam,sgd")
+THROUGHPUT = ("train/samples_per_s", "train/step_s", "train/peak_memory_mib")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
@@ -133,7 +134,8 @@ def test_joblib_launcher_matches_the_basic_launcher(basic_grid, tmp_path):
         parallel = json.loads((joblib_dir / str(num) / "metrics.json").read_text())
         assert basic.keys() == parallel.keys()
         for name, value in basic.items():
-            assert parallel[name] == pytest.approx(value, abs=1e-6), (num, name)
+            if not name.startswith(THROUGHPUT):  # the speed of each run, not what it learned
+                assert parallel[name] == pytest.approx(value, abs=1e-6), (num, name)
     assert len(summary(joblib_dir)) == 4
 
 
@@ -342,8 +344,9 @@ def test_a_worker_takes_a_free_slot_and_keeps_it(tmp_path, monkeypatch):
     """Slot 0 held by another worker (a lock on its own open file): this one takes slot 1, and every later job of
     this worker in the same sweep gets slot 1 again."""
     monkeypatch.setattr(share, "_held", None)
-    (tmp_path / share.SLOTS_DIR).mkdir()
-    with open(tmp_path / share.SLOTS_DIR / "0.lock", "w") as other:
+    folder = share.slots_dir(str(tmp_path))
+    folder.mkdir(exist_ok=True)
+    with open(folder / "0.lock", "w") as other:
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         assert share.take_slot(str(tmp_path), 2) == 1
         assert share.take_slot(str(tmp_path), 2) == 1

@@ -4,14 +4,16 @@ one of J slots for its life, and every job it runs gets that slot's share of the
 
 joblib's loky workers already cap their threads at cores // J (OMP_NUM_THREADS); what they lack is GPUs: without a
 slot every job puts its model on GPU 0. The slot also states the thread share in the job's log and passes it to the
-ranks a DDP job starts. A slot is a lock file in the sweep dir held by the worker: a worker that dies releases it,
-and the next worker takes it.
+ranks a DDP job starts. A slot is a lock file held by the worker (in the temp dir, one folder per sweep dir, so the
+sweep dir holds only job dirs): a worker that dies releases it, and the next worker takes it.
 """
 
 import fcntl
+import hashlib
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,6 @@ from omegaconf import DictConfig
 from hydralight.core.errors import UserError
 
 log = logging.getLogger(__name__)
-SLOTS_DIR = ".slots"
 # This worker's slot: (the sweep dir it belongs to, its number, the open lock file that holds it).
 _held: tuple[str, int, Any] | None = None
 
@@ -65,12 +66,18 @@ def slot_gpus(slot: int, jobs: int, gpus: list[str]) -> list[str]:
     return gpus[slot * share : (slot + 1) * share]
 
 
+def slots_dir(sweep_dir: str) -> Path:
+    """Where the slot locks of `sweep_dir` live: on this machine, outside the sweep dir."""
+    key = hashlib.sha256(os.path.abspath(sweep_dir).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"hydralight-slots-{key}"
+
+
 def take_slot(sweep_dir: str, jobs: int, wait_s: float = 120.0) -> int:
     """The slot this worker holds in `sweep_dir`, taking a free one (0..jobs-1) the first time."""
     global _held
     if _held is not None and _held[0] == sweep_dir:
         return _held[1]
-    folder = Path(sweep_dir) / SLOTS_DIR
+    folder = slots_dir(sweep_dir)
     folder.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_s
     while True:
