@@ -184,8 +184,7 @@ def assert_user_error(result, exit_code: int | None, expected: list[str]) -> Non
 TASKS = {"train.py": ("train", cli._train), "eval.py": ("eval", cli._evaluate)}
 # What the process boundary adds, checked as a user sees it: one of each kind of error, through the real CLI.
 THROUGH_THE_CLI = (
-    "strategy=foo", "precision=8-mixed", "+model.optimizer.weight_decy=0.1", "trainer.precision=8-mixed",
-    "eval:ckpt_path=garbage",
+    "strategy=foo", "precision=8-mixed", "+model.optimizer.weight_decy=0.1", "eval:ckpt_path=garbage",
 )  # fmt: skip
 
 

@@ -118,11 +118,12 @@ def test_outside_git_without_git_or_with_a_hung_git_the_run_still_gets_its_recor
     assert not (folder / "git.diff").exists()
 
 
-def test_a_resumed_run_keeps_its_first_starts_provenance(make_cfg, tmp_path):
-    train(make_cfg("test=false"))
+def test_a_resumed_run_keeps_its_first_starts_provenance(tmp_path):
+    """Every start (train() calls it once per start, the test above) gets its own folder, even within one second."""
+    write_provenance(tmp_path / "run", code_dir=ROOT)
     [first] = starts(tmp_path / "run")
     written = {path.name: path.read_bytes() for path in first.iterdir()}
-    train(make_cfg("test=false", "trainer.max_epochs=2"))  # same run dir, resume=auto: continues from last.ckpt
+    write_provenance(tmp_path / "run", code_dir=ROOT)  # the resumed start, in the same run dir
     assert len(starts(tmp_path / "run")) == 2
     assert starts(tmp_path / "run")[0] == first
     assert {path.name: path.read_bytes() for path in first.iterdir()} == written

@@ -160,6 +160,7 @@ class Run:
     prepare: Callable[[Path], None] | None = None  # makes the files the command reads, in its cwd
     repeat: int = 1  # runs of the command in one dir (a sweep that a storage continues)
     instead: str | None = None  # for a command that cannot run here, the one run in its place (why: in `why`)
+    against: str | None = None  # another README command whose run `check(ran, that_run)` compares this one with
     why: str = ""
 
 
@@ -540,14 +541,26 @@ def fine_tuned(ran: Ran) -> None:
     assert config.callbacks.freeze.modules == ["net.layers.1"] and config.callbacks.freeze.unfreeze_at_epoch == 2
 
 
-def shared_the_machine(ran: Ran) -> None:
-    """3 jobs, 2 at a time: each job's log names its slot (0 or 1) and its share of the cores as torch threads."""
+def shared_the_machine(ran: Ran, sequential: Ran) -> None:
+    """3 jobs, 2 at a time: each job's log names its slot (0 or 1) and its share of the cores as torch threads, and
+    each job learned what the same job (its seed at the default lr=1e-3) learned in the sequential sweep, to 1e-6."""
     sweep_dir = swept(3, ("seed",))(ran)
     threads = max(1, len(os.sched_getaffinity(0)) // 2)
     for job in ("0", "1", "2"):
         log = (sweep_dir / job / "train.log").read_text()
         found = re.search(r"Machine share: slot (\d) of 2 parallel jobs, (\d+) torch thread", log)
         assert found and found[1] in "01" and int(found[2]) == threads, f"job {job}: {found}"
+    learned = {}
+    for path in (sweep_dir, sequential.sweep_dir()):
+        for job in json.loads((path / "summary.json").read_text())["jobs"]:
+            own = dict(override.split("=", 1) for override in job["overrides"])
+            if float(own.get("model.optimizer.lr", "1e-3")) == 1e-3:
+                learned.setdefault(own["seed"], []).append({k: v for k, v in job["metrics"].items()
+                                                            if k.startswith(("val/", "test/"))})  # fmt: skip
+    assert sorted(learned) == ["1", "2", "3"] and all(len(runs) == 2 for runs in learned.values()), learned
+    for seed, (parallel, basic) in learned.items():
+        assert parallel.keys() == basic.keys() and parallel, seed
+        assert all(parallel[k] == pytest.approx(v, abs=1e-6) for k, v in basic.items()), (seed, parallel, basic)
 
 
 def optuna_swept(ran: Ran) -> None:
@@ -687,7 +700,9 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
         swept(4, ("model.optimizer.lr", "model/optimizer"))
     ),
     "python train.py -m seed=1,2,3 hydra/launcher=joblib hydra.launcher.n_jobs=2": Run(
-        shared_the_machine, needs=("hydra_plugins.hydra_joblib_launcher",)
+        shared_the_machine,
+        needs=("hydra_plugins.hydra_joblib_launcher",),
+        against="python train.py -m seed=1,2,3 model.optimizer.lr=1e-3,1e-2",  # the same 3 jobs at lr=1e-3, in turn
     ),
     "python train.py hparams_search=digits_optuna": Run(optuna_swept, extra=TRIALS, needs=OPTUNA),
     "python train.py hparams_search=digits_optuna hydra.sweeper.storage=sqlite:///outputs/optuna.db": Run(
@@ -837,7 +852,7 @@ def check_readme_command(command: str, runner: Runner) -> None:
             f"--- stderr ---\n{ran.stderr[-6000:]}"
         )
         assert "Traceback" not in ran.output, f"{ran.line()}\n--- output ---\n{ran.output[-6000:]}"
-        run.check(ran)
+        run.check(ran) if run.against is None else run.check(ran, runner.ran(run.against))
 
 
 # The commands in four groups, each with a Runner of its own, so that test workers share them (pytest-xdist's
