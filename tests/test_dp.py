@@ -13,11 +13,12 @@ from torch import nn
 
 from hydralight.core.build import build_callbacks, build_datamodule, build_trainer
 from hydralight.core.errors import UserError
+from hydralight.core.evaluate import evaluate
 from hydralight.core.strategies import DataParallelStrategy
 from hydralight.core.train import train
 from hydralight.models import Classifier
 from hydralight.models.nets import MLP
-from tests.conftest import TINY, assert_ok, compose_config, run_cli
+from tests.conftest import TINY, compose_config
 
 NO_CUDA_WARNING = "strategy=dp: no CUDA device"
 
@@ -107,21 +108,13 @@ def test_dp_checkpoint_loads_into_the_default_strategy_model(dp_run):
         assert torch.equal(value, saved[key]), key
 
 
-@pytest.mark.slow  # a CLI subprocess: imports torch and lightning afresh
-def test_eval_cli_reproduces_the_dp_runs_test_accuracy(dp_run, tmp_path):
-    """`python eval.py ckpt_path=<dp best checkpoint>` (default strategy) reproduces the dp run's test metrics."""
+def test_eval_reproduces_the_dp_runs_test_accuracy(dp_run, tmp_path):
+    """eval on the dp run's best checkpoint (default strategy) reproduces the dp run's test metrics."""
     best = next(path for path in (dp_run / "checkpoints").glob("*.ckpt") if path.name != "last.ckpt")
     eval_dir = tmp_path / "eval"
-    result = run_cli(
-        "eval.py",
-        f"ckpt_path={best}",
-        f"hydra.run.dir={eval_dir}",
-        "trainer.accelerator=cpu",
-        "trainer.limit_test_batches=2",  # as in the dp run's own test (TINY)
-        "~callbacks.progress_bar",
-        "logger=none",
-    )
-    assert_ok(result)
+    overrides = (f"ckpt_path={best}", "trainer.accelerator=cpu", "trainer.limit_test_batches=2",  # as in its test
+                 "~callbacks.progress_bar", "logger=none")  # fmt: skip
+    evaluate(compose_config("eval", eval_dir, overrides))
     trained, evaluated = read_metrics(dp_run), read_metrics(eval_dir)
     assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
     assert evaluated["test/loss"] == pytest.approx(trained["test/loss"], abs=1e-5)

@@ -495,8 +495,11 @@ def lr_found(ran: Ran) -> None:
 
 
 def bf16_said_once(ran: Ran) -> None:
-    """16-mixed on a CPU: one process, one line saying it runs bf16-mixed, and not Lightning's own notices."""
-    trained()(ran)
+    """16-mixed on a CPU: one process, one line saying it runs bf16-mixed, and not Lightning's own notices; the run
+    dir's config says what ran (bf16-mixed), its overrides what was typed."""
+    run_dir = trained()(ran)
+    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").precision == "bf16-mixed"  # what ran
+    assert "precision=16-mixed" in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")  # what was typed
     said = ran.output.count("so this run uses precision=bf16-mixed")
     assert said == 1, f"the bf16 notice printed {said} times"
     assert "AMP with fp16 is not supported on CPU" not in ran.output  # Lightning's own, replaced by ours

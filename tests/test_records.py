@@ -3,8 +3,6 @@ really uses, the learning rate and batch size the finders chose, compile, accumu
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 from hydralight.core.build import build_trainer
 from hydralight.core.torch_settings import compiled_state
 from hydralight.core.train import train
-from tests.conftest import ROOT, assert_ok
 
 # What shortens a CLI run, and nothing else.
 SHORT = (
@@ -126,22 +123,3 @@ def test_batch_size_finder_records_the_batch_size_it_chose_in_the_saved_config(m
     saved = OmegaConf.load(path)
     assert saved.data.batch_size > 64
     assert saved.callbacks.batch_size_finder.init_val == 64
-
-
-@pytest.mark.slow  # a CLI subprocess: the path through Hydra's own runtime and its saved config
-@no_cuda
-def test_the_cli_run_dir_config_says_bf16_mixed_and_overrides_keep_what_was_typed(tmp_path):
-    """`python train.py precision=16-mixed` from a scratch dir, default run dir: `.hydra/config.yaml` says what ran,
-    `.hydra/overrides.yaml` what was typed."""
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "precision=16-mixed", "logger=none", *SHORT],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert_ok(result)
-    (run_dir,) = (tmp_path / "outputs" / "train" / "runs").iterdir()
-    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").precision == "bf16-mixed"
-    assert "precision=16-mixed" in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
-    assert "precision=bf16-mixed" in (run_dir / "train.log").read_text()
