@@ -623,7 +623,7 @@ TRIALS = ("hydra.sweeper.n_trials=2", *SHORT)
 FIVE_EPOCHS = ("trainer.max_epochs=5", *LIMITS)  # room to be killed after the first
 ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     # Quickstart.
-    "python -m venv .venv && . .venv/bin/activate": NotRun("CI's own install step (.ci/run makes its venv so)"),
+    "python3 -m venv .venv && . .venv/bin/activate": NotRun("CI's own install step (.ci/run makes its venv so)"),
     'pip install -e ".[dev]"': NotRun("CI's own install step; this suite runs inside that install"),
     "python train.py": (
         Run(quickstart_as_typed, extra=(), where="repo"),  # as typed, from the repo root
