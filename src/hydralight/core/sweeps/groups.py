@@ -27,7 +27,7 @@ def finite_number(value: object) -> float | None:
     return float(value)
 
 
-def varied_keys(overrides: list[list[str]]) -> list[str]:
+def differing_keys(overrides: list[list[str]]) -> list[str]:
     """The override keys whose values differ between the lists of overrides, in typed order."""
     per_list = [dict(split_override(override) for override in own) for own in overrides]
     keys = list(dict.fromkeys(key for own in per_list for key in own))
@@ -44,7 +44,7 @@ def stats(values: list[float]) -> dict[str, float | int | None]:
 
 def replicated(records: list[dict[str, Any]], replicate_keys: list[str]) -> list[str]:
     """The replicate keys whose values differ between the jobs: groups exist only when one does."""
-    varied = varied_keys([record["overrides"] for record in records])
+    varied = differing_keys([record["overrides"] for record in records])
     return [key for key in replicate_keys if key in varied]
 
 
@@ -84,7 +84,7 @@ def grouped(
 
 def write_groups_csv(path: Path, groups: list[dict[str, Any]], metrics: list[str]) -> None:
     """rank, the setting, n, failed, the jobs, then <metric>_mean, _std, _min, _max, _n for every metric."""
-    keys = varied_keys([group["overrides"] for group in groups])
+    keys = differing_keys([group["overrides"] for group in groups])
     columns = [f"{name}_{stat}" for name in metrics for stat in STATS]
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as file:
@@ -109,7 +109,7 @@ def groups_table(
 ) -> str:
     """The printed table: per group its setting, n, failed, the mean ± std of each metric, and the min and max of the
     first (`rank_by` when there is one)."""
-    keys = varied_keys([group["overrides"] for group in groups])
+    keys = differing_keys([group["overrides"] for group in groups])
     first = metrics[:1]
     header = ["group", *keys, "n", "failed", *first, *(["min", "max"] if first else []), *metrics[1:]]
     rows = []

@@ -26,12 +26,12 @@ from omegaconf import DictConfig
 from hydralight.core.errors import RunStopped
 from hydralight.core.sweeps.groups import (
     GROUPS_CSV,
+    differing_keys,
     finite_number,
     grouped,
     groups_table,
     replicated,
     split_override,
-    varied_keys,
     write_groups_csv,
 )
 
@@ -192,7 +192,7 @@ class SweepSummary(Callback):
         """The override keys whose values differ between jobs (all keys when there is one job), in typed order."""
         if len(records) == 1:
             return [split_override(override)[0] for override in records[0]["overrides"]]
-        return varied_keys([record["overrides"] for record in records])
+        return differing_keys([record["overrides"] for record in records])
 
     def metric_names(self, records: list[dict[str, Any]], everything: bool) -> list[str]:
         names = sorted({name for record in records for name in record["metrics"]})
