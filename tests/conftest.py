@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from hydralight.core import cli
+from tests import warm
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = cli.config_dir()
@@ -56,16 +57,13 @@ def working_tree_files() -> list[str]:
     return [name for name in listed.stdout.split("\0") if name and (ROOT / name).is_file()]
 
 
-def run_cli(script: str, *args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run `python <script> <args>` from the repo root as a user would; stdout and stderr captured as text."""
-    return subprocess.run(
-        [sys.executable, script, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})},
-    )
+def run_cli(
+    script: str, *args: str, timeout: float = 300, env: dict | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess:
+    """Run `python <script> <args>` in `cwd` (the repo root) as a user would; stdout and stderr captured as text.
+    A fork of the warm test interpreter where it can be (tests/warm.py), else a fresh `python`."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    return warm.run([sys.executable, script, *args], cwd, env, timeout)
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:

@@ -11,9 +11,7 @@ GPT is tests/test_task_gpt.py's (2 processes equal 1 on the doubled batch).
 import json
 import logging
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from hydralight.core.strategies import DataParallelStrategy
 from hydralight.core.train import train
 from hydralight.data.shakespeare import read_text
 from hydralight.models import GPT
-from tests.conftest import ROOT, TINY, assert_ok, compose_config
+from tests.conftest import ROOT, TINY, assert_ok, compose_config, run_cli
 from tests.test_numerics import GradientProbe, load_last, train_with_probe
 
 # SwitchProbe wraps optimizer.step to read the gradients the update uses; Lightning takes that for a user's mistake.
@@ -96,14 +94,7 @@ def read_metrics(run_dir: Path) -> dict[str, float]:
 
 def run_in(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python <repo>/train.py <args>` typed in `cwd`, so every run and sweep dir is the default one under cwd."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-    )
+    return run_cli(str(ROOT / "train.py"), *args, timeout=timeout, cwd=cwd)
 
 
 # Precision.

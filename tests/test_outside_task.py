@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from hydralight.core.errors import UserError
 from hydralight.core.evaluate import evaluate
 from hydralight.core.strategies import DataParallelStrategy
 from hydralight.core.train import train
-from tests.conftest import ROOT, TINY, assert_ok, compose_config
+from tests.conftest import ROOT, TINY, assert_ok, compose_config, run_cli
 
 OUTSIDE = Path(__file__).resolve().parent / "outside_task"
 SEARCHPATH = "hydra.searchpath=[file://conf]"  # relative to the dir the command starts in, as a user types it
@@ -180,14 +179,7 @@ def outside_project(tmp_path: Path) -> Path:
 
 def run_outside(project: Path, script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`PYTHONPATH=. python <hydralight>/<script> <args>` started in `project`."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": ".", "HYDRA_FULL_ERROR": "0"},
-    )
+    return run_cli(str(ROOT / script), *args, timeout=timeout, env={"PYTHONPATH": "."}, cwd=project)
 
 
 def only_dir(parent: Path) -> Path:

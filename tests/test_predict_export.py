@@ -7,11 +7,9 @@ import csv
 import gzip
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -81,14 +79,7 @@ def predicted(rows: list[dict[str, str]]) -> list[int]:
 
 def run_in(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess:
     """`python <repo>/<script> <args>` typed in `cwd`, with the default run dirs (outputs/ under `cwd`)."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-    )
+    return run_cli(str(ROOT / script), *args, cwd=cwd)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *texts: str) -> None:

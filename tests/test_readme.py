@@ -32,6 +32,7 @@ import torch
 from omegaconf import OmegaConf
 
 from hydralight.core.runs.guard import LOCK_FILE
+from tests import warm
 from tests.conftest import ROOT, working_tree_files
 
 README = ROOT / "README.md"
@@ -298,8 +299,7 @@ class Runner:
         for _ in range(run.repeat):
             # Files, not pipes: a run that is polled (interrupt_when) must never block on a full pipe.
             with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-                process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err, text=True,
-                                           start_new_session=True)  # fmt: skip
+                process = warm.popen(argv, cwd, env, out, err)  # a fresh `python` where a fork could differ
                 try:
                     if run.interrupt_when:
                         wait_for(cwd / run.interrupt_when, process)

@@ -11,21 +11,14 @@ import pytest
 
 from hydralight.core.errors import UserError
 from hydralight.core.runs.guard import LOCK_FILE, RunLock, RunRecord, check_run_dir
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 
 QUIET = ("trainer.max_epochs=1", "~callbacks.progress_bar", "trainer.enable_progress_bar=false")
 
 
 def train_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """`python train.py <args>` as typed, started in `cwd`, with the default run dirs under `<cwd>/outputs`."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0"},
-    )
+    return run_cli(str(ROOT / "train.py"), *args, cwd=cwd)
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:

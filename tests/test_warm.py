@@ -1,0 +1,98 @@
+"""The warm test interpreter (tests/warm.py): a forked child runs an entrypoint as a fresh `python` would, and every
+command it could run differently runs cold."""
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import warm
+
+# What an entrypoint can see of the interpreter it runs in. It sets up logging before importing Lightning, as Hydra
+# does in the CLI, so Lightning's loggers are configured by that state.
+PROBE = """
+import json, logging, os, random, sys
+logging.basicConfig()
+import lightning.pytorch
+from my_module import VALUE
+logger = logging.getLogger("lightning.pytorch")
+print(json.dumps({
+    "argv": sys.argv, "cwd": os.getcwd(), "name": __name__, "path0": sys.path[0], "value": VALUE,
+    "variable": os.environ.get("PROBE_VARIABLE"), "stdin": sys.stdin.read(), "session": os.getsid(0) == os.getpid(),
+    "lightning_log": [logger.propagate, len(logger.handlers)], "random": random.random(),
+}))
+if len(sys.argv) > 1:
+    exec(sys.argv[1])
+"""
+
+
+@pytest.fixture
+def probe(tmp_path: Path) -> Path:
+    """The probe as an entrypoint (named train.py) in a project dir; the module it imports lies in another dir."""
+    (tmp_path / "project").mkdir()
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "my_module.py").write_text("VALUE = 7\n")
+    (tmp_path / "project" / "train.py").write_text(PROBE)
+    return tmp_path / "project" / "train.py"
+
+
+def run_probe(probe: Path, *args: str, **env: str) -> tuple[int, dict, str]:
+    env = {**os.environ, "PYTHONPATH": str(probe.parents[1] / "lib"), "PROBE_VARIABLE": "set", **env}
+    result = warm.run([sys.executable, str(probe), *args], probe.parents[1], env, timeout=120)
+    first_line = result.stdout.splitlines()[0] if result.stdout else "{}"
+    return result.returncode, json.loads(first_line), result.stderr
+
+
+def test_a_warm_child_sees_what_a_fresh_python_sees(probe, monkeypatch):
+    """argv, cwd, environment, `__main__`, sys.path (script dir, then PYTHONPATH), an empty stdin, a session of its
+    own and Lightning's loggers: the same in a fork of the warm server and in a fresh `python`. Only the global
+    random state differs, between every two runs."""
+    assert warm.runs_warm([sys.executable, str(probe)], dict(os.environ))
+    warm_code, warm_seen, _ = run_probe(probe)
+    _, again, _ = run_probe(probe)
+    monkeypatch.setenv(warm.COLD, "1")
+    cold_code, cold_seen, _ = run_probe(probe)
+
+    assert warm_code == cold_code == 0
+    assert warm_seen.pop("random") != again.pop("random") != cold_seen.pop("random")
+    assert warm_seen == cold_seen == again
+    assert warm_seen["path0"] == str(probe.parent) and warm_seen["value"] == 7 and warm_seen["name"] == "__main__"
+    assert warm_seen["lightning_log"] == [True, 0]  # no handler of its own: its records reach Hydra's job log
+
+
+@pytest.mark.parametrize(
+    ("code", "returncode", "stderr"),
+    [
+        ("raise SystemExit(3)", 3, ""),
+        ("raise ValueError('boom')", 1, "ValueError: boom"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", -signal.SIGTERM, ""),
+    ],
+)
+def test_a_warm_child_exits_as_python_does(probe, code, returncode, stderr):
+    """sys.exit's code, an uncaught exception's traceback and exit 1, death by a signal."""
+    exit_code, _, err = run_probe(probe, code)
+    assert exit_code == returncode
+    assert stderr in err and ("Traceback" in err) == bool(stderr)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["-c", "print(1)"], {}),
+        (["benchmarks/bench.py"], {}),
+        (["train.py"], {"OMP_NUM_THREADS": "7"}),
+        (["train.py"], {"PYTHONWARNINGS": "error"}),
+        (["train.py"], {"CUDA_VISIBLE_DEVICES": "1"}),
+    ],
+)
+def test_what_a_fork_could_run_differently_runs_cold(argv, env):
+    """Not an entrypoint, or a variable read while torch and Lightning import differs from the server's."""
+    assert not warm.runs_warm([sys.executable, *argv], {**os.environ, **env})
+
+
+def test_cold_runs_everything_cold(monkeypatch):
+    monkeypatch.setenv(warm.COLD, "1")
+    assert not warm.runs_warm([sys.executable, "train.py"], dict(os.environ))

@@ -1,0 +1,277 @@
+"""`python <script.py> <args>` for the suite's CLI runs, without paying the interpreter's start each time.
+
+Every run of the CLI spends seconds importing torch, Lightning and torchmetrics before it reads its first argument,
+and the suite runs the CLI about a hundred times. So each pytest worker keeps one warm interpreter: a server that
+imported those libraries once and then, for each command, forks a child that takes the command's argv, cwd,
+environment and output files and runs the script as `python` would run it (`__main__`, `sys.argv`, `sys.path[0]`),
+in a session of its own. A command runs cold, as a fresh `python`, whenever the fork could differ from it:
+- it is not `python <entrypoint> ...` (train.py, eval.py, predict.py, export.py; not `-c`, `-m`, torchrun);
+- its environment differs from the server's in a variable read while those libraries import (`PYTHON*`, thread
+  counts, CUDA, `LD_*`);
+- `HYDRALIGHT_TESTS_COLD=1` is set: the whole suite then runs every command cold, as CI ran it before.
+What a warm start cannot show, a fresh interpreter proves: that `--help` and config errors never import torch
+(test_cli_errors.py, PYTHONPROFILEIMPORTTIME), signals and kill -9 (test_reliability.py), torchrun (test_distributed).
+Warnings the libraries print while they import are printed again at the start of every child, as a fresh `python`
+would print them.
+
+Run as a script, this module is the server: `python tests/warm.py <socket path>`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO
+
+PRELOADED = ("torch", "lightning", "lightning.pytorch", "torchmetrics", "hydra", "omegaconf")
+# Environment variables read while PRELOADED imports (or by the interpreter itself): a command whose value differs
+# from the server's runs cold. PYTHONPATH is the exception: the child puts its entries on sys.path as python would.
+IMPORT_TIME_PREFIXES = ("PYTHON", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "LD_", "TORCH", "PYTORCH_", "NVIDIA_")
+COLD = "HYDRALIGHT_TESTS_COLD"
+# The scripts that run warm: the CLI's entrypoints. Each imports Lightning only after Hydra has set up logging, and
+# Lightning's import configures its loggers by that (its own handler only where the root logger has none): the server
+# imports it in that same state.
+ENTRYPOINTS = ("train.py", "eval.py", "predict.py", "export.py")
+
+
+# The client: what the tests call.
+
+
+def runs_warm(argv: list[str], env: dict[str, str]) -> bool:
+    """Whether `argv` with `env` can be a fork of the warm server (see the module's docstring)."""
+    if os.environ.get(COLD) == "1" or len(argv) < 2 or argv[0] != sys.executable:
+        return False
+    if os.path.basename(argv[1]) not in ENTRYPOINTS:
+        return False
+    keys = {key for key in (*env, *os.environ) if key.startswith(IMPORT_TIME_PREFIXES) and key != "PYTHONPATH"}
+    return all(env.get(key) == os.environ.get(key) for key in keys)
+
+
+def popen(
+    argv: list[str], cwd: str | Path, env: dict[str, str], stdout: IO, stderr: IO
+) -> WarmChild | subprocess.Popen:
+    """`subprocess.Popen(argv, cwd=, env=, stdout=, stderr=, start_new_session=True)`, forked warm where it can be.
+    `stdout`/`stderr` are files (not pipes): a warm child writes into them directly."""
+    if runs_warm(argv, env):
+        return server().start(argv, cwd, env, stdout, stderr)
+    return subprocess.Popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr, text=True, start_new_session=True)
+
+
+def run(argv: list[str], cwd: str | Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """`subprocess.run(argv, cwd=, env=, capture_output=True, text=True, timeout=)`, forked warm where it can be."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = popen(argv, cwd, env, out, err)
+        try:
+            process.wait(timeout=timeout)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(argv, process.returncode, out.read(), err.read())
+
+
+class WarmChild:
+    """A forked child of the server, with the parts of Popen's interface the tests use."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self.connection = connection
+        self.pid: int = json.loads(self._line())["pid"]
+        self.returncode: int | None = None
+
+    def _line(self) -> str:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = self.connection.recv(4096)
+            if not chunk:
+                raise RuntimeError("the warm test interpreter died (its log: tests/warm.py's server stderr)")
+            data += chunk
+        return data.decode()
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self.connection], [], [], 0)[0]:
+            self.returncode = json.loads(self._line())["returncode"]
+            self.connection.close()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if not select.select([self.connection], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+            self.poll()
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signum)
+
+
+class Server:
+    """The warm interpreter of this test process, started on first use and stopped when the process exits."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="hydralight-warm-"))
+        self.path = str(self.dir / "socket")
+        self.log = open(self.dir / "server.log", "w+")  # noqa: SIM115 (open while the server lives)
+        # Its own session: a Ctrl-C in the terminal stops pytest, whose exit then stops the server.
+        self.process = subprocess.Popen([sys.executable, __file__, self.path], stdout=self.log, stderr=self.log,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+        atexit.register(self.stop)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(self.path):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.log.seek(0)
+                raise RuntimeError(f"the warm test interpreter did not start:\n{self.log.read()}")
+            time.sleep(0.05)
+
+    def start(self, argv: list[str], cwd: str | Path, env: dict[str, str], stdout: IO, stderr: IO) -> WarmChild:
+        connection = socket.socket(socket.AF_UNIX)
+        connection.connect(self.path)
+        request = {"argv": argv[1:], "cwd": str(cwd), "env": env}
+        # The child writes straight into the caller's files: they travel with the request.
+        socket.send_fds(connection, [json.dumps(request).encode() + b"\n"], [stdout.fileno(), stderr.fileno()])
+        return WarmChild(connection)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_server: Server | None = None
+
+
+def server() -> Server:
+    global _server
+    if _server is None or _server.process.poll() is not None:
+        _server = Server()
+    return _server
+
+
+# The server: `python tests/warm.py <socket path>`.
+
+
+def serve(path: str) -> None:
+    import_warnings = preload()
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path + ".tmp")
+    listener.listen(16)
+    os.rename(path + ".tmp", path)  # the client waits for this name: it exists once the server accepts
+    children: dict[int, socket.socket] = {}
+    parent = os.getppid()
+    while os.getppid() == parent:  # a test process killed outright leaves no server behind
+        for pid, connection in list(children.items()):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                returncode = os.waitstatus_to_exitcode(status)
+                with contextlib.suppress(OSError):  # else the test that started it is gone
+                    connection.sendall(json.dumps({"returncode": returncode}).encode() + b"\n")
+                connection.close()
+                del children[pid]
+        if select.select([listener], [], [], 0.02)[0]:
+            connection, _ = listener.accept()
+            pid = fork_child(connection, listener, children, import_warnings)
+            children[pid] = connection
+
+
+def preload() -> bytes:
+    """Import PRELOADED; what they print while importing (warnings), for every child to print again."""
+    import gc
+    import importlib
+    import logging
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    as_after_hydra = logging.NullHandler()  # see ENTRYPOINTS
+    logging.getLogger().addHandler(as_after_hydra)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            for name in PRELOADED:
+                importlib.import_module(name)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            logging.getLogger().removeHandler(as_after_hydra)
+        captured.seek(0)
+        warnings = captured.read()
+    # Out of the collector's sight: a child's exit then does not walk (and copy, page by page) the server's objects.
+    gc.freeze()
+    return warnings
+
+
+def fork_child(connection: socket.socket, listener: socket.socket, children: dict, import_warnings: bytes) -> int:
+    data, fds, _, _ = socket.recv_fds(connection, 1 << 20, 2)
+    while not data.endswith(b"\n"):
+        data += connection.recv(1 << 20)
+    request = json.loads(data)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        for fd in fds:
+            os.close(fd)
+        connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        return pid
+    for server_socket in (listener, connection, *children.values()):
+        server_socket.close()
+    run_as_python(request, fds, import_warnings)
+
+
+def run_as_python(request: dict, fds: list[int], import_warnings: bytes) -> None:
+    """In the child: become `python <script> <args>` in the request's cwd and environment, and run the script. Its
+    exit (SystemExit, an uncaught exception's traceback, a signal) is the interpreter's own, as for a fresh `python`."""
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDONLY)
+    for fd, target in ((null, 0), (fds[0], 1), (fds[1], 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    inherited = [entry for entry in sys.path[1:] if entry not in server_pythonpath()]
+    os.environ.clear()
+    os.environ.update(request["env"])
+    reseed()
+    os.write(2, import_warnings)
+    script = request["argv"][0]
+    sys.argv = request["argv"]
+    extra = [os.path.abspath(entry) for entry in request["env"].get("PYTHONPATH", "").split(os.pathsep) if entry]
+    sys.path[:] = [os.path.dirname(os.path.abspath(script)), *extra, *inherited]
+    import importlib
+    import runpy
+
+    importlib.invalidate_caches()  # files written since the server started (a test's own project) are found
+    runpy.run_path(script, run_name="__main__")
+    sys.exit(0)
+
+
+def server_pythonpath() -> list[str]:
+    return [os.path.abspath(entry) for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
+
+
+def reseed() -> None:
+    """A fresh interpreter seeds Python's and NumPy's global generators from the OS; a fork would share the server's."""
+    import random
+
+    random.seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
