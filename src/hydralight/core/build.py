@@ -11,7 +11,7 @@ from hydra.errors import InstantiationException
 from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import Logger
-from lightning.pytorch.strategies import FSDPStrategy, Strategy
+from lightning.pytorch.strategies import Strategy
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
@@ -20,7 +20,7 @@ from hydralight.core.callbacks import MetricsJson
 from hydralight.core.console import info
 from hydralight.core.errors import UserError
 from hydralight.core.runs.saved_config import git_state, record_what_ran
-from hydralight.core.strategies import DataParallelStrategy
+from hydralight.core.strategies import DataParallelStrategy, ShardedStrategy
 from hydralight.core.torch_settings import configure_torch
 from hydralight.core.validation import (  # Hydra's; a constructor's complaint names the config key
     check_devices,
@@ -74,13 +74,7 @@ def build_strategy(cfg: DictConfig) -> Strategy | str:
     """`strategy=auto` is Lightning's own choice; every other option instantiates a Strategy."""
     if "_target_" not in cfg:
         return cfg.get("name", "auto")
-    strategy = instantiate(cfg, _convert_="all")
-    if isinstance(strategy, FSDPStrategy) and not torch.cuda.is_available():
-        raise UserError(
-            "strategy=fsdp needs CUDA GPUs, and this machine has none. "
-            "On CPU use strategy=ddp (with trainer.devices=N) or strategy=auto."
-        )
-    return strategy
+    return instantiate(cfg, _convert_="all")
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> Trainer:
@@ -90,6 +84,9 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
     one_process = isinstance(strategy, DataParallelStrategy)
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices"), one_process=one_process)
     check_world_size(cfg.trainer.get("num_nodes"), cfg.trainer.get("devices"))
+    devices, num_nodes = cfg.trainer.get("devices"), cfg.trainer.get("num_nodes") or 1
+    if isinstance(strategy, ShardedStrategy) and isinstance(devices, int) and devices > 0:
+        strategy.mesh_sizes(num_nodes * devices, num_nodes)  # a UserError now, not in every process it would start
     if cfg.trainer.get("sync_batchnorm") and not torch.cuda.is_available():
         raise UserError("trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm); this machine has none.")
     with warnings.catch_warnings():

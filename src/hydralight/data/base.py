@@ -12,6 +12,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 
 from hydralight.core.errors import UserError
+from hydralight.core.strategies import data_shard
 
 
 def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
@@ -235,8 +236,9 @@ class InMemoryDataModule(LightningDataModule):
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset, sampler = self.splits[name], None
-        if self.trainer is not None and self.trainer.world_size > 1:
-            shard = {"num_replicas": self.trainer.world_size, "rank": self.trainer.global_rank, "shuffle": False}
+        shards, rank = data_shard(self.trainer)
+        if shards > 1:
+            shard = {"num_replicas": shards, "rank": rank, "shuffle": False}
             if name != "train":
                 # Lightning's DistributedSampler pads the split to a multiple of the world size, counting some
                 # samples twice; unpadded shards make N processes report exactly one process's accuracy.

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from hydralight.core.errors import UserError
+from hydralight.core.strategies import data_shard
 
 SHAKESPEARE_FILE = "tinyshakespeare.txt.gz"
 
@@ -159,10 +160,6 @@ class ShakespeareDataModule(LightningDataModule):
             "test": Windows(test, self.block_size, stride=self.block_size),
         }
 
-    def _world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
     def _loader(self, dataset: Dataset, sampler: DistributedSampler | None) -> DataLoader:
         return DataLoader(
             dataset,
@@ -175,14 +172,14 @@ class ShakespeareDataModule(LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        world_size, rank = self._world()
+        world_size, rank = data_shard(self.trainer)
         # Lightning's seed (seed_everything sets PL_GLOBAL_SEED), as its own DistributedSampler reads it.
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         sampler = RandomWindowSampler(self.splits["train"], self.samples_per_epoch, world_size, rank, seed)
         return self._loader(self.splits["train"], sampler)
 
     def _eval_loader(self, name: str) -> DataLoader:
-        world_size, rank = self._world()
+        world_size, rank = data_shard(self.trainer)
         # Unpadded shards: N processes average exactly the windows one process sees.
         sampler = None
         if world_size > 1:

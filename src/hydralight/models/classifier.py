@@ -10,7 +10,15 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from hydralight.models.common import STAGES, EpochMetrics, WeightedMean, build, plain, with_scheduler
+from hydralight.models.common import (
+    STAGES,
+    EpochMetrics,
+    WeightedMean,
+    apply_tensor_parallel,
+    build,
+    plain,
+    with_scheduler,
+)
 
 
 class Classifier(EpochMetrics, LightningModule):
@@ -107,6 +115,10 @@ class Classifier(EpochMetrics, LightningModule):
             row["label"] = batch[1]
         row["prob"] = probabilities
         return row
+
+    def configure_model(self) -> None:
+        """strategy=model_parallel: the net's tensor-parallel plan (the MLP has one; see nets/mlp.py)."""
+        apply_tensor_parallel(self, self.net)
 
     def configure_optimizers(self) -> Any:
         return with_scheduler(self, build(self.hparams.optimizer)(self.parameters()))

@@ -1,5 +1,6 @@
 """What the shipped LightningModules share: plain-container configs (so checkpoints load with `weights_only=True`),
-a cheap weighted mean, metric objects logged once per epoch, and optimizer + scheduler built from their configs."""
+a cheap weighted mean, metric objects logged once per epoch, optimizer + scheduler built from their configs, and a
+net's tensor-parallel plan applied."""
 
 import inspect
 from collections.abc import Mapping
@@ -13,6 +14,23 @@ from torch import Tensor
 from torchmetrics import Metric
 
 STAGES = ("train", "val", "test")
+
+
+def apply_tensor_parallel(module: LightningModule, net: torch.nn.Module) -> None:
+    """`configure_model`'s work under strategy=model_parallel: split `net` over the tensor-parallel dimension of the
+    module's device mesh by the plan its `tensor_parallel_plan()` gives (torch's `parallelize_module`). Nothing under
+    any other strategy, for a net without a plan (the strategy then says what is missing), or once applied."""
+    from torch.distributed.tensor import DTensor
+
+    mesh = module.device_mesh
+    plan = getattr(net, "tensor_parallel_plan", None)
+    if mesh is None or mesh["tensor_parallel"].size() == 1 or plan is None:
+        return
+    if any(isinstance(parameter, DTensor) for parameter in net.parameters()):
+        return
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    parallelize_module(net, mesh["tensor_parallel"], plan())
 
 
 def plain(config: Mapping | None) -> dict | None:

@@ -10,7 +10,15 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from hydralight.core.errors import UserError
-from hydralight.models.common import STAGES, EpochMetrics, WeightedMean, build, plain, with_scheduler
+from hydralight.models.common import (
+    STAGES,
+    EpochMetrics,
+    WeightedMean,
+    apply_tensor_parallel,
+    build,
+    plain,
+    with_scheduler,
+)
 from hydralight.models.nets.transformer import Transformer
 
 
@@ -125,6 +133,10 @@ class GPT(EpochMetrics, LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_perplexity("test")
+
+    def configure_model(self) -> None:
+        """strategy=model_parallel: the transformer's Megatron-style plan (see nets/transformer.py)."""
+        apply_tensor_parallel(self, self.net)
 
     def configure_optimizers(self) -> Any:
         factory = build(self.hparams.optimizer)

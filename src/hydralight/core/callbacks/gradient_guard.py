@@ -7,6 +7,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from hydralight.core.errors import TrainingDiverged
+from hydralight.core.gradients import total_norm
 from hydralight.core.runs.checkpoints import checkpoint_dir
 from hydralight.core.runs.guard import newest_checkpoint
 
@@ -38,7 +39,7 @@ class GradientGuard(Callback):
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if not grads:
             return
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))  # one fused pass, one sync below
+        norm = total_norm(grads)
         if self.log_norm:
             pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
         fp16_scaler = getattr(trainer.precision_plugin, "scaler", None)

@@ -20,6 +20,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from hydralight.core.strategies import data_shard
+
 try:
     import resource
 except ImportError:  # Windows: no peak RSS
@@ -222,7 +224,9 @@ class Throughput(Callback):
             gathered = trainer.strategy.all_gather(torch.tensor(local, dtype=torch.float64, device=device))
             ranks = gathered.reshape(-1, len(local)).cpu()
             seconds, peak = float(ranks[:, 0].max()), float(ranks[:, 1].max())
-            counts = [int(total) for total in ranks[:, 2:].sum(dim=0)]
+            # Under tensor parallelism the processes of a group share their batches: count each batch once.
+            copies = trainer.world_size // data_shard(trainer)[0]
+            counts = [int(total) // copies for total in ranks[:, 2:].sum(dim=0)]
         samples, items, unsized, uncounted = counts
         if seconds <= 0 or span.steps == 0:  # the ranks step together: the same steps everywhere
             return {}

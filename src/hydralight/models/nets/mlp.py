@@ -29,3 +29,12 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
+
+    def tensor_parallel_plan(self) -> dict:
+        """strategy=model_parallel: each Linear split by its output features across the tensor-parallel processes,
+        its output gathered whole again (a BatchNorm or the loss after it sees every feature)."""
+        from torch.distributed.tensor import Replicate
+        from torch.distributed.tensor.parallel import ColwiseParallel
+
+        linears = [str(i) for i, layer in enumerate(self.layers) if isinstance(layer, nn.Linear)]
+        return {f"layers.{i}": ColwiseParallel(output_layouts=Replicate()) for i in linears}

@@ -16,17 +16,21 @@ class CausalSelfAttention(nn.Module):
             raise ValueError(f"n_embd={n_embd} must be a multiple of n_head={n_head}")
         self.n_head = n_head
         self.dropout = dropout
+        self.head_size = n_embd // n_head
+        # Output features per head, [q | k | v] within each: a tensor-parallel split of the features (on a head
+        # boundary) leaves each process whole heads.
         self.qkv = nn.Linear(n_embd, 3 * n_embd)
         self.proj = nn.Linear(n_embd, n_embd)
         self.proj_dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        batch, time, channels = x.shape
-        # (B, T, 3C) -> three (B, heads, T, C / heads)
-        heads = self.qkv(x).view(batch, time, 3, self.n_head, channels // self.n_head).permute(2, 0, 3, 1, 4)
+        batch, time, _ = x.shape
+        # (B, T, heads x 3 x head_size) -> three (B, heads, T, head_size); `heads` is this process's share under
+        # tensor parallelism.
+        heads = self.qkv(x).view(batch, time, -1, 3, self.head_size).permute(3, 0, 2, 1, 4)
         q, k, v = heads.unbind(0)  # not tuple unpacking of a tensor: torch.jit.trace would warn about it
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
-        y = y.transpose(1, 2).reshape(batch, time, channels)
+        y = y.transpose(1, 2).reshape(batch, time, -1)
         return self.proj_dropout(self.proj(y))
 
 
@@ -87,6 +91,20 @@ class Transformer(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+
+    def tensor_parallel_plan(self) -> dict:
+        """strategy=model_parallel, as Megatron-LM: in each block, attention's qkv and the MLP's up-projection split
+        by output features (whole heads per process), their output projections by input features, so each block
+        needs one all-reduce in its forward and one in its backward. Embeddings, norms and the head stay whole."""
+        from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel
+
+        plan = {}
+        for i in range(len(self.blocks)):
+            plan[f"blocks.{i}.attention.qkv"] = ColwiseParallel()
+            plan[f"blocks.{i}.attention.proj"] = RowwiseParallel()
+            plan[f"blocks.{i}.mlp.0"] = ColwiseParallel()
+            plan[f"blocks.{i}.mlp.2"] = RowwiseParallel()
+        return plan
 
     def forward(self, ids: Tensor) -> Tensor:
         time = ids.shape[1]
