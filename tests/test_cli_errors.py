@@ -124,8 +124,13 @@ CASES = {
         OURS,
         ["ckpt_path=", "{tmp}/garbage.ckpt", "not a checkpoint"],
     ),
+    "strategy.tensor_parallel_size=3": (
+        "train.py",
+        ["strategy=model_parallel", "trainer.devices=2", "strategy.tensor_parallel_size=3"],
+        OURS,
+        ["strategy.tensor_parallel_size=3", "trainer.num_nodes x trainer.devices = 2"],
+    ),
     # What only torch/Lightning can tell: no GPU here.
-    "strategy=fsdp": ("train.py", ["strategy=fsdp"], OURS, ["strategy=fsdp", "CUDA", "strategy=ddp", "strategy=auto"]),
     "trainer.accelerator=gpu": (
         "train.py",
         ["trainer.accelerator=gpu"],
@@ -157,7 +162,6 @@ CASES = {
 }
 
 MARKS = {
-    "strategy=fsdp": [needs_no_cuda],
     "trainer.accelerator=gpu": [needs_no_cuda],
 }
 
