@@ -19,6 +19,7 @@ from hydralight.core.strategies.sharded import mesh_sizes, require_plan
 from hydralight.core.train import train
 from tests.conftest import assert_ok, compose_config, run_cli
 from tests.test_distributed import finish, free_port, torchrun
+from tests.test_numerics import EXACT, STEPS
 from tests.test_reliability import assert_identical_training_state, start_training, wait_for
 
 # The GPT of one block (2 heads, so one per tensor-parallel process) over 16 characters, 8 windows a batch; plain SGD
@@ -85,6 +86,20 @@ def test_tensor_parallel_over_two_processes_equals_one_process(tmp_path):
     eval_cfg = compose_config("eval", tmp_path / "eval", (f"ckpt_path={ckpt}", "trainer.limit_test_batches=2"))
     evaluated = evaluate(eval_cfg, overrides=[])
     assert evaluated["test/loss"] == pytest.approx(metrics(parallel)["test/loss"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_tensor_parallel_classifier_equals_one_process(tmp_path):
+    """The MLP's plan (every Linear split by output features, gathered whole): with batch norm, clipping and
+    accumulation, tensor parallel over 2 processes ends with one process's weights, to 1e-5."""
+    common = (*EXACT, "model.net.batch_norm=true", "accumulate_grad_batches=2", "gradient_clip_val=0.1", "test=false",
+              "trainer.accelerator=cpu", "trainer.max_epochs=1", f"trainer.limit_train_batches={2 * STEPS}",
+              "logger=none", "~callbacks.progress_bar", "trainer.enable_progress_bar=false")  # fmt: skip
+    parallel, single = tmp_path / "tp", tmp_path / "single"
+    assert_ok(run_cli("train.py", *common, "strategy=model_parallel", "trainer.devices=2", f"hydra.run.dir={parallel}"))
+    train(compose_config("train", single, common))
+    assert last(parallel)["global_step"] == last(single)["global_step"] == STEPS
+    assert_close(last(parallel)["state_dict"], last(single)["state_dict"], rtol=1e-5)
 
 
 @pytest.fixture(scope="module")

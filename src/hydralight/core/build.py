@@ -85,8 +85,14 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices"), one_process=one_process)
     check_world_size(cfg.trainer.get("num_nodes"), cfg.trainer.get("devices"))
     devices, num_nodes = cfg.trainer.get("devices"), cfg.trainer.get("num_nodes") or 1
-    if isinstance(strategy, ShardedStrategy) and isinstance(devices, int) and devices > 0:
-        strategy.mesh_sizes(num_nodes * devices, num_nodes)  # a UserError now, not in every process it would start
+    if isinstance(strategy, ShardedStrategy):  # UserErrors now, not in every process the strategy would start
+        if isinstance(devices, int) and devices > 0:
+            strategy.mesh_sizes(num_nodes * devices, num_nodes)
+        if strategy.cpu_offload and not torch.cuda.is_available():
+            raise UserError(
+                "strategy.cpu_offload=true keeps a GPU run's parameters, gradients and optimizer state in CPU memory; "
+                "this run is on the CPU, where they are already. Drop it (or set strategy.cpu_offload=false)."
+            )
     if cfg.trainer.get("sync_batchnorm") and not torch.cuda.is_available():
         raise UserError("trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm); this machine has none.")
     with warnings.catch_warnings():

@@ -236,8 +236,8 @@ class InMemoryDataModule(LightningDataModule):
 
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         dataset, sampler = self.splits[name], None
-        shards, rank = data_shard(self.trainer)
-        if shards > 1:
+        if self.trainer is not None and self.trainer.world_size > 1:
+            shards, rank = data_shard(self.trainer)
             shard = {"num_replicas": shards, "rank": rank, "shuffle": False}
             if name != "train":
                 # Lightning's DistributedSampler pads the split to a multiple of the world size, counting some

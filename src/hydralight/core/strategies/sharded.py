@@ -13,7 +13,6 @@ Checkpoints are consolidated on save (one file, the weights and optimizer state 
 eval, predict, export and `torch.load(weights_only=True)` read them as any other checkpoint.
 """
 
-import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,10 +24,10 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.optim import Optimizer
 
+from hydralight.core.console import info
 from hydralight.core.errors import UserError
 from hydralight.core.gradients import clip_by_norm
 
-log = logging.getLogger(__name__)
 Size = int | Literal["auto"]
 
 
@@ -181,6 +180,11 @@ class ShardedStrategy(ModelParallelStrategy):
             "offload_policy": CPUOffloadPolicy() if self.cpu_offload else OffloadPolicy(),
         }
         blocks = self.blocks(module)
+        if self.activation_checkpointing and not blocks:
+            raise UserError(
+                f"strategy.activation_checkpointing=true: {type(module).__name__} has no blocks to recompute (no "
+                "nn.ModuleList). Name their classes in strategy.shard_modules."
+            )
         for block in blocks:
             if self.activation_checkpointing:
                 from torch.distributed._composable import checkpoint
@@ -190,7 +194,7 @@ class ShardedStrategy(ModelParallelStrategy):
         roots = [child for child in module.children() if any(True for _ in child.parameters())]
         for root in roots:
             fully_shard(root, **options)
-        log.info(
+        info(
             "Sharded over %d data-parallel process(es): %d block(s), %d root module(s)%s%s",
             mesh.size(),
             len(blocks),
