@@ -511,6 +511,20 @@ def two_ranks(ran: Ran) -> None:
     assert SECOND_RANK in ran.output, "no second process joined"
 
 
+GPT_METRICS = {"val/loss_best", "test/loss", "test/ppl"}  # copier:if gpt_example
+
+
+def sharded(data_parallel: int, names: set[str] = TRAIN_METRICS) -> Callable[[Ran], None]:
+    """Two processes, sharded over `data_parallel` of them (the rest tensor parallel), the task's metrics."""
+
+    def check(ran: Ran) -> None:
+        trained(names=names)(ran)
+        assert SECOND_RANK in ran.output, "no second process joined"
+        assert f"Sharded over {data_parallel} data-parallel process(es)" in ran.output
+
+    return check
+
+
 def killed_midway(ran: Ran) -> None:
     """SIGTERM after the first epoch: preempted.ckpt saved, exit 75 with one line and no traceback, no metrics."""
     run_dir = ran.run_dir()
@@ -639,10 +653,15 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     "python train.py strategy=ddp precision=16-mixed": Run(bf16_said_once),
     "python train.py strategy=ddp trainer.devices=2": Run(two_ranks),
     "python train.py strategy=dp trainer.devices=4": Run(trained()),
+    "python train.py strategy=fsdp trainer.devices=2": Run(sharded(2)),
     "python train.py accumulate_grad_batches=4 gradient_clip_val=1.0": Run(trained()),
     "python train.py model/net=cnn model/optimizer=sgd model/scheduler=onecycle": Run(trained()),
     "python train.py experiment=digits_cnn": Run(trained()),
     # copier:if gpt_example
+    "python train.py experiment=shakespeare_gpt strategy=fsdp trainer.devices=2": Run(sharded(2, GPT_METRICS)),
+    "python train.py experiment=shakespeare_gpt strategy=model_parallel trainer.devices=2 strategy.tensor_parallel_size=2": Run(  # noqa: E501
+        sharded(1, GPT_METRICS)
+    ),
     "python train.py experiment=shakespeare_gpt": Run(trained(names={"val/loss_best", "test/loss", "test/ppl"})),
     'python predict.py ckpt_path=<ckpt> prompt="ROMEO:" max_new_tokens=200': Run(
         generated, extra=(), fill={"<ckpt>": "{gpt_ckpt}"}
@@ -692,6 +711,12 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
         "tests/test_benchmark.py::test_quick_benchmark_reports_every_number",
         "runs it with --quick --sizes digits, the shortened form this line's comment names",
     ),
+    # copier:if gpt_example
+    "python benchmarks/sharding.py": Covered(
+        test="tests/test_gpt_sharded.py::test_sharding_benchmark_measures_fsdp_holding_a_share_of_the_training_state",
+        why="runs it with --quick --only single,fsdp: the whole table is six multi-process trainings of a wider GPT",
+    ),
+    # copier:endif
     "python benchmarks/bench.py --switches digits,mnist60k": NotRun(
         "timing runs: 79 s here even with --quick --sizes digits --only cpu_threads=1; bench.py's checks of "
         "--switches/--only are in tests/test_benchmark.py"
