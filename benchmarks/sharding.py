@@ -102,6 +102,7 @@ class StateMemory(Callback):
                      for value in per_param.values()]  # fmt: skip
             self.figures["optimizer"] = sum(local_bytes(value) for value in state)
             self.figures["params"] = sum(local_bytes(p) for p in pl_module.parameters())
+            self.figures["all_params"] = sum(p.numel() * p.element_size() for p in pl_module.parameters())
 
     def on_train_end(self, trainer: Any, pl_module: Any) -> None:
         self.figures["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
@@ -127,7 +128,7 @@ def measure(name: str, sizes: tuple[str, ...], scratch: Path) -> dict[str, float
     if result.returncode != 0:
         sys.exit(f"{name} failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
     ranks = [json.loads(path.read_text()) for path in sorted(probe.glob("rank*.json"))]
-    keys = ("params", "grads", "optimizer", "activations", "peak_rss")
+    keys = ("params", "all_params", "grads", "optimizer", "activations", "peak_rss")
     figures = {key: max(rank[key] for rank in ranks) / MIB for key in keys}
     figures["state"] = figures["params"] + figures["grads"] + figures["optimizer"]
     figures["tokens_per_s"] = json.loads((run_dir / "metrics.json").read_text())["train/tokens_per_s"]

@@ -714,7 +714,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     # copier:if gpt_example
     "python benchmarks/sharding.py": Covered(
         test="tests/test_gpt_sharded.py::test_sharding_benchmark_measures_fsdp_holding_a_share_of_the_training_state",
-        why="runs it with --quick --only single,fsdp: the whole table is six multi-process trainings of a wider GPT",
+        why="runs it with --quick --only fsdp: the whole table is five trainings (four of 2 processes) of a wider GPT",
     ),
     # copier:endif
     "python benchmarks/bench.py --switches digits,mnist60k": NotRun(

@@ -1,6 +1,6 @@
 """strategy=model_parallel (tensor parallel x FSDP2) and strategy=fsdp (FSDP2) on CPU processes (gloo), for any task:
 the classifier's tensor-parallel plan equals one process, the mesh's sizes, clipping across meshes, and clear errors
-for what cannot run. The GPT's (Megatron plan, FSDP2 == DDP, kill -9 resume, 2 x 2): tests/test_gpt_sharded.py."""
+for what cannot run."""
 
 import json
 from pathlib import Path
