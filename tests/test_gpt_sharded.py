@@ -14,20 +14,16 @@ from hydralight.core.evaluate import evaluate
 from hydralight.core.train import train
 from tests.conftest import assert_ok, compose_config, run_cli
 from tests.test_distributed import finish, free_port, torchrun
+from tests.test_gpt_switches import GPT_TINY
 from tests.test_reliability import assert_identical_training_state, start_training, wait_for
 from tests.test_sharded import assert_close, last, metrics
 
-# The GPT of one block (2 heads, so one per tensor-parallel process) over 16 characters, 8 windows a batch; plain SGD
+# GPT_TINY: one block of 2 heads (one per tensor-parallel process) over 16 characters, 8 windows a batch. Plain SGD
 # in fp32 without dropout, so equal arithmetic gives equal weights. 20 batches in pairs (accumulation) make 10
 # optimizer steps in one process or a tensor-parallel pair; 10 batches each on 2 data-parallel processes, 5 steps.
 # The clip value is below the gradient norm: every step clips.
 COMMON = (
-    "experiment=shakespeare_gpt",
-    "model.n_layer=1",
-    "model.n_head=2",
-    "model.n_embd=32",
-    "data.block_size=16",
-    "data.batch_size=8",
+    *GPT_TINY,
     "data.samples_per_epoch=160",
     "model/optimizer=sgd",
     "~model.optimizer.betas",  # the experiment's, for AdamW
@@ -36,7 +32,6 @@ COMMON = (
     "precision=32-true",
     "accumulate_grad_batches=2",
     "gradient_clip_val=0.05",
-    "logger=none",
     "trainer.accelerator=cpu",
     "trainer.max_epochs=1",
     "trainer.limit_val_batches=2",
