@@ -84,3 +84,15 @@ def test_clip_by_norm_is_torchs_clip_on_plain_tensors():
     for mine, torchs in zip(ours.parameters(), theirs.parameters(), strict=True):
         torch.testing.assert_close(mine.grad, torchs.grad)
     assert float(total_norm([p.grad for p in ours.parameters()])) == pytest.approx(0.1, rel=1e-4)
+
+
+@pytest.mark.gpu
+def test_fsdp_with_cpu_offload_trains_on_a_gpu(tmp_path):
+    """strategy.cpu_offload=true keeps the sharded state in CPU memory between uses (GPU runs only)."""
+    run_dir = tmp_path / "run"
+    result = run_cli("train.py", "strategy=fsdp", "strategy.cpu_offload=true", "trainer.accelerator=gpu",
+                     "trainer.devices=1", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "test=false",
+                     "logger=none", f"hydra.run.dir={run_dir}")  # fmt: skip
+    assert_ok(result)
+    assert "CPU offload" in result.stdout + result.stderr
+    assert last(run_dir)["global_step"] == 4
