@@ -4,22 +4,20 @@ and tensor parallelism, 2 processes each, on this machine.
     python benchmarks/sharding.py [--quick] [--only single,ddp,fsdp,fsdp_checkpointed,tensor_parallel] [--json F]
 
 Each strategy is one `python train.py experiment=shakespeare_gpt ...` in a scratch dir, with a wider GPT than the
-recipe's (so the training state, not the interpreter, dominates memory) and a probe callback (this file's
-`StateMemory`) that writes, per process: the bytes of its parameters, gradients and optimizer state as it holds them
-(its shards, for DTensors), the activations its first forward keeps for the backward, and its peak RSS. It prints
-those, their ratio to DDP's, and tokens/s (world-wide, from metrics.json) against one process. `--quick`: a tiny
-model and 4 steps (checks that it runs; times nothing).
+recipe's (so the training state, not the interpreter, dominates memory) and a probe callback
+(`sharding_probe.StateMemory`, imported only by the training processes) that writes, per process: the bytes of its
+parameters, gradients and optimizer state as it holds them (its shards, for DTensors), the activations its first
+forward keeps for the backward, and its peak RSS. It prints those, their ratio to DDP's, and tokens/s (world-wide,
+from metrics.json) against one process. `--quick`: a tiny model and 4 steps (checks that it runs; times nothing).
 """
 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
@@ -44,77 +42,11 @@ COMMON = (
 )
 
 
-def local_bytes(tensor: Any) -> int:
-    """Bytes this process holds of `tensor`: its shard for a DTensor."""
-    import torch
-    from torch.distributed.tensor import DTensor
-
-    if isinstance(tensor, DTensor):
-        tensor = tensor.to_local()
-    return tensor.numel() * tensor.element_size() if isinstance(tensor, torch.Tensor) else 0
-
-
-try:
-    from lightning.pytorch import Callback
-except ImportError:  # the parent process never imports Lightning; only the training processes use the probe
-    Callback = object
-
-
-class StateMemory(Callback):
-    """Writes `<folder>/rank<R>.json`: this process's parameter, gradient and optimizer-state bytes (after the first
-    optimizer step, when all three exist) and its peak RSS at the end of training."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = Path(folder)
-        self.figures: dict[str, float] = {}
-        self._saving: Any = None  # the saved-tensor hooks while the first batch's forward runs
-        self._saved: dict[int, int] = {}
-
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, *args: Any) -> None:
-        """The first forward's activations kept for the backward (what activation checkpointing saves): the bytes of
-        the tensors autograd saves, each storage once."""
-        import torch
-
-        if "activations" in self.figures or self._saving is not None:
-            return
-
-        def pack(tensor: Any) -> Any:
-            local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
-            if local.device.type != "meta":
-                self._saved[local.untyped_storage().data_ptr()] = local.untyped_storage().nbytes()
-            return tensor
-
-        self._saving = torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor)
-        self._saving.__enter__()
-
-    def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
-        if self._saving is not None and "activations" not in self.figures:
-            self._saving.__exit__(None, None, None)
-            self.figures["activations"] = sum(self._saved.values())
-
-    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
-        if "grads" not in self.figures:
-            self.figures["grads"] = sum(local_bytes(p.grad) for p in pl_module.parameters() if p.grad is not None)
-
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
-        if "optimizer" not in self.figures and trainer.global_step > 0:
-            state = [value for optimizer in trainer.optimizers for per_param in optimizer.state.values()
-                     for value in per_param.values()]  # fmt: skip
-            self.figures["optimizer"] = sum(local_bytes(value) for value in state)
-            self.figures["params"] = sum(local_bytes(p) for p in pl_module.parameters())
-            self.figures["all_params"] = sum(p.numel() * p.element_size() for p in pl_module.parameters())
-
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        self.figures["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.figures))
-
-
 def measure(name: str, sizes: tuple[str, ...], scratch: Path) -> dict[str, float]:
     """One training run of strategy `name`: the largest process's figures (MiB) and the world's tokens/s."""
     probe, run_dir = scratch / name / "probe", scratch / name / "run"
     probe_callback = (
-        "+callbacks.state_memory._target_=sharding.StateMemory",
+        "+callbacks.state_memory._target_=sharding_probe.StateMemory",
         f"+callbacks.state_memory.folder={probe}",
     )
     command = [sys.executable, str(ROOT / "train.py"), *COMMON, *sizes, *STRATEGIES[name], *probe_callback,
