@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
-from torch.utils.data import RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import SequentialSampler, TensorDataset
 
 from hydralight.core.errors import UserError
 from hydralight.core.train import train
@@ -175,16 +175,30 @@ def test_shuffle_false_gives_a_fixed_train_order(make_cfg):
     datamodule = instantiate(cfg.data, _convert_="all")
     datamodule.setup("fit")
     loader = datamodule.train_dataloader()
-    assert isinstance(loader.sampler, SequentialSampler)
     torch.manual_seed(0)
     first = first_epoch_labels(loader)
     torch.manual_seed(1)
     assert torch.equal(first, first_epoch_labels(loader))
     assert torch.equal(first, tensors(datamodule, "train")[1])
 
-    shuffled = digits(shuffle=True).train_dataloader()
-    assert isinstance(shuffled.sampler, RandomSampler)
-    assert not torch.equal(first_epoch_labels(shuffled), first_epoch_labels(shuffled))
+
+def epoch_labels(seed: int, epoch: int, num_workers: int = 0) -> torch.Tensor:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PL_GLOBAL_SEED", str(seed))
+        loader = digits(shuffle=True, num_workers=num_workers).train_dataloader()
+    loader.sampler.set_epoch(epoch)  # what Lightning does at each epoch's start
+    return first_epoch_labels(loader)
+
+
+def test_the_shuffle_order_is_a_function_of_the_seed_and_the_epoch_alone():
+    """The same seed and epoch give the same order, with or without loader workers and whatever the global RNG
+    holds (so a resumed epoch redraws exactly its order); another epoch or another seed gives another order."""
+    torch.manual_seed(0)
+    order = epoch_labels(seed=0, epoch=1)
+    torch.manual_seed(1)
+    assert torch.equal(order, epoch_labels(seed=0, epoch=1, num_workers=2))
+    assert not torch.equal(order, epoch_labels(seed=0, epoch=2))
+    assert not torch.equal(order, epoch_labels(seed=1, epoch=1))
 
 
 # ---------------------------------------------------------------- mnist (IDX files written here)

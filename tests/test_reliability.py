@@ -132,7 +132,7 @@ def test_resume_picks_the_newest_loadable_checkpoint_and_skips_a_corrupt_one(mak
 def test_last_ckpt_is_the_final_epoch_not_the_best_and_resume_continues_from_it(make_cfg, caplog):
     """checkpoints/last.ckpt is written after every epoch (Lightning 2.6's save_last only writes it when the best
     improves), so a run whose last epoch was not its best continues from the last one, not the best one."""
-    cfg = make_cfg("trainer.max_epochs=6", "model.optimizer.lr=0.05", "test=false")
+    cfg = make_cfg("trainer.max_epochs=6", "model.optimizer.lr=1.0", "test=false")
     train(cfg)
     checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
     (best,) = [path for path in checkpoints.glob("*.ckpt") if path.name != "last.ckpt"]

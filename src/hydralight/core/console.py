@@ -55,6 +55,8 @@ def quiet_console() -> None:
             lightning_logger.removeHandler(handler)
     # Lightning 2.6 calls a torch API that torch 2.13 deprecates, once per step: Lightning's to fix, not the user's.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # The same for torchdata 0.11's StatefulDataLoader, once per epoch with loader workers.
+    warnings.filterwarnings("ignore", message=r"'set_vital' is deprecated")
     # The run-dir guard (runs/guard.py) already refuses a dir with checkpoints unless this run continues them.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector"):

@@ -19,7 +19,7 @@ from hydralight.core.build import (
     close_run,
     log_hyperparameters,
 )
-from hydralight.core.callbacks import Preemption, RNGState, TaskRecord
+from hydralight.core.callbacks import Preemption, ResumeState, TaskRecord
 from hydralight.core.callbacks.metrics_json import best_metrics, monitoring_checkpoint
 from hydralight.core.cli import in_multirun
 from hydralight.core.console import info, print_config_tree, print_final_metrics, quiet_console
@@ -111,7 +111,7 @@ def train(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg.get("logger"))
     preemption = Preemption()
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, bool(loggers), cfg.get("monitor"))
-    callbacks += [RNGState(), preemption]  # what bitwise resume and a clean preemption need, whatever the config
+    callbacks += [ResumeState(), preemption]  # what bitwise resume and a clean preemption need, whatever the config
     callbacks.append(TaskRecord(cfg.data))  # which module and data: what eval, predict and export rebuild
     trainer = build_trainer(cfg, callbacks, loggers)
     check_half_precision(cfg, trainer)

@@ -2,17 +2,47 @@
 raw samples for predict the way the training data are read."""
 
 import itertools
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
+from torch.utils.data import ConcatDataset, Dataset, DistributedSampler, Subset, TensorDataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from hydralight.core.errors import UserError
 from hydralight.core.strategies import data_shard
+
+if TYPE_CHECKING:
+    from lightning.pytorch import Trainer
+
+
+def run_seed() -> int:
+    """The run's `seed` (seed_everything puts it in PL_GLOBAL_SEED, where Lightning's DistributedSampler reads it)."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+def loader_generator() -> torch.Generator:
+    """A loader's own generator, seeded by the run's seed: the seeds it gives its workers then do not depend on what
+    drew from the global generator before (dropout, another loader), and drawing them leaves the global one alone."""
+    return torch.Generator().manual_seed(run_seed())
+
+
+def at_current_epoch(sampler: DistributedSampler, trainer: "Trainer | None") -> DistributedSampler:
+    """`sampler` set to the epoch its loader is built for. Lightning sets it at each epoch's start, but a resumed run
+    builds the loader's iterator before that (and fast-forwards it to the saved position), and the stateful loaders
+    draw their order when it is built: without this, in epoch 0's order, not the resumed epoch's."""
+    if trainer is not None:
+        progress = trainer.fit_loop.epoch_progress.current
+        # A saved position to restore: resumed inside the epoch in progress. None (a fresh run, or a checkpoint of
+        # an epoch's end, which keeps none: ResumeState): the next epoch, the one started next.
+        resuming_inside = bool(trainer.fit_loop._combined_loader_states_to_load)
+        sampler.set_epoch(progress.processed if resuming_inside else progress.started)
+    return sampler
 
 
 def split_indices(n: int, sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
@@ -234,39 +264,44 @@ class InMemoryDataModule(LightningDataModule):
                 f"({len(self.splits['train'])} samples). Use data.batch_size <= {len(self.splits['train'])}."
             )
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
-        dataset, sampler = self.splits[name], None
-        if self.trainer is not None and self.trainer.world_size > 1:
-            shards, rank = data_shard(self.trainer)
-            shard = {"num_replicas": shards, "rank": rank, "shuffle": False}
-            if name != "train":
-                # Lightning's DistributedSampler pads the split to a multiple of the world size, counting some
-                # samples twice; unpadded shards make N processes report exactly one process's accuracy.
-                sampler = UnrepeatedDistributedSampler(dataset, **shard)
-            elif not shuffle:
-                # Lightning would swap in a *shuffling* DistributedSampler; an explicit one keeps the order, so N
-                # ranks at batch B see exactly the batches one process sees at batch N x B.
-                sampler = DistributedSampler(dataset, **shard)
+    def _loader(self, name: str, shuffle: bool) -> StatefulDataLoader:
+        dataset = self.splits[name]
+        shards, rank = data_shard(self.trainer)
+        if name == "train":
+            # The order is a function of the seed and the epoch alone (one shard per data-parallel process): the
+            # same with any number of loader workers, and a resumed epoch redraws exactly the order it resumes.
+            # Explicit under DDP too: Lightning keeps a DistributedSampler it is given, and with shuffle=false
+            # N ranks at batch B see exactly the batches one process sees at batch N x B.
+            sampler = DistributedSampler(dataset, num_replicas=shards, rank=rank, shuffle=shuffle, seed=run_seed())
+            sampler = at_current_epoch(sampler, self.trainer)
+        elif shards > 1:
+            # Lightning's DistributedSampler pads the split to a multiple of the world size, counting some samples
+            # twice; unpadded shards make N processes report exactly one process's accuracy.
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=shards, rank=rank, shuffle=False)
+        else:
+            sampler = None
         fast = type(dataset) is TensorDataset  # a subclass may index differently: leave it to the default path
-        return DataLoader(
+        # Stateful: Lightning saves its position and shuffle order in every checkpoint, so a run resumed mid-epoch
+        # sees exactly the batches it would have seen uninterrupted.
+        return StatefulDataLoader(
             BatchedTensorDataset(*dataset.tensors) if fast else dataset,
             batch_size=self.batch_size,
             collate_fn=collate_batch if fast else None,
-            shuffle=shuffle if sampler is None else None,
             sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            generator=loader_generator(),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         return self._loader("train", shuffle=self.shuffle)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> StatefulDataLoader:
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> StatefulDataLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> StatefulDataLoader:
         return self._loader("test" if self.predict_path is None else "predict", shuffle=False)

@@ -7,7 +7,6 @@ test text is ever trained on. Samples are windows of `block_size + 1` characters
 
 import gzip
 import json
-import os
 from importlib import resources
 from pathlib import Path
 
@@ -15,10 +14,12 @@ import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from hydralight.core.errors import UserError
 from hydralight.core.strategies import data_shard
+from hydralight.data.base import at_current_epoch, loader_generator, run_seed
 
 SHAKESPEARE_FILE = "tinyshakespeare.txt.gz"
 
@@ -82,7 +83,9 @@ class RandomWindowSampler(DistributedSampler):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)  # Lightning calls set_epoch each epoch
         starts = torch.randint(len(self.dataset), (self.total_size,), generator=generator)
-        return iter(starts[self.rank : self.total_size : self.num_replicas].tolist())
+        # A generator: the starts are drawn at the first batch, after Lightning set the epoch, not when the
+        # stateful loader builds its iterator (for a resumed run, before the epoch is known).
+        yield from starts[self.rank : self.total_size : self.num_replicas].tolist()
 
 
 class ShakespeareDataModule(LightningDataModule):
@@ -160,8 +163,8 @@ class ShakespeareDataModule(LightningDataModule):
             "test": Windows(test, self.block_size, stride=self.block_size),
         }
 
-    def _loader(self, dataset: Dataset, sampler: DistributedSampler | None) -> DataLoader:
-        return DataLoader(
+    def _loader(self, dataset: Dataset, sampler: DistributedSampler | None) -> StatefulDataLoader:
+        return StatefulDataLoader(  # resumable mid-epoch (see data/base.py)
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
@@ -169,16 +172,16 @@ class ShakespeareDataModule(LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            generator=loader_generator(),
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         world_size, rank = data_shard(self.trainer)
-        # Lightning's seed (seed_everything sets PL_GLOBAL_SEED), as its own DistributedSampler reads it.
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
-        sampler = RandomWindowSampler(self.splits["train"], self.samples_per_epoch, world_size, rank, seed)
+        sampler = RandomWindowSampler(self.splits["train"], self.samples_per_epoch, world_size, rank, run_seed())
+        sampler = at_current_epoch(sampler, self.trainer)
         return self._loader(self.splits["train"], sampler)
 
-    def _eval_loader(self, name: str) -> DataLoader:
+    def _eval_loader(self, name: str) -> StatefulDataLoader:
         world_size, rank = data_shard(self.trainer)
         # Unpadded shards: N processes average exactly the windows one process sees.
         sampler = None
@@ -186,8 +189,8 @@ class ShakespeareDataModule(LightningDataModule):
             sampler = UnrepeatedDistributedSampler(self.splits[name], num_replicas=world_size, rank=rank, shuffle=False)
         return self._loader(self.splits[name], sampler)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> StatefulDataLoader:
         return self._eval_loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> StatefulDataLoader:
         return self._eval_loader("test")

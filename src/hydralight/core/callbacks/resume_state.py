@@ -1,0 +1,65 @@
+"""What a resumed run needs, besides what Lightning saves, to continue exactly as if never stopped: every random
+number generator, and the train loader's position only where an epoch is cut in two."""
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class ResumeState(Callback):
+    """torch (CPU and CUDA), numpy and python RNG states in the checkpoint, as tensors and lists only (plain
+    containers keep `torch.load(weights_only=True)` working); the loader's saved position dropped at an epoch's end.
+
+    RNGs: without them a resumed run replays the first epoch's dropout masks. They go into the checkpoint through
+    `state_dict` and come back in `load_state_dict`, which Lightning calls before it builds the resumed train
+    iterator. Building it may draw from them (a loader without its own generator seeds its workers and its shuffle
+    from the global one), which the uninterrupted run did there only at an epoch's start: an epoch resumed from its
+    middle gets the saved states again once its iterator is built (`on_train_start`), so its next batch's dropout
+    masks are the uninterrupted run's.
+
+    Loader position: Lightning saves a stateful loader's position (torchdata's StatefulDataLoader) in every
+    checkpoint and restores it on resume, also from a checkpoint written at an epoch's end. A loader that was cut
+    short there (`trainer.limit_train_batches`, or an epoch shorter than the loader) would then go on with the old
+    epoch's batches, where the uninterrupted run starts the next epoch afresh: so a checkpoint written once the
+    epoch's batches are all done keeps no position.
+    """
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        version, mt_state, gauss = random.getstate()
+        kind, keys, pos, has_gauss, cached_gauss = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached_gauss],
+            "python": [version, list(mt_state), gauss],
+        }
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if epoch_loop.batch_progress.current.completed >= trainer.num_training_batches:
+            checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {}).pop("combined_loader", None)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._loaded = state_dict
+        self._restore(state_dict)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._loaded is not None and trainer.fit_loop.restarted_mid_epoch:
+            self._restore(self._loaded)
+        self._loaded = None
+
+    @staticmethod
+    def _restore(state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        if state_dict["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+        kind, keys, pos, has_gauss, cached_gauss = state_dict["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached_gauss))
+        version, mt_state, gauss = state_dict["python"]
+        random.setstate((version, tuple(mt_state), gauss))

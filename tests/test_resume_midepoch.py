@@ -1,0 +1,101 @@
+"""Step checkpoints: `last.ckpt` rewritten every N optimizer steps, and a run killed between two of them resumes
+exactly, mid-epoch, because the loaders' position and shuffle order are in the checkpoint."""
+
+import os
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_ok, run_cli
+from tests.test_reliability import QUIET, assert_identical_training_state, load_state, start_training
+
+EPOCHS = 3
+STEP_CHECKPOINTS = "callbacks.last_checkpoint.every_n_train_steps=3"
+# Shuffling, dropout (the MLP's default), Adam, deterministic kernels; the loader workers are the case's.
+RUN = (*QUIET, f"trainer.max_epochs={EPOCHS}", "trainer.deterministic=true", "test=false")
+CASES = {
+    "one process, no workers": ("data.num_workers=0",),
+    "one process, 2 workers": ("data.num_workers=2",),
+    "ddp x2, 2 workers each": ("data.num_workers=2", "strategy=ddp", "trainer.devices=2"),
+}
+
+
+def last_step(run_dir: Path) -> int | None:
+    path = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        return load_state(path)["global_step"]
+    except (FileNotFoundError, RuntimeError, EOFError):  # not written yet, or being replaced this instant
+        return None
+
+
+def kill_mid_epoch(run_dir: Path, args: tuple[str, ...], total: int) -> int:
+    """SIGKILL the run at a random moment once its last.ckpt is past the first epoch; return the step that
+    last.ckpt holds. A kill that lands at an epoch's end (or after training) tests nothing new: tried again."""
+    steps_per_epoch = total // EPOCHS
+    for _ in range(5):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        process = start_training(run_dir, *args)
+        target = random.randrange(steps_per_epoch + 1, total - 3)
+        deadline = time.monotonic() + 240
+        while (last_step(run_dir) or 0) < target and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        if process.returncode != -signal.SIGKILL:
+            pytest.fail(f"training ended (exit {process.returncode}) before step {target}:\n{process.stderr.read()}")
+        killed_at = last_step(run_dir)
+        if killed_at is not None and killed_at % steps_per_epoch and killed_at < total:
+            return killed_at
+    pytest.fail("every kill landed on an epoch's end or after the last step")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, Path]:
+    """The final last.ckpt of each kind of uninterrupted run (one process: one for any number of workers)."""
+    runs = {}
+    for name, args in (("one process", CASES["one process, no workers"]), ("ddp", CASES["ddp x2, 2 workers each"])):
+        run_dir = tmp_path_factory.mktemp("uninterrupted") / name.replace(" ", "-")
+        assert_ok(run_cli("train.py", *RUN, *args, f"hydra.run.dir={run_dir}"))
+        runs[name] = run_dir / "checkpoints" / "last.ckpt"
+    return runs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES)
+def test_a_run_killed_mid_epoch_resumes_bitwise_equal(case, uninterrupted, tmp_path):
+    """Step checkpoints on, SIGKILL at a random step inside an epoch, the same command again: the final weights and
+    optimizer state equal the uninterrupted run's exactly, with and without loader workers, under DDP too."""
+    args = (*RUN, *CASES[case], STEP_CHECKPOINTS)
+    reference = uninterrupted["ddp" if "ddp" in case else "one process"]
+    total = load_state(reference)["global_step"]  # 20 steps per epoch on one process, 10 on two
+    killed_at = kill_mid_epoch(tmp_path, args, total)
+
+    result = run_cli("train.py", *args, f"hydra.run.dir={tmp_path}")
+    assert_ok(result)
+    assert f"Resuming from {tmp_path / 'checkpoints' / 'last.ckpt'}" in result.stderr + result.stdout
+    assert "not resumable" not in result.stderr  # Lightning's warning for a loader that cannot resume mid-epoch
+    assert load_state(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == total > killed_at
+    assert_identical_training_state(reference, tmp_path / "checkpoints" / "last.ckpt")
+
+
+def test_step_checkpoints_rewrite_last_ckpt_mid_epoch_and_at_each_epochs_end(make_cfg, monkeypatch):
+    """every_n_train_steps=3 over epochs of 10 steps: last.ckpt at steps 3, 6, 9, then 10 at the epoch's end, after
+    its validation (a step save on an epoch's last batch would come before it), 12, 15, 18 and 20."""
+    from hydralight.core.callbacks import LastCheckpoint
+    from hydralight.core.train import train
+
+    saves = []
+    save = LastCheckpoint._save_checkpoint
+
+    def record(self, trainer, filepath):
+        saves.append((trainer.global_step, "val/acc" in trainer.callback_metrics))
+        save(self, trainer, filepath)
+
+    monkeypatch.setattr(LastCheckpoint, "_save_checkpoint", record)
+    train(make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=10", STEP_CHECKPOINTS, "test=false"))
+    assert [step for step, _ in saves] == [3, 6, 9, 10, 12, 15, 18, 20]
+    assert [validated for step, validated in saves if step in (3, 10)] == [False, True]
