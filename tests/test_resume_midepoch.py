@@ -99,3 +99,30 @@ def test_step_checkpoints_rewrite_last_ckpt_mid_epoch_and_at_each_epochs_end(mak
     train(make_cfg("trainer.max_epochs=2", "trainer.limit_train_batches=10", STEP_CHECKPOINTS, "test=false"))
     assert [step for step, _ in saves] == [3, 6, 9, 10, 12, 15, 18, 20]
     assert [validated for step, validated in saves if step in (3, 10)] == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"every_n_train_steps": 0}, r"every_n_train_steps=0 must be a whole number >= 1, or null"),
+        ({"train_time_interval": "abc"}, r"train_time_interval='abc' is not a time interval. Use 'HH:MM:SS'"),
+        ({"train_time_interval": 0}, r"train_time_interval=0 must be longer than zero"),
+        ({"every_n_train_steps": 5, "train_time_interval": 60}, r"are both set: choose one of them"),
+    ],
+)
+def test_a_bad_step_or_time_trigger_is_one_clear_error(arguments, message):
+    from hydralight.core.callbacks import LastCheckpoint
+    from hydralight.core.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        LastCheckpoint(**arguments)
+
+
+def test_time_intervals_read_like_max_time():
+    """'HH:MM:SS', 'DD:HH:MM:SS', seconds and timedelta's keywords all name the same interval."""
+    from datetime import timedelta
+
+    from hydralight.core.callbacks.last_checkpoint import time_interval
+
+    forms = ["00:30:00", "00:00:30:00", 1800, {"minutes": 30}]
+    assert {time_interval(form, "k") for form in forms} == {timedelta(minutes=30)}
