@@ -71,6 +71,14 @@ def read_csv(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Runs:
+    # An in-process W&B run earlier on this test worker leaves its service's address in the environment; runs
+    # sharing it would find the killed run's id still "in use" there. A user's runs each start their own.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("WANDB_SERVICE", raising=False)
+        return interrupted_and_resumed(tmp_path_factory)
+
+
+def interrupted_and_resumed(tmp_path_factory) -> Runs:
     root = tmp_path_factory.mktemp("logger-resume")
     resumed, uninterrupted = root / "resumed", root / "uninterrupted"
     command = ("train.py", f"logger=[{','.join(INSTALLED)}]", *SHORT, *KILLED, f"hydra.run.dir={resumed}")
