@@ -121,6 +121,12 @@ def _export(cfg: DictConfig) -> dict[str, object]:
     return export(cfg)
 
 
+def _prepare(cfg: DictConfig) -> dict[str, object]:
+    from hydralight.core.prepare import prepare  # heavy: torch, datasets
+
+    return prepare(cfg)
+
+
 def _hydra_main(task: Callable[[DictConfig], object], config_name: str) -> None:
     register_resolvers()
     help_text = fast_help(config_dir(), config_name, Path(__file__).stem, sys.argv[1:])  # Hydra's own takes ~2 s
@@ -156,3 +162,8 @@ def predict_main() -> None:
 def export_main() -> None:
     """`python export.py ckpt_path=<file> [format=...]` and the `hydralight-export` console script."""
     _hydra_main(_export, "export")
+
+
+def prepare_main() -> None:
+    """`python prepare.py source=<digits|text|folder> [out=<dir>]` and the `hydralight-prepare` console script."""
+    _hydra_main(_prepare, "prepare")

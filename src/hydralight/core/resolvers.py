@@ -6,6 +6,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from hydralight.core.prepared import prepared_value
+
 # Run dirs this process created, so a run refused before it started can remove its own new dir (and only that).
 created_dirs: set[Path] = set()
 
@@ -76,3 +78,4 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("run_dir", run_dir, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("process_tag", process_tag, replace=True)
     OmegaConf.register_new_resolver("launch_dir", launch_dir, replace=True)
+    OmegaConf.register_new_resolver("prepared", prepared_value, replace=True)

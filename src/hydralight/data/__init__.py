@@ -2,10 +2,12 @@
 
 from hydralight.data.digits import DigitsDataModule
 from hydralight.data.mnist import MNISTDataModule
+from hydralight.data.ondisk import PreparedDataModule
 from hydralight.data.shakespeare import ShakespeareDataModule  # copier:if gpt_example
 
 __all__ = [
     "DigitsDataModule",
     "MNISTDataModule",
+    "PreparedDataModule",
     "ShakespeareDataModule",  # copier:if gpt_example
 ]
