@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from hydralight.core.callbacks import MetricsJson
 from hydralight.core.console import info
 from hydralight.core.errors import UserError
+from hydralight.core.runs.async_checkpoint import BackgroundCheckpointIO, check_async_checkpoint
 from hydralight.core.runs.saved_config import git_state, record_what_ran
 from hydralight.core.strategies import DataParallelStrategy, ShardedStrategy
 from hydralight.core.torch_settings import configure_torch
@@ -95,11 +96,16 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
             )
     if cfg.trainer.get("sync_batchnorm") and not torch.cuda.is_available():
         raise UserError("trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm); this machine has none.")
+    plugins = {}
+    if cfg.get("async_checkpoint"):
+        check_async_checkpoint(strategy)
+        configured = instantiate(cfg.trainer.plugins, _convert_="all") if cfg.trainer.get("plugins") else []
+        plugins["plugins"] = [*configured, BackgroundCheckpointIO()]  # kept: plugins the trainer config names
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_FP16_ON_CPU_WARNING)
         try:
             trainer = instantiate(
-                cfg.trainer, strategy=strategy, callbacks=callbacks, logger=loggers or False, _convert_="all"
+                cfg.trainer, strategy=strategy, callbacks=callbacks, logger=loggers or False, **plugins, _convert_="all"
             )
         except InstantiationException as error:
             # Hydra wraps the Trainer's own complaint about its flags; that complaint is the user's to read.
@@ -135,9 +141,11 @@ def describe_trainer(trainer: Trainer) -> str:
     settings = trainer_settings(trainer)
     clip = settings["trainer.gradient_clip_val"]
     clipping = "null" if clip is None else f"{clip} ({settings['trainer.gradient_clip_algorithm']})"
+    background = isinstance(trainer.strategy.checkpoint_io, BackgroundCheckpointIO)
     return (
         f"strategy={type(trainer.strategy).__name__} ({devices}), precision={settings['trainer.precision']}, "
         f"accumulate_grad_batches={settings['trainer.accumulate_grad_batches']}, gradient_clip_val={clipping}"
+        + (", async_checkpoint=true (checkpoints written by a background thread)" if background else "")
     )
 
 

@@ -95,6 +95,8 @@ def validate_switches(cfg: DictConfig) -> None:
     )
     keep = cfg.get("keep_freed_memory", False)
     _require(isinstance(keep, bool), f"keep_freed_memory={keep!r} is not valid. Use true or false.")
+    background = cfg.get("async_checkpoint", False)
+    _require(isinstance(background, bool), f"async_checkpoint={background!r} is not valid. Use true or false.")
 
 
 def validate_seed(seed: object) -> int:

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from hydralight.core.errors import TrainingDiverged
 from hydralight.core.gradients import total_norm
+from hydralight.core.runs.async_checkpoint import wait_for_checkpoints
 from hydralight.core.runs.checkpoints import checkpoint_dir
 from hydralight.core.runs.guard import newest_checkpoint
 
@@ -26,6 +27,7 @@ class GradientGuard(Callback):
 
     @staticmethod
     def _diverged(trainer: Trainer, what: str) -> TrainingDiverged:
+        wait_for_checkpoints(trainer)  # async_checkpoint=true: the newest may still be on its way to disk
         last_good = newest_checkpoint(trainer.default_root_dir, checkpoint_dir(trainer))  # what resume would use
         return TrainingDiverged(
             f"{what} is not finite at step {trainer.global_step} (epoch {trainer.current_epoch}). "
