@@ -90,3 +90,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+def prepare_dataset(out: Path, *overrides: str) -> Path:
+    """`python prepare.py out=<out> <overrides>`, in-process: an on-disk dataset for data=ondisk."""
+    from hydralight.core.prepare import prepare
+
+    prepare(compose_config("prepare", out.parent / "prepare-run", (f"out={out}", *overrides)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded digits prepared on disk (`python prepare.py`), shared by the tests that only read it."""
+    pytest.importorskip("datasets", reason="the ondisk extra: pip install -e '.[ondisk]'")
+    return prepare_dataset(tmp_path_factory.mktemp("prepared") / "digits")

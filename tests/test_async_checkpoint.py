@@ -3,9 +3,11 @@ synchronous run's), a resume from it ends equal to an uninterrupted run, preempt
 still find their checkpoints on disk, a kill -9 mid-write leaves the previous file intact, and the strategies that
 write sharded checkpoints themselves are refused in one line.
 
-Most runs here slow each background write down (`slow_writes`), so that training always runs ahead of a pending
-checkpoint, as it does with a large model on a slow disk: what a test asserts then holds whatever the timing."""
+Most runs here hold every background write until the code under test waits for it (`held_writes`): the slowest
+disk there can be, on which training always runs ahead of every pending checkpoint. What a test asserts then holds
+whatever the machine's timing."""
 
+import concurrent.futures
 import os
 import pickle
 import signal
@@ -31,7 +33,7 @@ from tests.conftest import ROOT, TINY, compose_config, run_cli
 from tests.test_cli_errors import assert_user_error
 from tests.test_reliability import QUIET, assert_identical_training_state, load_state
 
-WRITE_DELAY = 0.05  # s before each background write starts: dozens of the digits MLP's training steps
+HELD_AT_MOST = 30.0  # s: a write nobody waits for lands after this (only a broken writer waits that long)
 ASYNC = "async_checkpoint=true"
 # Every optimizer step its own file, kept: the checkpoints of two runs compared step by step.
 EVERY_STEP = (
@@ -45,16 +47,26 @@ EVERY_STEP = (
 
 
 @pytest.fixture
-def slow_writes(monkeypatch):
-    """Writes from any thread but the main one start WRITE_DELAY late; synchronous runs are not slowed."""
-    write = TorchCheckpointIO.save_checkpoint
+def held_writes(monkeypatch):
+    """Writes from any thread but the main one start only once the main thread waits for pending futures (as the
+    writer does before a load, at a stage's end, for the NaN guard): until then training runs on."""
+    waited = threading.Event()
+    write, wait = TorchCheckpointIO.save_checkpoint, concurrent.futures.wait
 
-    def late(self, *args, **kwargs):
+    def held(self, *args, **kwargs):
         if threading.current_thread() is not threading.main_thread():
-            time.sleep(WRITE_DELAY)
+            waited.wait(HELD_AT_MOST)
         write(self, *args, **kwargs)
 
-    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", late)
+    def waiting(futures, *args, **kwargs):
+        waited.set()
+        try:
+            return wait(futures, *args, **kwargs)
+        finally:
+            waited.clear()  # the writes asked for after this wait are held again
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", held)
+    monkeypatch.setattr(concurrent.futures, "wait", waiting)
 
 
 def config(tmp_path: Path, name: str, *overrides: str) -> DictConfig:
@@ -93,7 +105,7 @@ def without_run_dir(checkpoint: dict, run_dir: Path) -> dict:
     return strip(checkpoint)
 
 
-def test_each_async_checkpoint_holds_exactly_its_own_step(tmp_path, slow_writes):
+def test_each_async_checkpoint_holds_exactly_its_own_step(tmp_path, held_writes):
     """A checkpoint every step, each written while training has already moved on: every file holds bitwise what the
     synchronous run's file of that step holds (weights, optimizer state, loops, callbacks, RNG states)."""
     for name, switch in (("sync", "async_checkpoint=false"), ("async", ASYNC)):
@@ -108,7 +120,7 @@ def test_each_async_checkpoint_holds_exactly_its_own_step(tmp_path, slow_writes)
         assert_same_contents(sync, background, name)
 
 
-def test_checkpoints_replaced_while_their_write_is_pending_are_gone(tmp_path, slow_writes):
+def test_checkpoints_replaced_while_their_write_is_pending_are_gone(tmp_path, held_writes):
     """A ModelCheckpoint keeping the 2 newest, a save every step: each removal is asked for while the file it removes
     is still being written. Exactly the 2 newest are left (a removal that ran at once would find no file yet, and
     the file would land after it)."""
@@ -133,8 +145,7 @@ class CrashAt(Callback):
             raise RuntimeError(f"crash at step {self.step}")
 
 
-@pytest.mark.slow
-def test_a_crashed_async_run_resumes_from_its_last_step_checkpoint_bitwise_equal(tmp_path, slow_writes):
+def test_a_crashed_async_run_resumes_from_its_last_step_checkpoint_bitwise_equal(tmp_path, held_writes):
     """Step checkpoints every 3 steps, a crash at step 7 while the step-6 checkpoint is still being written: the
     step-6 file is on disk by the time the error reaches the caller, and the same config again resumes from it,
     mid-epoch, to the weights and optimizer state of an uninterrupted (synchronous) run."""
@@ -163,7 +174,7 @@ class SigtermAt(Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_preemption_checkpoint_is_complete_on_disk_before_the_run_stops(tmp_path, slow_writes):
+def test_preemption_checkpoint_is_complete_on_disk_before_the_run_stops(tmp_path, held_writes):
     """SIGTERM at step 5: preempted.ckpt, whose write starts only after the stop began, is on disk and loads when
     the run raises Preempted (exit 75), before any exit; it holds the step the run stopped at."""
     sigterm = ("+callbacks.sigterm._target_=tests.test_async_checkpoint.SigtermAt", "+callbacks.sigterm.step=5")
@@ -172,7 +183,7 @@ def test_preemption_checkpoint_is_complete_on_disk_before_the_run_stops(tmp_path
     assert load_state(tmp_path / "run" / "checkpoints" / "preempted.ckpt")["global_step"] == 5
 
 
-def test_nan_guard_names_a_checkpoint_still_being_written(tmp_path, slow_writes):
+def test_nan_guard_names_a_checkpoint_still_being_written(tmp_path, held_writes):
     """A NaN at the first step of epoch 1, while epoch 0's checkpoints are still being written: the message names
     the last good checkpoint (it waits for them), not 'none was written yet'."""
     nan = ("+callbacks.inject_nan._target_=tests.test_reliability.InjectNaN", "+callbacks.inject_nan.at_step=4")
@@ -203,7 +214,7 @@ def test_a_full_disk_in_the_background_is_the_same_clear_error(tmp_path, monkeyp
     assert load_state(tmp_path / "run" / "checkpoints" / "last.ckpt")["epoch"] == 0
 
 
-def test_a_tuner_restores_the_checkpoint_it_just_saved(tmp_path, slow_writes):
+def test_a_tuner_restores_the_checkpoint_it_just_saved(tmp_path, held_writes):
     """tune=lr_find saves the training state, runs its trials, then loads that file back at once: the load waits for
     the write (Lightning's own AsyncCheckpointIO finds no file there)."""
     cfg = config(tmp_path, "run", "tune=lr_find", "callbacks.lr_find.num_training_steps=10", ASYNC, "test=false")

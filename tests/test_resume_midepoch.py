@@ -21,6 +21,14 @@ CASES = {
     "one process, no workers": ("data.num_workers=0",),
     "one process, 2 workers": ("data.num_workers=2",),
     "ddp x2, 2 workers each": ("data.num_workers=2", "strategy=ddp", "trainer.devices=2"),
+    "on-disk data, 2 workers": ("experiment=ondisk_images", "data.num_workers=2"),
+}
+# The uninterrupted run each case must equal: one process trains the same with any number of workers.
+REFERENCES = {
+    "one process, no workers": "one process, no workers",
+    "one process, 2 workers": "one process, no workers",
+    "ddp x2, 2 workers each": "ddp x2, 2 workers each",
+    "on-disk data, 2 workers": "on-disk data, 2 workers",
 }
 
 
@@ -53,24 +61,37 @@ def kill_mid_epoch(run_dir: Path, args: tuple[str, ...], total: int) -> int:
     pytest.fail("every kill landed on an epoch's end or after the last step")
 
 
+def case_args(case: str, request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The case's arguments; the on-disk case reads the digits prepared on disk (`python prepare.py`)."""
+    if "on-disk" not in case:
+        return CASES[case]
+    return (*CASES[case], f"data.path={request.getfixturevalue('prepared_digits')}")
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[str, Path]:
-    """The final last.ckpt of each kind of uninterrupted run (one process: one for any number of workers)."""
+def uninterrupted(tmp_path_factory, request) -> dict[str, Path]:
+    """The final last.ckpt of an uninterrupted run of each reference case, run when first asked for."""
     runs = {}
-    for name, args in (("one process", CASES["one process, no workers"]), ("ddp", CASES["ddp x2, 2 workers each"])):
-        run_dir = tmp_path_factory.mktemp("uninterrupted") / name.replace(" ", "-")
-        assert_ok(run_cli("train.py", *RUN, *args, f"hydra.run.dir={run_dir}"))
-        runs[name] = run_dir / "checkpoints" / "last.ckpt"
-    return runs
+
+    def reference(case: str) -> Path:
+        name = REFERENCES[case]
+        if name not in runs:
+            run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+            assert_ok(run_cli("train.py", *RUN, *case_args(name, request), f"hydra.run.dir={run_dir}"))
+            runs[name] = run_dir / "checkpoints" / "last.ckpt"
+        return runs[name]
+
+    return reference
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CASES)
-def test_a_run_killed_mid_epoch_resumes_bitwise_equal(case, uninterrupted, tmp_path):
+def test_a_run_killed_mid_epoch_resumes_bitwise_equal(case, uninterrupted, tmp_path, request):
     """Step checkpoints on, SIGKILL at a random step inside an epoch, the same command again: the final weights and
-    optimizer state equal the uninterrupted run's exactly, with and without loader workers, under DDP too."""
-    args = (*RUN, *CASES[case], STEP_CHECKPOINTS)
-    reference = uninterrupted["ddp" if "ddp" in case else "one process"]
+    optimizer state equal the uninterrupted run's exactly, with and without loader workers, under DDP too, and
+    with the data read from disk."""
+    args = (*RUN, *case_args(case, request), STEP_CHECKPOINTS)
+    reference = uninterrupted(case)
     total = load_state(reference)["global_step"]  # 20 steps per epoch on one process, 10 on two
     killed_at = kill_mid_epoch(tmp_path, args, total)
 

@@ -58,16 +58,20 @@ def write_dataset(source: Any, staging: Path, max_shard_size: str) -> dict[str, 
 
     types = features(source.columns)
     with tempfile.TemporaryDirectory(dir=staging.parent, prefix=".cache-") as cache:
-        splits = {
-            split: datasets.Dataset.from_generator(
-                source.rows,
-                features=types,
-                cache_dir=cache,
-                gen_kwargs={"split": split},
-                fingerprint=uuid.uuid4().hex,  # nothing to cache: each prepare reads the files again
-            )
-            for split in SPLITS
-        }
+        splits = {}
+        for split in SPLITS:
+            try:
+                splits[split] = datasets.Dataset.from_generator(
+                    source.rows,
+                    features=types,
+                    cache_dir=cache,
+                    gen_kwargs={"split": split},
+                    fingerprint=uuid.uuid4().hex,  # nothing to cache: each prepare reads the files again
+                )
+            except datasets.exceptions.DatasetGenerationError as error:
+                if isinstance(error.__cause__, UserError):  # a bad file, found while reading it: the user's line
+                    raise error.__cause__ from None
+                raise
         datasets.DatasetDict(splits).save_to_disk(str(staging), max_shard_size=max_shard_size)
     return {split: len(rows) for split, rows in splits.items()}
 

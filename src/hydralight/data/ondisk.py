@@ -22,7 +22,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from hydralight.core.errors import UserError
 from hydralight.core.prepared import read_prepared
 from hydralight.core.strategies import data_shard
-from hydralight.data.base import at_current_epoch, run_seed
+from hydralight.data.base import at_current_epoch, loader_generator, run_seed
 from hydralight.data.transforms import Pipeline, Transform
 
 
@@ -73,7 +73,8 @@ def column_array(column: Any, shape: Sequence[int]) -> np.ndarray:
     values = column.combine_chunks() if hasattr(column, "combine_chunks") else column
     for _ in shape:
         values = values.flatten()
-    return values.to_numpy(zero_copy_only=False).reshape(len(column), *shape)
+    array = values.to_numpy(zero_copy_only=False).reshape(len(column), *shape)
+    return np.require(array, requirements="W")  # a view of Arrow's read-only memory is copied: tensors may be written
 
 
 class PreparedRows(Dataset):
@@ -187,6 +188,7 @@ class PreparedDataModule(LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             prefetch_factor=self.prefetch_factor,
+            generator=loader_generator(),  # its workers' seeds drawn from its own generator, not the global one
         )
 
     def train_dataloader(self) -> StatefulDataLoader:

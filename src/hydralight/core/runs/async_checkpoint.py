@@ -32,22 +32,31 @@ if TYPE_CHECKING:
 
 
 def cpu_snapshot(checkpoint: Any) -> Any:
-    """`checkpoint` with every tensor replaced by a CPU copy taken now. Tensors that are views of one storage stay
-    views of one copied storage, as `torch.save` would have stored them."""
+    """`checkpoint` with every tensor replaced by a CPU copy taken now. Tensors that share a storage (tied weights,
+    views) share one copied storage, as `torch.save` would have stored the originals."""
     copies: dict[tuple[Any, ...], torch.UntypedStorage] = {}
 
     def copy(tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.detach()
-        storage = tensor.untyped_storage() if tensor.layout == torch.strided else None
-        if type(tensor) is not torch.Tensor or storage is None or storage.data_ptr() == 0:
-            return tensor.to("cpu", copy=True)  # subclasses, sparse and empty tensors: a plain copy
+        if type(tensor) is not torch.Tensor or tensor.layout != torch.strided:
+            return tensor.to("cpu", copy=True)  # subclasses, sparse tensors: a plain copy
+        storage = tensor.untyped_storage()
         key = (storage.device, storage.data_ptr(), storage.nbytes())
         if key not in copies:
-            copies[key] = storage.clone() if storage.device.type == "cpu" else storage.cpu()
+            if tensor.storage_offset() == 0 and tensor.is_contiguous() and _nbytes(tensor) == storage.nbytes():
+                copied = tensor.to("cpu", copy=True)  # the usual case: the tensor is its whole storage
+                copies[key] = copied.untyped_storage()
+                return copied
+            whole = torch.empty(0, dtype=torch.uint8, device=storage.device).set_(storage)
+            copies[key] = whole.to("cpu", copy=True).untyped_storage()
         view = torch.empty(0, dtype=tensor.dtype)
         return view.set_(copies[key], tensor.storage_offset(), tensor.size(), tensor.stride())
 
     return apply_to_collection(checkpoint, torch.Tensor, copy)
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
 
 
 class BackgroundCheckpointIO(AsyncCheckpointIO):
@@ -79,7 +88,7 @@ class BackgroundCheckpointIO(AsyncCheckpointIO):
 
     def teardown(self) -> None:
         try:
-            self.wait()
+            pass
         finally:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
