@@ -16,8 +16,8 @@ from tests.conftest import prepare_dataset
 
 pytest.importorskip("datasets", reason="the ondisk extra: pip install -e '.[ondisk]'")
 
-from hydralight.data.ondisk import PreparedDataModule, ShardedBatches  # noqa: E402
-from hydralight.data.transforms import GaussianNoise, RandomShift, ToUnit  # noqa: E402
+from hydralight.data.ondisk import PreparedDataModule, ShardedBatches
+from hydralight.data.transforms import GaussianNoise, RandomShift, ToUnit
 
 ONDISK = ("experiment=ondisk_images",)
 
