@@ -182,6 +182,7 @@ def test_a_folder_image_of_another_size_is_one_clear_error(tmp_path):
     prepare_dataset(tmp_path / "prepared", "source=folder", f"source.path={tmp_path / 'pets'}", "source.size=[8,8]")
 
 
+# copier:if gpt_example
 def test_a_text_becomes_windows_that_hold_each_next_character_once(tmp_path):
     (tmp_path / "texts").mkdir()
     text = "".join(f"line {i}: the quick brown fox\n" for i in range(200))
@@ -199,6 +200,7 @@ def test_a_text_becomes_windows_that_hold_each_next_character_once(tmp_path):
     assert text.startswith(decoded) and len(decoded) > 0.85 * len(text)  # consecutive windows overlap by one
 
 
+# copier:endif
 def test_training_on_prepared_digits_as_typed(prepared_digits, make_cfg):
     """experiment=ondisk_images: the classifier's input shape and classes come from prepared.json."""
     from hydralight.core.train import train

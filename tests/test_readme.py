@@ -624,6 +624,31 @@ def grouped_over(key: str, groups: int, size: int) -> Callable[[Ran], None]:
     return check
 
 
+def prepared(out: str, columns: set[str]) -> Callable[[Ran], None]:
+    """A dataset at `out` under the cwd: Arrow splits and a prepared.json naming `columns`; prepare's log in its run."""
+
+    def check(ran: Ran) -> None:
+        description = json.loads((ran.cwd / out / "prepared.json").read_text())
+        assert set(description["columns"]) == columns and all(description["rows"].values()), description
+        assert {path.name for path in (ran.cwd / out).iterdir()} >= {"train", "val", "test", "dataset_dict.json"}
+        assert (ran.run_dir("prepare") / "prepare.log").is_file()
+
+    return check
+
+
+def write_image_folder(cwd: Path) -> None:
+    """my_images/ as a user has it: one subfolder per class of 8-bit grey PNGs (some of the embedded digits)."""
+    from PIL import Image
+
+    for row in digit_rows()[:120]:
+        folder = cwd / "my_images" / f"digit_{row[-1]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = torch.tensor(row[:64], dtype=torch.float32).reshape(8, 8) * 255 / 16
+        Image.fromarray(pixels.round().to(torch.uint8).numpy(), mode="L").save(
+            folder / f"{len(list(folder.iterdir()))}.png"
+        )
+
+
 def make_help_lists_targets(ran: Ran) -> None:
     assert all(f"make {target}" in ran.stdout for target in ("install", "train", "test", "lint", "clean")), ran.stdout
 
@@ -791,11 +816,29 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     "make help": Run(make_help_lists_targets, extra=(), where="repo"),
     # Data.
     'pip install -e ".[mnist-download]"': NotRun("CI's own install step; and data.download=true needs a network"),
+    'pip install -e ".[ondisk]"': NotRun("CI's own install step (the ondisk extra)"),
+    "python prepare.py": Same("python prepare.py [2]"),
+    "python prepare.py [2]": Run(prepared("data/digits", {"image", "label"}), extra=(), needs=("datasets",)),
+    "python train.py experiment=ondisk_images": Run(trained(), where="python prepare.py [2]", needs=("datasets",)),
+    "python prepare.py source=folder source.path=my_images out=data/my_images": Run(
+        prepared("data/my_images", {"image", "label"}), extra=(), prepare=write_image_folder, needs=("datasets", "PIL")
+    ),
+    "python train.py experiment=ondisk_images data.path=data/my_images": Run(
+        trained(), where="python prepare.py source=folder source.path=my_images out=data/my_images", needs=("datasets",)
+    ),
+    # copier:if gpt_example
+    "python prepare.py source=text": Run(prepared("data/text", {"ids"}), extra=(), needs=("datasets",)),
+    "python train.py experiment=ondisk_text": Run(
+        trained(names=GPT_METRICS), where="python prepare.py source=text", needs=("datasets",)
+    ),
+    # copier:endif
     # Tests.
     'pytest -m "not slow"': NotRun("this suite itself"),
     "pytest [2]": NotRun("this suite itself"),
     "pytest --cov": NotRun("this suite itself"),
-    'pip install -e ".[dev,sweeps,slurm,plots,notebooks,loggers,onnx,template]"': NotRun("CI's own install step"),
+    'pip install -e ".[dev,sweeps,slurm,plots,notebooks,loggers,onnx,template,ondisk]"': NotRun(
+        "CI's own install step"
+    ),
 }
 
 
@@ -890,6 +933,9 @@ EARLIER = {
     "python train.py",
     "python train.py run_name=mlp-adam trainer.max_epochs=50",
     "python train.py experiment=shakespeare_gpt",  # copier:if gpt_example
+    "python prepare.py [2]",
+    "python prepare.py source=folder source.path=my_images out=data/my_images",
+    "python prepare.py source=text",  # copier:if gpt_example
 }
 
 

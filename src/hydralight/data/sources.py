@@ -69,6 +69,7 @@ def digits(val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: in
     )
 
 
+# copier:if gpt_example
 class TextSource:
     """A text as windows of `block_size + 1` character ids, one window every `block_size` characters (so each
     next-character pair is in exactly one window), split in order: train, then val, then test.
@@ -139,6 +140,7 @@ class TextSource:
         return {"vocab": self.vocab, "block_size": self.block_size}
 
 
+# copier:endif
 class FolderSource:
     """A folder with one subfolder per class, each holding images (read with Pillow) or .npy arrays of one shape:
     the layout of torchvision's ImageFolder. Labels are the subfolders in name order. Images become uint8
