@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from lightning.pytorch import Callback
 
 from tests.conftest import assert_ok, run_cli
 from tests.test_reliability import QUIET, assert_identical_training_state, load_state, start_training
@@ -147,3 +148,34 @@ def test_time_intervals_read_like_max_time():
 
     forms = ["00:30:00", "00:00:30:00", 1800, {"minutes": 30}]
     assert {time_interval(form, "k") for form in forms} == {timedelta(minutes=30)}
+
+
+class CrashAt(Callback):
+    """Stops a run as a crash would, just before the step after `step` (whose checkpoint is written by then)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"crash at step {self.step}")
+
+
+def test_a_schedule_sized_by_the_run_resumes_mid_epoch_exactly(tmp_path):
+    """A schedule whose length is the run's (onecycle, the GPT's warmup_cosine) asks Lightning for the number of
+    steps in configure_optimizers, which builds the train loader before the checkpoint is read: the resumed epoch
+    must still go on from the saved batch, not from its first. Crashed after step 15 (mid-epoch 2), then resumed."""
+    from hydralight.core.train import train
+    from tests.conftest import compose_config
+
+    args = (*QUIET, "trainer.max_epochs=2", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2",
+            "model/scheduler=onecycle", STEP_CHECKPOINTS, "data.num_workers=0", "test=false")  # fmt: skip
+    crash = (f"+callbacks.crash._target_={__name__}.CrashAt", "+callbacks.crash.step=15")
+    train(compose_config("train", tmp_path / "uninterrupted", args))
+    with pytest.raises(RuntimeError, match="crash at step 15"):
+        train(compose_config("train", tmp_path / "resumed", (*args, *crash)))
+    assert load_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["global_step"] == 15
+    train(compose_config("train", tmp_path / "resumed", args))
+    final = [tmp_path / run / "checkpoints" / "last.ckpt" for run in ("uninterrupted", "resumed")]
+    assert load_state(final[1])["global_step"] == 20
+    assert_identical_training_state(*final)

@@ -20,7 +20,8 @@ class ResumeState(Callback):
     middle gets the saved states again once its iterator is built (`on_train_start`), so its next batch's dropout
     masks are the uninterrupted run's.
 
-    Loader position: Lightning saves a stateful loader's position (torchdata's StatefulDataLoader) in every
+    Loader position: Lightning restores it only into a loader it builds after the checkpoint is read; one built
+    earlier (for `trainer.estimated_stepping_batches`) is built again at `on_train_start`. Lightning saves a stateful loader's position (torchdata's StatefulDataLoader) in every
     checkpoint and restores it on resume, also from a checkpoint written at an epoch's end. A loader that was cut
     short there (`trainer.limit_train_batches`, or an epoch shorter than the loader) would then go on with the old
     epoch's batches, where the uninterrupted run starts the next epoch afresh: so a checkpoint written once the
@@ -50,7 +51,14 @@ class ResumeState(Callback):
         self._restore(state_dict)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._loaded is not None and trainer.fit_loop.restarted_mid_epoch:
+        fit_loop = trainer.fit_loop
+        if fit_loop._combined_loader_states_to_load and fit_loop._combined_loader is not None:
+            # The train loader was built before the checkpoint was restored (`trainer.estimated_stepping_batches`
+            # in configure_optimizers builds it, for a schedule's length), so Lightning, which restores a loader's
+            # position only when it builds the loader, never would: the epoch would restart from its first batch.
+            fit_loop._combined_loader = None
+            fit_loop.setup_data()  # built again, now with the saved position (Lightning's own path)
+        if self._loaded is not None and fit_loop.restarted_mid_epoch:
             self._restore(self._loaded)
         self._loaded = None
 
