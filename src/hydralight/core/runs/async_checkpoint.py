@@ -88,7 +88,7 @@ class BackgroundCheckpointIO(AsyncCheckpointIO):
 
     def teardown(self) -> None:
         try:
-            pass
+            self.wait()
         finally:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
