@@ -75,6 +75,12 @@ CASES = {
         OURS,
         ["keep_freed_memory='sometimes'", "true or false"],
     ),
+    "async_checkpoint=maybe": (
+        "train.py",
+        ["async_checkpoint=maybe"],
+        OURS,
+        ["async_checkpoint='maybe'", "true or false"],
+    ),
     "trainer.devices=0": ("train.py", ["trainer.devices=0"], OURS, ["trainer.devices=0", "'auto'"]),
     "data.batch_size=0": ("train.py", ["data.batch_size=0"], OURS, ["data.batch_size=0", ">= 1"]),
     # A `_target_`'s argument it does not take (checked against its signature after torch is imported), and a value
