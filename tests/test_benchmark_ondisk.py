@@ -1,0 +1,48 @@
+"""benchmarks/ondisk.py --quick runs end to end, so the benchmark never rots. No timing and no ratio is asserted:
+whether memory stays flat and what workers cost is what the benchmark reports, not what a test decides."""
+
+import json
+import math
+
+import pytest
+
+from tests.conftest import assert_ok, run_cli
+
+pytest.importorskip("datasets")
+
+SIZES = ("1x", "20x")
+MODES = ("on-disk", "in-memory")
+MEMORY_KEYS = ("peak_main_rss_mb", "peak_tree_rss_mb", "peak_tree_anon_mb", "peak_tree_file_mb", "peak_tree_pss_mb")
+RATIO_KEYS = ("main_rss", "tree_rss", "tree_anon", "tree_file", "tree_pss")
+VARIANTS = ("in-memory", "on-disk workers=0", "on-disk workers=1", "on-disk workers=2")
+THROUGHPUT_KEYS = ("s_per_epoch", "samples_per_s", "callback_samples_per_s", "vs_in_memory", "callback_vs_in_memory")
+
+
+def positive_and_finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.slow
+def test_quick_ondisk_benchmark_reports_every_number(tmp_path):
+    out = tmp_path / "ondisk.json"
+    result = run_cli("benchmarks/ondisk.py", "--quick", "--json", str(out), timeout=900)
+    assert_ok(result)
+    assert "| on-disk | 20x/1x |" in result.stdout and "| on-disk workers=2 |" in result.stdout
+
+    report = json.loads(out.read_text())
+    assert report["settings"]["quick"] is True and report["settings"]["repeats"] == 1
+    for name in (*SIZES, "digits"):
+        written = report["datasets"][name]
+        assert all(positive_and_finite(written[key]) for key in ("write_s", "bytes", "rows_per_s")), written
+        assert all(positive_and_finite(rows) for rows in written["rows"].values()), written
+    assert report["datasets"]["20x"]["rows"]["train"] == 20 * report["datasets"]["1x"]["rows"]["train"]
+    for mode in MODES:
+        for size in SIZES:
+            peaks = report["memory"][mode][size]
+            assert all(positive_and_finite(peaks[key]) for key in MEMORY_KEYS), (mode, size, peaks)
+            assert peaks["peak_processes"] > 1  # the loader workers were found and counted
+        assert all(positive_and_finite(report["memory"][mode]["ratios"][key]) for key in RATIO_KEYS), mode
+    assert set(report["memory"]["on-disk"]["under"]) == set(RATIO_KEYS)
+    for variant in VARIANTS:
+        figures = report["throughput"][variant]
+        assert all(positive_and_finite(figures[key]) for key in THROUGHPUT_KEYS), (variant, figures)
