@@ -370,3 +370,24 @@ def test_a_kill_mid_write_leaves_the_previous_checkpoint_intact(tmp_path):
     (partial,) = list(staging.iterdir())
     assert 0 < partial.stat().st_size < len(before), "the kill did not land mid-write"
     assert sorted(path.name for path in target.parent.iterdir()) == ["last.ckpt"]
+
+
+# ---- The benchmark (benchmarks/async_checkpoint.py) runs end to end; no timing is asserted.
+
+
+@pytest.mark.slow
+def test_quick_async_checkpoint_benchmark_reports_every_number(tmp_path):
+    import json
+    import math
+
+    out = tmp_path / "async.json"
+    result = run_cli("benchmarks/async_checkpoint.py", "--quick", "--json", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr[-6000:]
+    assert "| sync |" in result.stdout and "| async |" in result.stdout and "async/sync: " in result.stdout
+    report = json.loads(out.read_text())["results"]
+    assert set(report["variants"]) == {"none", "sync", "async"}
+    for variant in report["variants"].values():
+        (run,) = variant["runs"]
+        assert len(run["epochs_s"]) == 2 and all(math.isfinite(s) and s > 0 for s in run["epochs_s"])
+    assert math.isfinite(report["async/sync"]) and report["async/sync"] > 0
+    assert report["checkpoint_mb"] > 0 and report["saves_per_epoch"] >= 1
