@@ -12,19 +12,20 @@ go to a temporary dir (deleted at the end unless --keep; --workdir reuses datase
 
 Memory. `train.py experiment=ondisk_images data.path=<dataset>` with 2 loader workers, the same number of steps at
 1x and 20x (300; validation every 100 steps and the test pass limited to 5 batches each, no logger), so the run's
-length does not grow with the data. Every ~50 ms the benchmark reads /proc/<pid>/status and smaps_rollup of the run
-and of all its descendants (the loader workers) and keeps the peaks of:
-  main VmRSS      the training process's resident set
-  tree VmRSS      the sum over the process tree (what `ps` adds up; it counts a page shared by N processes N times)
-  tree RssAnon    of that sum, anonymous memory: what the processes really hold (forked workers share theirs
-                  copy-on-write with the main process, so this sum too counts shared pages once per process)
-  tree RssFile    of that sum, pages of mapped files (the Arrow files, the libraries): page cache the kernel can drop
-                  and read again, not memory the run owns
-  tree PSS        the proportional set size summed over the tree: each shared page divided among its sharers, so
-                  this sum counts every page once: the run's real footprint. Read about once a second (smaps_rollup
-                  walks the page tables: reading it every 50 ms would take a core from the run measured)
+length does not grow with the data. Every ~50 ms the benchmark reads /proc/<pid>/status of the run and of all its
+descendants (the loader workers) and keeps the peak of each figure (each on its own):
+  main VmRSS      the training process's resident set; main RssAnon, its anonymous part
+  tree VmRSS      the sum over the process tree (what `ps` adds up: a page shared by N processes counts N times)
+  tree RssAnon    of that sum, anonymous memory: what the processes hold themselves. Forked workers share the main
+                  process's pages copy-on-write, and this sum counts each shared page once per process
+  tree RssFile    of that sum, pages of mapped files (the Arrow files, the libraries): page cache mapped into the
+                  processes, which the kernel can drop and read again, not memory the run allocated
+  tree PSS        the proportional set size over the tree (smaps_rollup): each shared page divided among its
+                  sharers, so every page counts once; tree PSS anon, its anonymous part: the memory the run really
+                  holds. Read about every second (smaps_rollup walks the page tables: ~25 ms a 500 MB process here)
 Then the same with `data.keep_in_memory=true` (the whole dataset read into RAM), for contrast: that one grows by
-about the dataset's size. Printed: the peaks, the ratios 20x/1x, and whether each on-disk ratio is under 1.10.
+about the dataset's size. Printed: the peaks, the ratios 20x/1x, and whether each on-disk ratio is under 1.10,
+the anonymous figures (what the run holds) apart from those that include mapped file pages.
 
 Throughput. The embedded 8x8 digits, in memory (`python train.py`, data=digits) against the same digits prepared on
 disk (`python prepare.py`, then experiment=ondisk_images) with data.num_workers=0, 1, 2; 10 epochs, the median over
@@ -71,7 +72,12 @@ ROW_BYTES = 32 * 32 + 8  # an image and its int64 label, what the disk-space che
 # What is read from /proc, per process: status (kB) and smaps_rollup (kB) fields, as the report names them.
 STATUS_FIELDS = {"VmRSS": "rss", "RssAnon": "anon", "RssFile": "file", "RssShmem": "shmem"}
 ROLLUP_FIELDS = {"Pss": "pss", "Pss_Anon": "pss_anon", "Pss_File": "pss_file"}
-RSS_KEYS = ("main_rss", "tree_rss", "tree_anon", "tree_file", "tree_pss")
+RSS_KEYS = ("main_rss", "main_anon", "tree_rss", "tree_anon", "tree_file", "tree_pss", "tree_pss_anon")
+ANON_KEYS = ("main_anon", "tree_anon", "tree_pss_anon")  # what the run holds: the memory-flat test
+RSS_NAMES = {
+    "main_rss": "main VmRSS", "main_anon": "main RssAnon", "tree_rss": "tree VmRSS", "tree_anon": "tree RssAnon",
+    "tree_file": "tree RssFile", "tree_pss": "tree PSS", "tree_pss_anon": "tree PSS anon",
+}  # fmt: skip
 THROUGHPUT_KEYS = ("s_per_epoch", "samples_per_s", "callback_samples_per_s", "peak_main_rss_mb", "wall_s")
 
 
@@ -183,14 +189,14 @@ def descendants(pid: int) -> list[int]:
 
 def sample(pid: int, pss: bool) -> dict[str, float]:
     """One reading of the tree under `pid`: the main process's VmRSS and the tree's sums; its PSS too if `pss`."""
-    keys = (*RSS_KEYS, "tree_shmem", "tree_pss_anon", "tree_pss_file", "processes")
+    keys = (*RSS_KEYS, "tree_shmem", "tree_pss_file", "processes")
     reading = {key: 0.0 for key in keys if pss or "pss" not in key}
     for index, process in enumerate(descendants(pid)):
         status = proc_fields(f"/proc/{process}/status", STATUS_FIELDS)
         if not status:
             continue
         if index == 0:
-            reading["main_rss"] = status.get("rss", 0.0)
+            reading["main_rss"], reading["main_anon"] = status.get("rss", 0.0), status.get("anon", 0.0)
         for name in ("rss", "anon", "file", "shmem"):
             reading[f"tree_{name}"] += status.get(name, 0.0)
         reading["processes"] += 1
@@ -436,11 +442,8 @@ def format_datasets(datasets: dict[str, Any]) -> str:
 
 
 def format_memory(memory: dict[str, Any], sizes: list[str]) -> str:
-    lines = [
-        "| data | size | main VmRSS MB | tree VmRSS MB | tree RssAnon MB | tree RssFile MB | tree PSS MB | processes"
-        " | wall s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    header = " | ".join(f"{RSS_NAMES[key]} MB" for key in RSS_KEYS)
+    lines = [f"| data | size | {header} | processes | wall s |", "|---|---|" + "---|" * (len(RSS_KEYS) + 2)]
     for mode in ("on-disk", "in-memory"):
         for size in sizes:
             r = memory[mode][size]
@@ -448,9 +451,21 @@ def format_memory(memory: dict[str, Any], sizes: list[str]) -> str:
             lines.append(f"| {mode} | {size} | {figures} | {r['peak_processes']} | {r['wall_s']:.1f} |")
         ratios = " | ".join(f"**{memory[mode]['ratios'][key]:.3f}**" for key in RSS_KEYS)
         lines.append(f"| {mode} | {sizes[-1]}/{sizes[0]} | {ratios} | | |")
-    under = memory["on-disk"]["under"]
-    verdict = ", ".join(f"{key} {'yes' if ok else 'NO'}" for key, ok in under.items())
-    return "\n".join(lines) + f"\n\non-disk {sizes[-1]}/{sizes[0]} under {UNDER:.2f}: {verdict}"
+    ratios, under = memory["on-disk"]["ratios"], memory["on-disk"]["under"]
+
+    def verdict(keys: list[str]) -> str:
+        return ", ".join(f"{RSS_NAMES[key]} {'yes' if under[key] else 'NO'} ({ratios[key]:.3f})" for key in keys)
+
+    with_files = [key for key in RSS_KEYS if key not in ANON_KEYS]
+    ratio = f"on-disk {sizes[-1]}/{sizes[0]} under {UNDER:.2f}"
+    return "\n".join(
+        [
+            *lines,
+            "",
+            f"{ratio}, anonymous memory (what the run holds): {verdict(ANON_KEYS)}",
+            f"{ratio}, with mapped file pages: {verdict(with_files)}",
+        ]
+    )
 
 
 def format_throughput(results: dict[str, Any]) -> str:

@@ -12,8 +12,8 @@ pytest.importorskip("datasets")
 
 SIZES = ("1x", "20x")
 MODES = ("on-disk", "in-memory")
-MEMORY_KEYS = ("peak_main_rss_mb", "peak_tree_rss_mb", "peak_tree_anon_mb", "peak_tree_file_mb", "peak_tree_pss_mb")
-RATIO_KEYS = ("main_rss", "tree_rss", "tree_anon", "tree_file", "tree_pss")
+RATIO_KEYS = ("main_rss", "main_anon", "tree_rss", "tree_anon", "tree_file", "tree_pss", "tree_pss_anon")
+MEMORY_KEYS = tuple(f"peak_{key}_mb" for key in RATIO_KEYS)
 VARIANTS = ("in-memory", "on-disk workers=0", "on-disk workers=1", "on-disk workers=2")
 THROUGHPUT_KEYS = ("s_per_epoch", "samples_per_s", "callback_samples_per_s", "vs_in_memory", "callback_vs_in_memory")
 
