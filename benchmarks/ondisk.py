@@ -270,7 +270,8 @@ def run_all(jobs: int, runs: list[tuple[str, list[str], Path]], env: dict[str, s
 
 
 def disk_space_check(workdir: Path, copies: dict[str, int]) -> None:
-    rows = 1797 * sum(copies.values())
+    """Stop before writing anything where the datasets would fill the disk."""
+    rows = 1797 * sum(copies.values())  # the embedded digits, each copy
     needed = 2.5 * rows * ROW_BYTES  # the finished files, plus datasets' cache of each split while it writes
     free = shutil.disk_usage(workdir).free
     if free < needed:
