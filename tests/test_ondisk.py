@@ -86,6 +86,27 @@ def test_workers_and_random_transforms_give_the_same_batches(prepared_digits):
     assert torch.equal(plain[0][1], without[0][1])  # on the same rows
 
 
+def test_a_pipeline_of_batched_transforms_runs_once_per_batch_with_the_same_result(prepared_digits):
+    """ToUnit and NextToken say they are right on a whole batch: applied once, they give what they give applied to
+    each sample in turn."""
+    from hydralight.data.ondisk import PreparedRows
+    from hydralight.data.transforms import NextToken, Pipeline
+
+    data = module(prepared_digits)
+    batched, per_sample = Pipeline([ToUnit("image", 16)]), Pipeline([ToUnit("image", 16)])
+    per_sample.batched = False
+    assert batched.batched
+    key = (0, [5, 3, 900, 3])
+    rows = [
+        PreparedRows(data.splits["train"], data.shapes, data.columns, pipeline, 0) for pipeline in (batched, per_sample)
+    ]
+    assert all(torch.equal(a, b) for a, b in zip(rows[0][key], rows[1][key], strict=True))
+    ids = torch.arange(12).reshape(3, 4)
+    whole = NextToken()({"ids": ids}, None)
+    assert torch.equal(whole["input"], torch.stack([NextToken()({"ids": row}, None)["input"] for row in ids]))
+    assert torch.equal(whole["target"], ids[:, 1:])
+
+
 def test_prepared_digits_are_the_in_memory_digits_split_the_same_way(prepared_digits):
     """prepare.py's digits are DigitsDataModule's, row for row, in the same train/val/test split."""
     from hydralight.data import DigitsDataModule

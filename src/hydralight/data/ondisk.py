@@ -94,7 +94,8 @@ class PreparedRows(Dataset):
         epoch, indices = key
         table = self.split[indices]
         batch = {name: torch.from_numpy(column_array(table.column(name), shape)) for name, shape in self.shapes.items()}
-        if not self.transforms:
+        if self.transforms.batched:  # none, or each one as right on a batch as on a sample: once, not per sample
+            batch = self.transforms.on_batch(batch)
             return [batch[name] for name in self.columns]
         samples = [
             self.transforms({name: value[i] for name, value in batch.items()}, self.seed, epoch, index)

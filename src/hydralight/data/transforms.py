@@ -3,7 +3,9 @@
 A transform is any callable `(sample, generator) -> sample`: `sample` maps column names to tensors (one sample, no
 batch dimension); `generator` is a `torch.Generator` seeded by (seed, epoch, sample index), or None when no transform
 of the pipeline sets `random = True`. Seeded per sample, a random augmentation draws the same numbers for the same
-sample in the same epoch whatever the number of loader workers, and again after a resume.
+sample in the same epoch whatever the number of loader workers, and again after a resume. A transform that sets
+`batched = True` gives the same result applied once to a whole batch (every tensor with a leading batch dimension):
+when all of a pipeline's transforms do, it runs once per batch instead of once per sample.
 """
 
 from collections.abc import Callable, Sequence
@@ -21,6 +23,7 @@ class ToUnit:
     images; prepare.py writes it in the dataset's prepared.json)."""
 
     random = False
+    batched = True  # elementwise
 
     def __init__(self, column: str, max_value: float) -> None:
         if not max_value > 0:
@@ -88,13 +91,14 @@ class NextToken:
     shifted by one), long tensors: what a causal language model trains on."""
 
     random = False
+    batched = True
 
     def __init__(self, column: str = "ids", input: str = "input", target: str = "target") -> None:
         self.column, self.input, self.target = column, input, target
 
     def __call__(self, sample: Sample, generator: torch.Generator | None) -> Sample:
         window = sample[self.column].long()
-        return {**sample, self.input: window[:-1], self.target: window[1:]}
+        return {**sample, self.input: window[..., :-1], self.target: window[..., 1:]}
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -110,9 +114,16 @@ class Pipeline:
     def __init__(self, transforms: Sequence[Transform]) -> None:
         self.transforms = list(transforms)
         self.random = any(getattr(transform, "random", True) for transform in self.transforms)
+        self.batched = all(getattr(transform, "batched", False) for transform in self.transforms)
 
     def __bool__(self) -> bool:
         return bool(self.transforms)
+
+    def on_batch(self, batch: Sample) -> Sample:
+        """The transforms applied once to a whole batch (only when every one of them is `batched`)."""
+        for transform in self.transforms:
+            batch = transform(batch, None)
+        return batch
 
     def __call__(self, sample: Sample, seed: int, epoch: int, index: int) -> Sample:
         generator = sample_generator(seed, epoch, index) if self.random else None
