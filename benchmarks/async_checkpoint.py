@@ -1,6 +1,7 @@
 """What async_checkpoint=true gains: epoch time with step checkpoints written synchronously and by a background thread.
 
-    python benchmarks/async_checkpoint.py [--quick] [--repeats N] [--every N] [--threads N] [--json F] [-- overrides]
+    python benchmarks/async_checkpoint.py [--quick] [--repeats N] [--every N] [--threads N] [--disk-mb-s R]
+                                          [--json F] [-- overrides]
 
 Each run is `python train.py experiment=shakespeare_gpt ...` with a wider GPT than the recipe's (4 blocks of width
 384, 7 M parameters: a checkpoint with AdamW's state is ~86 MB) and `last.ckpt` rewritten every `--every` optimizer
@@ -12,8 +13,10 @@ steps (`callbacks.last_checkpoint.every_n_train_steps`), three ways:
 
 Reported, as in bench.py: steady-state seconds per epoch (from bench_parts.EpochTimer: median of epochs 2..N, each
 with its validation and its checkpoints), the median over `--repeats` runs whose order rotates, the cost of the step
-checkpoints against `none`, the ratio async/sync, and the checkpoint's size. `--quick`: a tiny GPT and a few steps
-(checks that it runs; times nothing).
+checkpoints against `none`, the ratio async/sync, and the checkpoint's size. `--disk-mb-s R` simulates a disk (or
+network filesystem) that writes R MB/s: each checkpoint write also waits its size / R, in a blocking call that
+releases the GIL as a real write does (`SlowDisk`, imported by the training processes from this file). `--quick`: a
+tiny GPT and a few steps (checks that it runs; times nothing).
 """
 
 import argparse
@@ -25,6 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import bench  # this folder's bench.py: the same runs, timer and medians
+
+try:  # the training processes: SlowDisk is a callback of theirs
+    from lightning.pytorch import Callback
+except ImportError:  # pragma: no cover
+    Callback = object
 
 MODEL = (
     "model.n_layer=4", "model.n_head=6", "model.n_embd=384", "data.batch_size=8",
@@ -46,6 +54,25 @@ COMMON = (
 VARIANTS = ("none", "sync", "async")
 
 
+class SlowDisk(Callback):
+    """Every local file write of this process also takes len(data) / mb_per_s seconds (a sleep, which releases the
+    GIL as a blocking write does): a disk or network filesystem that slow, below the page cache."""
+
+    def __init__(self, mb_per_s: float) -> None:
+        import time
+
+        from fsspec.implementations.local import LocalFileOpener
+
+        write = LocalFileOpener.write
+
+        def slow_write(opener: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
+            written = write(opener, data, *args, **kwargs)
+            time.sleep(len(data) / (mb_per_s * 2**20))
+            return written
+
+        LocalFileOpener.write = slow_write
+
+
 def variant_overrides(variant: str, every: int) -> list[str]:
     step_checkpoints = [f"callbacks.last_checkpoint.every_n_train_steps={every}"]
     return {
@@ -53,6 +80,15 @@ def variant_overrides(variant: str, every: int) -> list[str]:
         "sync": [*step_checkpoints, "async_checkpoint=false"],
         "async": [*step_checkpoints, "async_checkpoint=true"],
     }[variant]
+
+
+def disk(args: argparse.Namespace) -> list[str]:
+    if args.disk_mb_s is None:
+        return []
+    return [
+        "+callbacks.slow_disk._target_=async_checkpoint.SlowDisk",
+        f"+callbacks.slow_disk.mb_per_s={args.disk_mb_s}",
+    ]
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -63,7 +99,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     for repeat in range(args.repeats):
         for variant in VARIANTS[repeat % 3 :] + VARIANTS[: repeat % 3]:
             tag = f"{variant}-{repeat}"
-            overrides = [*COMMON, *sizes, *variant_overrides(variant, args.every), *args.overrides]
+            overrides = [*COMMON, *sizes, *variant_overrides(variant, args.every), *disk(args), *args.overrides]
             result = bench.run_once("hydralight", overrides, workdir, tag, args.threads)
             runs[variant].append(result)
             checkpoint_mb = (workdir / tag / "checkpoints" / "last.ckpt").stat().st_size / 2**20
@@ -97,10 +133,12 @@ def format_report(report: dict[str, Any]) -> str:
             f" | {v['s_per_epoch'] / r['variants']['none']['s_per_epoch']:.2f}x"
             f" | {'-' if cost is None else f'{cost:.3f}'} |"
         )
+    rate = report["settings"]["disk_mb_s"]
+    disk = "as is" if rate is None else f"{rate:g} MB/s simulated"
     lines.append(
         f"\nasync/sync: {r['async/sync']:.2f} ({r['saves_per_epoch']} step checkpoints of {r['checkpoint_mb']:.1f} MB "
         f"per epoch of {r['steps_per_epoch']} steps; {report['settings']['repeats']} runs each, torch threads: "
-        f"{r['variants']['sync']['runs'][0]['threads']})"
+        f"{r['variants']['sync']['runs'][0]['threads']}; disk: {disk})"
     )
     return "\n".join(lines)
 
@@ -113,13 +151,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None, help="runs per variant (default 3; quick: 1)")
     parser.add_argument("--every", type=int, default=None, help="a step checkpoint every N steps (default 5; quick 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's choice)")
+    parser.add_argument("--disk-mb-s", type=float, default=None, help="simulate a disk writing this many MB/s")
     parser.add_argument("--json", default=None, help="write every number (and each run) to this JSON file")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. model.n_embd=256")
     args = parser.parse_args(argv)
-    args.repeats = args.repeats or (1 if args.quick else 3)
-    args.every = args.every or (2 if args.quick else 5)
+    args.repeats = (1 if args.quick else 3) if args.repeats is None else args.repeats
+    args.every = (2 if args.quick else 5) if args.every is None else args.every
     if args.repeats < 1 or args.every < 1:
         parser.error(f"--repeats and --every must be >= 1 (got {args.repeats} and {args.every})")
+    if args.disk_mb_s is not None and args.disk_mb_s <= 0:
+        parser.error(f"--disk-mb-s must be > 0 (got {args.disk_mb_s})")
     return args
 
 
@@ -127,10 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report: dict[str, Any] = {
         "machine_before": bench.machine(),
-        "settings": {"quick": args.quick, "repeats": args.repeats, "every_n_train_steps": args.every,
-                     "threads": args.threads, "overrides": [*COMMON, *(QUICK if args.quick else MODEL),
-                                                            *args.overrides]},
-    }  # fmt: skip
+        "settings": {
+            "quick": args.quick,
+            "repeats": args.repeats,
+            "every_n_train_steps": args.every,
+            "threads": args.threads,
+            "disk_mb_s": args.disk_mb_s,
+            "overrides": [*COMMON, *(QUICK if args.quick else MODEL), *args.overrides],
+        },
+    }
     with tempfile.TemporaryDirectory(prefix="hydralight-async-ckpt-") as tmp:
         bench.log(f"training: {', '.join(VARIANTS)} x {args.repeats}, a step checkpoint every {args.every} steps")
         report["results"] = measure(args, Path(tmp))
