@@ -53,7 +53,22 @@ PLAIN_SCALARS = (str, int, float, bool, type(None))
 COMPANIONS = {
     ("data", "shakespeare"): ("model=gpt",),  # copier:if gpt_example
     ("callbacks", "finetune"): ("callbacks.freeze.modules=[net.layers.1]",),  # the value it asks for (???)
+    ("data", "ondisk"): ("experiment=ondisk_images",),  # the experiment gives the net its shape from the data
 }
+# Options that read a dataset prepare.py wrote (data.path): the session fixture that prepares it.
+PREPARED = {
+    ("data", "ondisk"): "prepared_digits",
+    ("experiment", "ondisk_images"): "prepared_digits",
+    ("experiment", "ondisk_text"): "prepared_text",  # copier:if gpt_example
+}
+
+
+def companions(request: pytest.FixtureRequest, group: str, option: str) -> tuple[str, ...]:
+    """What `group=option` needs beside it: its COMPANIONS, and the path of its prepared dataset."""
+    fixture = PREPARED.get((group, option))
+    if fixture is None:
+        return COMPANIONS.get((group, option), ())
+    return (*COMPANIONS.get((group, option), ()), f"data.path={request.getfixturevalue(fixture)}")
 
 
 def options(group: str) -> list[str]:
@@ -68,7 +83,7 @@ def params(*groups: str) -> list:
 def compose_option(make_cfg, group: str, option: str, *overrides: str) -> DictConfig:
     """make_cfg with `group=option`; TINY's `~callbacks.<name>` deletions are left out where there are no callbacks."""
     tiny = [o for o in TINY if not (o.startswith("~callbacks.") and (group, option) == ("callbacks", "none"))]
-    return make_cfg(*tiny, f"{group}={option}", *COMPANIONS.get((group, option), ()), *overrides, tiny=False)
+    return make_cfg(*tiny, f"{group}={option}", *overrides, tiny=False)
 
 
 def attach_fake_trainer(model: LightningModule, stepping_batches: int = 40) -> None:
@@ -108,12 +123,12 @@ def test_every_group_has_options():
 
 
 @pytest.mark.parametrize(("group", "option"), params(*GROUPS))
-def test_option_composes_and_builds(make_cfg, group, option):
+def test_option_composes_and_builds(make_cfg, group, option, request):
     """`train <group>=<option>` composes, passes the signature check of its `_target_`s, and its data, model,
     optimizer, loggers, callbacks and Trainer build."""
     for package in OPTIONAL_PACKAGES.get((group, option), ()):
         pytest.importorskip(package)  # an optional extra: CI installs it
-    cfg = compose_option(make_cfg, group, option)
+    cfg = compose_option(make_cfg, group, option, *companions(request, group, option))
     validate_targets(cfg)  # no option a user can pick is refused by it
 
     datamodule = build_datamodule(cfg.data)
@@ -185,9 +200,9 @@ def test_eval_config_composes(make_cfg, tmp_path):
 @pytest.mark.parametrize(
     ("group", "option"), params("model/net", "model/optimizer", "model/scheduler", "data", "experiment")
 )
-def test_saved_hparams_are_plain_containers(make_cfg, group, option):
+def test_saved_hparams_are_plain_containers(make_cfg, group, option, request):
     """The model's hparams hold only plain python containers and survive torch.load(weights_only=True)."""
-    model = instantiate(make_cfg(f"{group}={option}", *COMPANIONS.get((group, option), ())).model)
+    model = instantiate(make_cfg(f"{group}={option}", *companions(request, group, option)).model)
     for hparams in (dict(model.hparams), dict(model.hparams_initial)):
         assert_plain(hparams)
         buffer = io.BytesIO()

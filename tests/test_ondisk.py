@@ -230,3 +230,18 @@ def test_training_on_prepared_digits_as_typed(prepared_digits, make_cfg):
     train(cfg)
     metrics = json.loads(Path(cfg.paths.output_dir, "metrics.json").read_text())
     assert {"val/acc_best", "test/acc", "test/loss"} <= set(metrics)
+
+
+def test_an_experiment_without_its_prepared_dataset_is_one_clear_error(make_cfg, tmp_path, capsys):
+    """experiment=ondisk_images before `python prepare.py`: the resolver's line (naming data.path and the command
+    that writes the dataset), not omegaconf's wrapped error."""
+    from hydralight.core.cli import _train, report_user_errors
+
+    cfg = make_cfg(*ONDISK, f"data.path={tmp_path / 'nothing'}")
+    with pytest.raises(SystemExit) as stop:
+        report_user_errors(_train)(cfg)
+    assert stop.value.code == UserError.exit_code
+    assert capsys.readouterr().err == (
+        f"error: data.path='{tmp_path / 'nothing'}' holds no prepared dataset (no prepared.json). Write one with "
+        'python prepare.py source=digits|text|folder out=<dir> (README "Data larger than memory").\n'
+    )

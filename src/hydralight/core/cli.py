@@ -13,6 +13,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import InterpolationResolutionError
 
 from hydralight.core.errors import Interrupted, Preempted, RunStopped, UserError, choices_message
 from hydralight.core.helptext import fast_help
@@ -56,12 +57,26 @@ def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def _resolver_errors_unwrapped(task: Callable[[DictConfig], object], cfg: DictConfig) -> object:
+    """`task(cfg)`; a RunStopped raised by a resolver (e.g. `${prepared:...}` finding no dataset) is raised as it is,
+    not inside omegaconf's InterpolationResolutionError, so that it too becomes its one line."""
+    try:
+        return task(cfg)
+    except InterpolationResolutionError as error:
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, RunStopped):  # omegaconf nests its errors
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
+
+
 def report_user_errors(task: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
     """Run `task`; a RunStopped (user error, divergence, preemption) becomes one line on stderr and its exit code."""
 
     def wrapped(cfg: DictConfig) -> object:
         try:
-            return task(cfg)
+            return _resolver_errors_unwrapped(task, cfg)
         except RunStopped as stop:
             if in_multirun() and not isinstance(stop, Preempted | Interrupted):  # these end the whole sweep
                 raise  # the sweep goes on: hydralight.core.sweeps reports the job and exits non-zero at the end
