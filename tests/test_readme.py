@@ -543,6 +543,12 @@ def continued(ran: Ran) -> None:
     assert last_epoch(run_dir) == 5
 
 
+def written_in_the_background(ran: Ran) -> None:
+    """async_checkpoint=true: a finished run whose Trainer line says a background thread writes its checkpoints."""
+    trained()(ran)
+    assert "async_checkpoint=true (checkpoints written by a background thread)" in ran.output, ran.output[-3000:]
+
+
 def continued_elsewhere(ran: Ran) -> None:
     """ckpt_path=<file>: a new run dir, continuing from the 1-epoch checkpoint to epoch 2."""
     trained(epochs=2)(ran)
@@ -704,6 +710,13 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     ),
     "python train.py ckpt_path=<file>": Run(
         continued_elsewhere, extra=("trainer.max_epochs=2", *LIMITS), fill={"<file>": "{file}"}
+    ),
+    "python train.py async_checkpoint=true callbacks.last_checkpoint.every_n_train_steps=500": Run(
+        written_in_the_background
+    ),
+    "python benchmarks/async_checkpoint.py": Covered(
+        "tests/test_async_checkpoint.py::test_quick_async_checkpoint_benchmark_reports_every_number",
+        "runs it with --quick (a tiny GPT, one run per variant); the full one is ~9 trainings of a 7 M-parameter GPT",
     ),
     # Fine-tuning: from the quickstart's checkpoint.
     "python train.py init_from=<ckpt> callbacks=finetune 'callbacks.freeze.modules=[net.layers.1]' "
