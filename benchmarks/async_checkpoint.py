@@ -3,8 +3,8 @@
     python benchmarks/async_checkpoint.py [--quick] [--repeats N] [--every N] [--threads N] [--disk-mb-s R]
                                           [--json F] [-- overrides]
 
-Each run is `python train.py experiment=shakespeare_gpt ...` with a wider GPT than the recipe's (4 blocks of width
-384, 7 M parameters: a checkpoint with AdamW's state is ~86 MB) and `last.ckpt` rewritten every `--every` optimizer
+Each run is the default `python train.py` (digits) with a wide MLP (3 hidden layers of 2048, 8.5 M parameters: a
+checkpoint with Adam's state is ~98 MB), 4 epochs of 20 steps, and `last.ckpt` rewritten every `--every` optimizer
 steps (`callbacks.last_checkpoint.every_n_train_steps`), three ways:
 
   none    no step checkpoints: only the end-of-epoch ones every run writes. The floor.
@@ -15,8 +15,8 @@ Reported, as in bench.py: steady-state seconds per epoch (from bench_parts.Epoch
 with its validation and its checkpoints), the median over `--repeats` runs whose order rotates, the cost of the step
 checkpoints against `none`, the ratio async/sync, and the checkpoint's size. `--disk-mb-s R` simulates a disk (or
 network filesystem) that writes R MB/s: each checkpoint write also waits its size / R, in a blocking call that
-releases the GIL as a real write does (`SlowDisk`, imported by the training processes from this file). `--quick`: a
-tiny GPT and a few steps (checks that it runs; times nothing).
+releases the GIL as a real write does (`slow_disk`, imported by the training processes from this file). `--quick`: a
+narrow MLP and a few steps (checks that it runs; times nothing).
 """
 
 import argparse
@@ -29,23 +29,10 @@ from typing import Any
 
 import bench  # this folder's bench.py: the same runs, timer and medians
 
-try:  # the training processes: SlowDisk is a callback of theirs
-    from lightning.pytorch import Callback
-except ImportError:  # pragma: no cover
-    Callback = object
-
-MODEL = (
-    "model.n_layer=4", "model.n_head=6", "model.n_embd=384", "data.batch_size=8",
-    "trainer.limit_train_batches=20", "trainer.max_epochs=3",
-)  # fmt: skip
-QUICK = (
-    "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "data.batch_size=8",
-    "trainer.limit_train_batches=6", "trainer.max_epochs=2",
-)  # fmt: skip
+MODEL = ("model.net.hidden_sizes=[2048,2048,2048]", "trainer.limit_train_batches=20", "trainer.max_epochs=4")
+QUICK = ("model.net.hidden_sizes=[64]", "trainer.limit_train_batches=6", "trainer.max_epochs=2")
 COMMON = (
-    "experiment=shakespeare_gpt",
     "trainer.accelerator=cpu",
-    "trainer.limit_val_batches=1",
     "test=false",
     "logger=none",
     "~callbacks.progress_bar",
@@ -54,23 +41,24 @@ COMMON = (
 VARIANTS = ("none", "sync", "async")
 
 
-class SlowDisk(Callback):
-    """Every local file write of this process also takes len(data) / mb_per_s seconds (a sleep, which releases the
-    GIL as a blocking write does): a disk or network filesystem that slow, below the page cache."""
+def slow_disk(mb_per_s: float) -> Any:
+    """For the training processes (a callback `_target_`): from now on every local file write of this process also
+    takes len(data) / mb_per_s seconds (a sleep, which releases the GIL as a blocking write does), as on a disk or
+    network filesystem that slow below the page cache. Returns a callback that does nothing else."""
+    import time
 
-    def __init__(self, mb_per_s: float) -> None:
-        import time
+    from fsspec.implementations.local import LocalFileOpener
+    from lightning.pytorch import Callback
 
-        from fsspec.implementations.local import LocalFileOpener
+    write = LocalFileOpener.write
 
-        write = LocalFileOpener.write
+    def slow_write(opener: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
+        written = write(opener, data, *args, **kwargs)
+        time.sleep(len(data) / (mb_per_s * 2**20))
+        return written
 
-        def slow_write(opener: Any, data: Any, *args: Any, **kwargs: Any) -> Any:
-            written = write(opener, data, *args, **kwargs)
-            time.sleep(len(data) / (mb_per_s * 2**20))
-            return written
-
-        LocalFileOpener.write = slow_write
+    LocalFileOpener.write = slow_write
+    return Callback()
 
 
 def variant_overrides(variant: str, every: int) -> list[str]:
@@ -86,7 +74,7 @@ def disk(args: argparse.Namespace) -> list[str]:
     if args.disk_mb_s is None:
         return []
     return [
-        "+callbacks.slow_disk._target_=async_checkpoint.SlowDisk",
+        "+callbacks.slow_disk._target_=async_checkpoint.slow_disk",
         f"+callbacks.slow_disk.mb_per_s={args.disk_mb_s}",
     ]
 
@@ -147,13 +135,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="a tiny GPT, 1 repeat (CI: checks it runs, not speed)")
+    parser.add_argument("--quick", action="store_true", help="a narrow MLP, 1 repeat (CI: checks it runs, not speed)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per variant (default 3; quick: 1)")
     parser.add_argument("--every", type=int, default=None, help="a step checkpoint every N steps (default 5; quick 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's choice)")
     parser.add_argument("--disk-mb-s", type=float, default=None, help="simulate a disk writing this many MB/s")
     parser.add_argument("--json", default=None, help="write every number (and each run) to this JSON file")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. model.n_embd=256")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. data.batch_size=128")
     args = parser.parse_args(argv)
     args.repeats = (1 if args.quick else 3) if args.repeats is None else args.repeats
     args.every = (2 if args.quick else 5) if args.every is None else args.every
