@@ -162,7 +162,7 @@ class CrashAt(Callback):
 
 
 def test_a_schedule_sized_by_the_run_resumes_mid_epoch_exactly(tmp_path):
-    """A schedule whose length is the run's (onecycle, the GPT's warmup_cosine) asks Lightning for the number of
+    """A schedule whose length is the run's (onecycle, warmup_cosine) asks Lightning for the number of
     steps in configure_optimizers, which builds the train loader before the checkpoint is read: the resumed epoch
     must still go on from the saved batch, not from its first. Crashed after step 15 (mid-epoch 2), then resumed."""
     from hydralight.core.train import train

@@ -113,7 +113,7 @@ class PreparedDataModule(LightningDataModule):
     """The train/val/test splits of a dataset prepared on disk (`python prepare.py`), memory-mapped.
 
     Batches are the tensors of `columns`, in that order (what the module's steps unpack: [image, label] for the
-    classifier, [input, target] for the GPT). `transforms` apply to every split (decoding, scaling), then
+    classifier, [input, target] for a language model). `transforms` apply to every split (decoding, scaling), then
     `train_transforms` to training samples only (augmentation); both are lists of callables, see data/transforms.py.
     `keep_in_memory=true` reads the whole dataset into RAM instead (the benchmark compares the two).
     """

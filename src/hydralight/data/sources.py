@@ -1,5 +1,5 @@
-"""What `python prepare.py source=...` turns into an on-disk dataset: the embedded digits, a text (Tiny Shakespeare
-or your .txt files), or a folder of your own images or arrays, one subfolder per class.
+"""What `python prepare.py source=...` turns into an on-disk dataset: the embedded digits, a folder of your own
+images or arrays (one subfolder per class), or a text (conf/source/).
 
 A source says what its columns are (`columns`: name -> shape and dtype) and yields each split's rows one at a time
 (`rows(split)`), so a dataset larger than memory is written without ever being held whole. `description()` is what
