@@ -716,7 +716,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     ),
     "python benchmarks/async_checkpoint.py": Covered(
         "tests/test_async_checkpoint.py::test_quick_async_checkpoint_benchmark_reports_every_number",
-        "runs it with --quick (a tiny GPT, one run per variant); the full one is ~9 trainings of a 7 M-parameter GPT",
+        "runs it with --quick (a narrow MLP, one run per variant); the full one is 9 trainings of a wide MLP",
     ),
     # Fine-tuning: from the quickstart's checkpoint.
     "python train.py init_from=<ckpt> callbacks=finetune 'callbacks.freeze.modules=[net.layers.1]' "
