@@ -21,7 +21,8 @@ class ResumeState(Callback):
     masks are the uninterrupted run's.
 
     Loader position: Lightning restores it only into a loader it builds after the checkpoint is read; one built
-    earlier (for `trainer.estimated_stepping_batches`) is built again at `on_train_start`. Lightning saves a stateful loader's position (torchdata's StatefulDataLoader) in every
+    earlier (for `trainer.estimated_stepping_batches`) is built again at `on_train_start`. Lightning saves a
+    stateful loader's position (torchdata's StatefulDataLoader) in every
     checkpoint and restores it on resume, also from a checkpoint written at an epoch's end. A loader that was cut
     short there (`trainer.limit_train_batches`, or an epoch shorter than the loader) would then go on with the old
     epoch's batches, where the uninterrupted run starts the next epoch afresh: so a checkpoint written once the
