@@ -96,3 +96,64 @@ def test_what_a_fork_could_run_differently_runs_cold(argv, env):
 def test_cold_runs_everything_cold(monkeypatch):
     monkeypatch.setenv(warm.COLD, "1")
     assert not warm.runs_warm([sys.executable, "train.py"], dict(os.environ))
+
+
+# An entrypoint that starts itself again as a DDP rank, through the `subprocess` of Lightning's launcher module.
+RANK_PROBE = """
+import sys
+PRELOADED = "torch" in sys.modules  # a fresh `python` has imported nothing yet
+import json, os
+if sys.argv[1] == "rank":
+    print(json.dumps({
+        "argv": sys.argv, "cwd": os.getcwd(), "rank": os.environ.get("LOCAL_RANK"), "preloaded": PRELOADED,
+        "same_group": os.getpgid(0) == int(os.environ["PARENT_GROUP"]), "path0": sys.path[0], "name": __name__,
+    }), flush=True)
+    exec(sys.argv[2])
+else:
+    from lightning.pytorch.strategies.launchers import subprocess_script as launcher
+    env = {**os.environ, "LOCAL_RANK": "1", "PARENT_GROUP": str(os.getpgid(0))}
+    rank = launcher.subprocess.Popen([sys.executable, os.path.abspath(__file__), "rank", sys.argv[1]], env=env,
+                                     cwd=os.getcwd())
+    print(json.dumps({"returncode": rank.wait(timeout=60), "polled": rank.poll()}), flush=True)
+"""
+
+
+def run_rank_probe(script: Path, code: str) -> tuple[dict, dict, str]:
+    """What the rank saw, what its parent's Popen reported, and the output's stderr."""
+    result = warm.run([sys.executable, str(script), code], script.parent, dict(os.environ), timeout=120)
+    assert result.returncode == 0, result.stderr
+    rank, parent = (json.loads(line) for line in result.stdout.splitlines() if line.startswith("{"))
+    return rank, parent, result.stderr
+
+
+def test_a_rank_a_warm_child_starts_is_warm_and_sees_what_a_fresh_python_rank_sees(tmp_path, monkeypatch):
+    """Lightning's launcher starts rank 1 with `subprocess.Popen([python, <entrypoint>, ...], env=, cwd=)`: from a
+    warm child it is a fork with the libraries already imported, which sees the same argv, cwd, environment, process
+    group, `__main__` and sys.path as the fresh `python` a cold run starts."""
+    script = tmp_path / "train.py"
+    script.write_text(RANK_PROBE)
+    warm_rank, warm_parent, _ = run_rank_probe(script, "pass")
+    monkeypatch.setenv(warm.COLD, "1")
+    cold_rank, cold_parent, _ = run_rank_probe(script, "pass")
+    assert warm_parent == cold_parent == {"returncode": 0, "polled": 0}
+    assert warm_rank.pop("preloaded") and not cold_rank.pop("preloaded")
+    assert warm_rank == cold_rank
+    assert warm_rank["same_group"] and warm_rank["rank"] == "1" and warm_rank["name"] == "__main__"
+    assert warm_rank["argv"] == [str(script), "rank", "pass"] and warm_rank["path0"] == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("code", "returncode", "stderr"),
+    [
+        ("raise SystemExit(3)", 3, ""),
+        ("raise ValueError('boom')", 1, "ValueError: boom"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", -signal.SIGTERM, ""),
+    ],
+)
+def test_a_warm_rank_exits_as_python_does(tmp_path, code, returncode, stderr):
+    """Its parent's Popen sees sys.exit's code, an uncaught exception's traceback and exit 1, death by a signal."""
+    script = tmp_path / "train.py"
+    script.write_text(RANK_PROBE)
+    rank, parent, err = run_rank_probe(script, code)
+    assert rank["preloaded"] and parent == {"returncode": returncode, "polled": returncode}
+    assert stderr in err and ("Traceback" in err) == bool(stderr)

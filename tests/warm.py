@@ -5,10 +5,15 @@ and the suite runs the CLI about a hundred times. So each pytest worker keeps on
 imported those libraries once and then, for each command, forks a child that takes the command's argv, cwd,
 environment and output files and runs the script as `python` would run it (`__main__`, `sys.argv`, `sys.path[0]`),
 in a session of its own. A command runs cold, as a fresh `python`, whenever the fork could differ from it:
-- it is not `python <entrypoint> ...` (train.py, eval.py, predict.py, export.py; not `-c`, `-m`, torchrun);
+- it is not `python <entrypoint> ...` (train.py, eval.py, predict.py, export.py, prepare.py; not `-c`, `-m`,
+  torchrun);
 - its environment differs from the server's in a variable read while those libraries import (`PYTHON*`, thread
   counts, CUDA, `LD_*`);
 - `HYDRALIGHT_TESTS_COLD=1` is set: the whole suite then runs every command cold, as CI ran it before.
+The DDP ranks a warm child starts (Lightning's launcher runs `python <entrypoint> ...` again for each rank > 0) are
+warm too, by the same rule: each warm child keeps a launcher, a fork of itself taken before its script starts, and
+forks every rank from that clean state, in the child's own session and process group, as `subprocess.Popen` would
+start it there (`RankSubprocess`).
 What a warm start cannot show, a fresh interpreter proves: that `--help` and config errors never import torch
 (test_cli_errors.py, PYTHONPROFILEIMPORTTIME), signals and kill -9 (test_reliability.py), torchrun (test_distributed).
 Warnings the libraries print while they import are printed again at the start of every child, as a fresh `python`
@@ -42,20 +47,22 @@ COLD = "HYDRALIGHT_TESTS_COLD"
 # The scripts that run warm: the CLI's entrypoints. Each imports Lightning only after Hydra has set up logging, and
 # Lightning's import configures its loggers by that (its own handler only where the root logger has none): the server
 # imports it in that same state.
-ENTRYPOINTS = ("train.py", "eval.py", "predict.py", "export.py")
+ENTRYPOINTS = ("train.py", "eval.py", "predict.py", "export.py", "prepare.py")
 
 
 # The client: what the tests call.
 
 
-def runs_warm(argv: list[str], env: dict[str, str]) -> bool:
-    """Whether `argv` with `env` can be a fork of the warm server (see the module's docstring)."""
-    if os.environ.get(COLD) == "1" or len(argv) < 2 or argv[0] != sys.executable:
+def runs_warm(argv: list[str], env: dict[str, str], server_env: dict[str, str] | None = None) -> bool:
+    """Whether `argv` with `env` can be a fork of the warm server (see the module's docstring), whose environment is
+    `server_env` (in the tests' process: its own)."""
+    server_env = os.environ if server_env is None else server_env
+    if env.get(COLD) == "1" or server_env.get(COLD) == "1" or len(argv) < 2 or argv[0] != sys.executable:
         return False
     if os.path.basename(argv[1]) not in ENTRYPOINTS:
         return False
-    keys = {key for key in (*env, *os.environ) if key.startswith(IMPORT_TIME_PREFIXES) and key != "PYTHONPATH"}
-    return all(env.get(key) == os.environ.get(key) for key in keys)
+    keys = {key for key in (*env, *server_env) if key.startswith(IMPORT_TIME_PREFIXES) and key != "PYTHONPATH"}
+    return all(env.get(key) == server_env.get(key) for key in keys)
 
 
 def popen(
@@ -117,6 +124,12 @@ class WarmChild:
         if self.returncode is None:
             os.kill(self.pid, signum)
 
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
 
 class Server:
     """The warm interpreter of this test process, started on first use and stopped when the process exits."""
@@ -165,8 +178,20 @@ def server() -> Server:
 # The server: `python tests/warm.py <socket path>`.
 
 
+# Lightning's launchers of DDP ranks: each starts the ranks > 0 with `subprocess.Popen`.
+RANK_LAUNCHERS = (
+    "lightning.fabric.strategies.launchers.subprocess_script",
+    "lightning.pytorch.strategies.launchers.subprocess_script",
+)
+_server_env: dict[str, str] = {}  # the server's environment, as its libraries imported under it
+_import_warnings = b""
+_rank_launcher: socket.socket | None = None  # in a warm child: the channel to the fork that starts its ranks
+
+
 def serve(path: str) -> None:
-    import_warnings = preload()
+    global _import_warnings
+    _server_env.update(os.environ)
+    _import_warnings = import_warnings = preload()
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path + ".tmp")
     listener.listen(16)
@@ -211,6 +236,8 @@ def preload() -> bytes:
             logging.getLogger().removeHandler(as_after_hydra)
         captured.seek(0)
         warnings = captured.read()
+    for name in RANK_LAUNCHERS:
+        importlib.import_module(name).subprocess = RankSubprocess()
     # Out of the collector's sight: a child's exit then does not walk (and copy, page by page) the server's objects.
     gc.freeze()
     return warnings
@@ -234,14 +261,20 @@ def fork_child(connection: socket.socket, listener: socket.socket, children: dic
     run_as_python(request, fds, import_warnings)
 
 
-def run_as_python(request: dict, fds: list[int], import_warnings: bytes) -> None:
+def run_as_python(request: dict, fds: list[int], import_warnings: bytes, session: bool = True) -> None:
     """In the child: become `python <script> <args>` in the request's cwd and environment, and run the script. Its
-    exit (SystemExit, an uncaught exception's traceback, a signal) is the interpreter's own, as for a fresh `python`."""
-    os.setsid()
-    null = os.open(os.devnull, os.O_RDONLY)
-    for fd, target in ((null, 0), (fds[0], 1), (fds[1], 2)):
+    exit (SystemExit, an uncaught exception's traceback, a signal) is the interpreter's own, as for a fresh `python`.
+    `fds`: stdout and stderr (stdin is empty), or stdin, stdout and stderr. `session`: a session of its own, and a
+    launcher for its DDP ranks; a rank stays in its launcher's session and process group instead."""
+    if session:
+        os.setsid()
+        start_rank_launcher(fds)
+    if len(fds) == 2:
+        fds = [os.open(os.devnull, os.O_RDONLY), *fds]
+    for target, fd in enumerate(fds):
         os.dup2(fd, target)
-        os.close(fd)
+        if fd != target:
+            os.close(fd)
     os.chdir(request["cwd"])
     inherited = [entry for entry in sys.path[1:] if entry not in server_pythonpath()]
     os.environ.clear()
@@ -258,6 +291,74 @@ def run_as_python(request: dict, fds: list[int], import_warnings: bytes) -> None
     importlib.invalidate_caches()  # files written since the server started (a test's own project) are found
     runpy.run_path(script, run_name="__main__")
     sys.exit(0)
+
+
+class RankSubprocess:
+    """The `subprocess` module as Lightning's rank launchers see it in the server and its children: `Popen` of a
+    rank that `runs_warm` (the same rule as for the tests' own commands) is forked by the child's rank launcher;
+    anything else is subprocess's own."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(args: list[str], **kwargs: object) -> WarmChild | subprocess.Popen:
+        env = kwargs.get("env") or dict(os.environ)
+        if _rank_launcher is None or not set(kwargs) <= {"env", "cwd"} or not runs_warm(list(args), env, _server_env):
+            return subprocess.Popen(args, **kwargs)
+        theirs, ours = socket.socketpair(socket.AF_UNIX)
+        request = {"argv": list(args)[1:], "cwd": str(kwargs.get("cwd") or os.getcwd()), "env": env}
+        socket.send_fds(_rank_launcher, [json.dumps(request).encode() + b"\n"], [theirs.fileno(), 0, 1, 2])
+        theirs.close()
+        return WarmChild(ours)
+
+
+def start_rank_launcher(child_fds: list[int]) -> None:
+    """Fork the process that starts this child's DDP ranks, while this child is still the server's clean copy: a
+    rank forked from it is what a fresh `python` would be, and lives in this child's session and process group."""
+    global _rank_launcher
+    ours, theirs = socket.socketpair(socket.AF_UNIX)
+    if os.fork():
+        theirs.close()
+        _rank_launcher = ours
+        return
+    ours.close()
+    for fd in child_fds:  # the child's output files: each rank gets the ones its parent has when it starts it
+        os.close(fd)
+    launch_ranks(theirs)  # a rank forked in there exits as the interpreter does, through here (see fork_child)
+    os._exit(0)
+
+
+def launch_ranks(channel: socket.socket) -> None:
+    """The rank launcher's loop: fork a rank for each request, report its pid and exit code on the connection that
+    came with it (a WarmChild's), until the child that owns it is gone (its end of `channel` closes)."""
+    ranks: dict[int, socket.socket] = {}
+    while True:
+        ready = select.select([channel], [], [], 0.02 if ranks else None)[0]
+        for pid, connection in list(ranks.items()):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                with contextlib.suppress(OSError):
+                    connection.sendall(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+                connection.close()
+                del ranks[pid]
+        if not ready:
+            continue
+        data, fds, _, _ = socket.recv_fds(channel, 1 << 20, 4)
+        if not data:
+            return
+        while not data.endswith(b"\n"):
+            data += channel.recv(1 << 20)
+        connection = socket.socket(fileno=fds[0])
+        pid = os.fork()
+        if pid == 0:
+            for open_socket in (channel, connection, *ranks.values()):
+                open_socket.close()
+            run_as_python(json.loads(data), fds[1:], _import_warnings, session=False)
+        for fd in fds[1:]:
+            os.close(fd)
+        connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        ranks[pid] = connection
 
 
 def server_pythonpath() -> list[str]:
