@@ -342,7 +342,8 @@ def test_a_parallel_job_runs_with_its_slots_threads_and_gpus(tmp_path, monkeypat
     monkeypatch.setattr(share, "visible_gpus", lambda: ["0", "1", "2", "3"])
     monkeypatch.setattr(share, "cpu_count", lambda: 2)
     for name in ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded as it was, so what the job sets goes at teardown, unset or not
+        monkeypatch.delenv(name)
     calls: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     config = job_config(tmp_path / "0", 0)

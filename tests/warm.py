@@ -70,7 +70,7 @@ def popen(
 ) -> WarmChild | subprocess.Popen:
     """`subprocess.Popen(argv, cwd=, env=, stdout=, stderr=, start_new_session=True)`, forked warm where it can be.
     `stdout`/`stderr` are files (not pipes): a warm child writes into them directly."""
-    if runs_warm(argv, env):
+    if runs_warm(argv, env, server_environment()):
         return server().start(argv, cwd, env, stdout, stderr)
     return subprocess.Popen(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr, text=True, start_new_session=True)
 
@@ -135,6 +135,7 @@ class Server:
     """The warm interpreter of this test process, started on first use and stopped when the process exits."""
 
     def __init__(self) -> None:
+        self.environment = dict(os.environ)  # what its libraries import under
         self.dir = Path(tempfile.mkdtemp(prefix="hydralight-warm-"))
         self.path = str(self.dir / "socket")
         self.log = open(self.dir / "server.log", "w+")  # noqa: SIM115 (open while the server lives)
@@ -166,6 +167,13 @@ class Server:
 
 
 _server: Server | None = None
+
+
+def server_environment() -> dict[str, str]:
+    """The environment the warm server imported its libraries under (a test may have changed this process's since):
+    the current one for a server not started yet."""
+    running = _server is not None and _server.process.poll() is None
+    return _server.environment if running else dict(os.environ)
 
 
 def server() -> Server:
