@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -23,6 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hydralight.core import cli
 from hydralight.core.errors import Interrupted, TrainingDiverged, UserError
 from hydralight.core.train import train
+from tests import warm
 from tests.conftest import ROOT, TINY, assert_ok, compose_config, run_cli
 from tests.test_cli_errors import assert_user_error, snapshot
 
@@ -58,22 +60,29 @@ def assert_identical_training_state(a: Path, b: Path) -> None:
                 assert torch.equal(torch.as_tensor(value), torch.as_tensor(right["state"][index][name])), name
 
 
-def start_training(run_dir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group: the loader workers die with it
-    )
+def start_training(run_dir: Path, *args: str, cold: bool = False) -> warm.WarmChild | subprocess.Popen:
+    """`python train.py <args> hydra.run.dir=<run_dir>` from the repo root, in a session of its own (a kill of its
+    process group takes its loader workers and DDP ranks with it); `stderr_of` reads what it printed. A fork of the
+    warm test interpreter, unless `cold`: kill -9 of a fresh `python` is proven once, in kill_mid_training."""
+    env = {**os.environ, **({warm.COLD: "1"} if cold else {})}
+    stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (read by stderr_of, closed with the process object)
+    with open(os.devnull, "w") as stdout:
+        process = warm.popen([sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}"], ROOT, env, stdout, stderr)
+    process.stderr_file = stderr
+    return process
+
+
+def stderr_of(process: warm.WarmChild | subprocess.Popen) -> str:
+    """What a run started by start_training has printed to stderr so far."""
+    process.stderr_file.seek(0)
+    return process.stderr_file.read()
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if process.poll() is not None:
-            pytest.fail(f"training ended (exit {process.returncode}) before {path} appeared:\n{process.stderr.read()}")
+            pytest.fail(f"training ended (exit {process.returncode}) before {path} appeared:\n{stderr_of(process)}")
         if time.monotonic() > deadline:
             os.killpg(process.pid, signal.SIGKILL)
             pytest.fail(f"{path} did not appear within {timeout} s")
@@ -86,7 +95,7 @@ def kill_mid_training(run_dir: Path, total_steps: int) -> int:
     delay = random.uniform(0.0, 1.0)
     for _ in range(4):
         shutil.rmtree(run_dir, ignore_errors=True)
-        process = start_training(run_dir, *RESUMABLE)
+        process = start_training(run_dir, *RESUMABLE, cold=True)
         wait_for(run_dir / "checkpoints" / "last.ckpt", process)
         time.sleep(delay)
         os.killpg(process.pid, signal.SIGKILL)
@@ -183,7 +192,7 @@ def test_ctrl_c_exits_130_saying_how_to_continue_and_that_command_continues(tmp_
     assert f"Re-run the same command to continue from {last} (resume=auto)." in stderr.splitlines()[-1]
     stopped_at = load_state(last)["global_step"]
 
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    result = warm.run(command, tmp_path, dict(os.environ), timeout=300)  # the signal above needed a fresh `python`
     assert_ok(result)
     assert f"Resuming from {last}" in result.stderr + result.stdout
     assert load_state(last)["global_step"] > stopped_at

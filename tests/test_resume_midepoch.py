@@ -12,7 +12,7 @@ import pytest
 from lightning.pytorch import Callback
 
 from tests.conftest import assert_ok, run_cli
-from tests.test_reliability import QUIET, assert_identical_training_state, load_state, start_training
+from tests.test_reliability import QUIET, assert_identical_training_state, load_state, start_training, stderr_of
 
 EPOCHS = 3
 STEP_CHECKPOINTS = "callbacks.last_checkpoint.every_n_train_steps=3"
@@ -55,7 +55,7 @@ def kill_mid_epoch(run_dir: Path, args: tuple[str, ...], total: int) -> int:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
         if process.returncode != -signal.SIGKILL:
-            pytest.fail(f"training ended (exit {process.returncode}) before step {target}:\n{process.stderr.read()}")
+            pytest.fail(f"training ended (exit {process.returncode}) before step {target}:\n{stderr_of(process)}")
         killed_at = last_step(run_dir)
         if killed_at is not None and killed_at % steps_per_epoch and killed_at < total:
             return killed_at
