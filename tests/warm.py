@@ -207,14 +207,7 @@ def serve(path: str) -> None:
     children: dict[int, socket.socket] = {}
     parent = os.getppid()
     while os.getppid() == parent:  # a test process killed outright leaves no server behind
-        for pid, connection in list(children.items()):
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                returncode = os.waitstatus_to_exitcode(status)
-                with contextlib.suppress(OSError):  # else the test that started it is gone
-                    connection.sendall(json.dumps({"returncode": returncode}).encode() + b"\n")
-                connection.close()
-                del children[pid]
+        report_exits(children)
         if select.select([listener], [], [], 0.02)[0]:
             connection, _ = listener.accept()
             pid = fork_child(connection, listener, children, import_warnings)
@@ -251,10 +244,28 @@ def preload() -> bytes:
     return warnings
 
 
-def fork_child(connection: socket.socket, listener: socket.socket, children: dict, import_warnings: bytes) -> int:
-    data, fds, _, _ = socket.recv_fds(connection, 1 << 20, 2)
-    while not data.endswith(b"\n"):
+def report_exits(children: dict[int, socket.socket]) -> None:
+    """Send each child that has exited its exit code (as Popen's returncode has it) on its connection."""
+    for pid, connection in list(children.items()):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            returncode = os.waitstatus_to_exitcode(status)
+            with contextlib.suppress(OSError):  # else the test that started it is gone
+                connection.sendall(json.dumps({"returncode": returncode}).encode() + b"\n")
+            connection.close()
+            del children[pid]
+
+
+def receive(connection: socket.socket, max_fds: int) -> tuple[bytes, list[int]]:
+    """One request: a line of JSON and the file descriptors sent with it; no bytes once the sender has closed."""
+    data, fds, _, _ = socket.recv_fds(connection, 1 << 20, max_fds)
+    while data and not data.endswith(b"\n"):
         data += connection.recv(1 << 20)
+    return data, fds
+
+
+def fork_child(connection: socket.socket, listener: socket.socket, children: dict, import_warnings: bytes) -> int:
+    data, fds = receive(connection, 2)
     request = json.loads(data)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -343,20 +354,12 @@ def launch_ranks(channel: socket.socket) -> None:
     ranks: dict[int, socket.socket] = {}
     while True:
         ready = select.select([channel], [], [], 0.02 if ranks else None)[0]
-        for pid, connection in list(ranks.items()):
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                with contextlib.suppress(OSError):
-                    connection.sendall(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
-                connection.close()
-                del ranks[pid]
+        report_exits(ranks)
         if not ready:
             continue
-        data, fds, _, _ = socket.recv_fds(channel, 1 << 20, 4)
+        data, fds = receive(channel, 4)
         if not data:
             return
-        while not data.endswith(b"\n"):
-            data += channel.recv(1 << 20)
         connection = socket.socket(fileno=fds[0])
         pid = os.fork()
         if pid == 0:
