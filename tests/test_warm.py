@@ -29,6 +29,14 @@ if len(sys.argv) > 1:
 """
 
 
+# Code that ends a script, the exit code a fresh `python` then has, and what its stderr shows.
+PYTHON_EXITS = [
+    ("raise SystemExit(3)", 3, ""),
+    ("raise ValueError('boom')", 1, "ValueError: boom"),
+    ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", -signal.SIGTERM, ""),
+]
+
+
 @pytest.fixture
 def probe(tmp_path: Path) -> Path:
     """The probe as an entrypoint (named train.py) in a project dir; the module it imports lies in another dir."""
@@ -63,14 +71,7 @@ def test_a_warm_child_sees_what_a_fresh_python_sees(probe, monkeypatch):
     assert warm_seen["lightning_log"] == [True, 0]  # no handler of its own: its records reach Hydra's job log
 
 
-@pytest.mark.parametrize(
-    ("code", "returncode", "stderr"),
-    [
-        ("raise SystemExit(3)", 3, ""),
-        ("raise ValueError('boom')", 1, "ValueError: boom"),
-        ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", -signal.SIGTERM, ""),
-    ],
-)
+@pytest.mark.parametrize(("code", "returncode", "stderr"), PYTHON_EXITS)
 def test_a_warm_child_exits_as_python_does(probe, code, returncode, stderr):
     """sys.exit's code, an uncaught exception's traceback and exit 1, death by a signal."""
     exit_code, _, err = run_probe(probe, code)
@@ -142,14 +143,7 @@ def test_a_rank_a_warm_child_starts_is_warm_and_sees_what_a_fresh_python_rank_se
     assert warm_rank["argv"] == [str(script), "rank", "pass"] and warm_rank["path0"] == str(tmp_path)
 
 
-@pytest.mark.parametrize(
-    ("code", "returncode", "stderr"),
-    [
-        ("raise SystemExit(3)", 3, ""),
-        ("raise ValueError('boom')", 1, "ValueError: boom"),
-        ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", -signal.SIGTERM, ""),
-    ],
-)
+@pytest.mark.parametrize(("code", "returncode", "stderr"), PYTHON_EXITS)
 def test_a_warm_rank_exits_as_python_does(tmp_path, code, returncode, stderr):
     """Its parent's Popen sees sys.exit's code, an uncaught exception's traceback and exit 1, death by a signal."""
     script = tmp_path / "train.py"
