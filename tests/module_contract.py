@@ -2,6 +2,7 @@
 a batch. This file is not collected by itself (no `test_` prefix, no `Test` class): only its subclasses run."""
 
 import functools
+import multiprocessing
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -167,17 +168,20 @@ class LightningModuleContract:
 
     @pytest.mark.slow
     def test_ddp_on_2_cpu_processes_equals_one_process_of_the_doubled_batch(self, monkeypatch) -> None:
-        """strategy=ddp_spawn on 2 CPU processes (gloo), each rank at half the batch (Lightning's own distributed
-        sampler), ends with the weights of one process on the whole batch (plain SGD), to rtol/atol."""
+        """DDP on 2 CPU processes (gloo), each rank at half the batch (Lightning's own distributed sampler), ends with
+        the weights of one process on the whole batch (plain SGD), to rtol/atol. The ranks are forks of this process
+        (strategy=ddp_fork) where the OS has fork: a spawned rank would import torch and Lightning afresh, and unpickle
+        the module; else spawned (ddp_spawn)."""
         for name, value in {**LOOPBACK, "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}.items():
             monkeypatch.setenv(name, value)  # restored afterwards: Lightning leaves MASTER_PORT set
         batch, size = self.divisible_batch(2)
         # A dataset of exactly the doubled batch: each step covers all of it, whatever order a sampler picks.
         distributed = self.fresh_module()
         initial = weights(distributed)
-        Trainer(**{**QUIET_CPU, "devices": 2}, strategy="ddp_spawn", max_steps=self.equality_steps).fit(
+        strategy = "ddp_fork" if "fork" in multiprocessing.get_all_start_methods() else "ddp_spawn"
+        Trainer(**{**QUIET_CPU, "devices": 2}, strategy=strategy, max_steps=self.equality_steps).fit(
             with_plain_sgd(distributed, self.sgd_lr), train_dataloaders=split(batch, size // 2)
-        )  # ddp_spawn loads rank 0's final weights back into `distributed`
+        )  # both load rank 0's final weights back into `distributed`
         single = self.fresh_module()
         Trainer(**QUIET_CPU, max_steps=self.equality_steps).fit(
             with_plain_sgd(single, self.sgd_lr), train_dataloaders=split(batch, size)
