@@ -23,8 +23,8 @@ descendants (the loader workers) and keeps the peak of each figure (each on its 
   tree PSS        the proportional set size over the tree (smaps_rollup): each shared page divided among its
                   sharers, so every page counts once; tree PSS anon, its anonymous part: the memory the run really
                   holds. Read about every second (smaps_rollup walks the page tables: ~25 ms a 500 MB process here)
-Then the same with `data.keep_in_memory=true` (the whole dataset read into RAM), for contrast: that one grows by
-about the dataset's size. Printed: the peaks, the ratios 20x/1x, and whether each on-disk ratio is under 1.10,
+Then the same with `data.keep_in_memory=true` (the whole dataset read into RAM; not in --quick), for contrast: that
+grows by about the dataset's size. Printed: the peaks, the ratios 20x/1x, and whether each on-disk ratio is under 1.10,
 the anonymous figures (what the run holds) apart from those that include mapped file pages.
 
 Throughput. The embedded 8x8 digits, in memory (`python train.py`, data=digits) against the same digits prepared on
@@ -58,10 +58,13 @@ ROOT = BENCH_DIR.parent
 MB = 1e6
 
 COPIES = {"1x": 27, "20x": 540}  # ~50 MB and ~1 GB on disk
-QUICK_COPIES = {"1x": 1, "20x": 20}
+QUICK_COPIES = {"1x": 1, "4x": 4}
 RSS_STEPS, QUICK_RSS_STEPS = 300, 20
 EPOCHS, QUICK_EPOCHS = 10, 3
 WORKERS, QUICK_WORKERS = (0, 1, 2), (2,)  # quick: the loader path with workers, once
+# The memory runs: memory-mapped, and read whole into RAM for contrast (quick: memory-mapped only).
+MODES = {"on-disk": [], "in-memory": ["data.keep_in_memory=true"]}
+QUICK_MODES = ("on-disk",)
 SAMPLE_S = 0.05
 # Reading smaps_rollup walks a process's page tables (~25 ms for a 500 MB process here): in the memory runs (not the
 # timed ones) PSS is read at most every PSS_MIN_S, and less often where that would take more than PSS_SHARE of a core.
@@ -320,6 +323,7 @@ def bench_memory(
     workdir: Path,
     rundir: Path,
     sizes: list[str],
+    modes: tuple[str, ...],
     steps: int,
     repeats: int,
     extra: list[str],
@@ -333,7 +337,6 @@ def bench_memory(
         f"+trainer.val_check_interval={check}", "trainer.limit_val_batches=5", "trainer.limit_test_batches=5",
         "logger=none", *extra,
     ]  # fmt: skip
-    modes = {"on-disk": [], "in-memory": ["data.keep_in_memory=true"]}
     plan = [(mode, size, repeat) for repeat in range(repeats) for mode in modes for size in sizes]
     runs = run_all(
         jobs,
@@ -341,7 +344,7 @@ def bench_memory(
             (
                 f"memory {mode} {size} #{repeat}",
                 train_command(
-                    [*base, f"data.path={workdir / size}", *modes[mode]], rundir / f"mem-{mode}-{size}-{repeat}"
+                    [*base, f"data.path={workdir / size}", *MODES[mode]], rundir / f"mem-{mode}-{size}-{repeat}"
                 ),
                 rundir / f"mem-{mode}-{size}-{repeat}.log",
             )
@@ -452,7 +455,7 @@ def format_datasets(datasets: dict[str, Any]) -> str:
 def format_memory(memory: dict[str, Any], sizes: list[str]) -> str:
     header = " | ".join(f"{RSS_NAMES[key]} MB" for key in RSS_KEYS)
     lines = [f"| data | size | {header} | processes | wall s |", "|---|---|" + "---|" * (len(RSS_KEYS) + 2)]
-    for mode in ("on-disk", "in-memory"):
+    for mode in (mode for mode in MODES if mode in memory):
         for size in sizes:
             r = memory[mode][size]
             figures = " | ".join(f"{r[f'peak_{key}_mb']:,.0f}" for key in RSS_KEYS)
@@ -498,7 +501,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="tiny sizes, 1 repeat, few steps, on-disk with 2 workers only (CI: checks it runs)",
+        help="tiny sizes, 1 repeat, few steps, memory on-disk only, 2 workers only (CI: checks it runs)",
     )
     parser.add_argument("--repeats", type=int, default=None, help="throughput runs per variant (default 3; quick: 1)")
     parser.add_argument("--memory-repeats", type=int, default=1, help="memory runs per size and mode (median)")
@@ -530,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     copies = QUICK_COPIES if args.quick else COPIES
     steps, epochs = (QUICK_RSS_STEPS, QUICK_EPOCHS) if args.quick else (RSS_STEPS, EPOCHS)
     workers = QUICK_WORKERS if args.quick else WORKERS
+    modes = QUICK_MODES if args.quick else tuple(MODES)
     extra = ["trainer.accelerator=cpu", *args.overrides]
     sizes = list(copies)
     report: dict[str, Any] = {
@@ -537,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "quick": args.quick, "repeats": repeats, "memory_repeats": args.memory_repeats, "jobs": jobs,
             "threads": threads, "copies": copies, "memory_steps": steps, "epochs": epochs, "workers": list(workers),
-            "extra_overrides": extra,
+            "memory_modes": list(modes), "extra_overrides": extra,
         },
     }  # fmt: skip
     if args.workdir:
@@ -550,8 +554,8 @@ def main(argv: list[str] | None = None) -> int:
         disk_space_check(workdir, copies)
         report["datasets"] = write_datasets(workdir, copies, env)
         rundir = Path(tempfile.mkdtemp(dir=workdir, prefix="runs-"))  # fresh: a run dir with checkpoints resumes
-        log(f"memory: {', '.join(sizes)} x on-disk, in-memory x {args.memory_repeats}, {steps} steps")
-        report["memory"] = bench_memory(workdir, rundir, sizes, steps, args.memory_repeats, extra, jobs, env)
+        log(f"memory: {', '.join(sizes)} x {', '.join(modes)} x {args.memory_repeats}, {steps} steps")
+        report["memory"] = bench_memory(workdir, rundir, sizes, modes, steps, args.memory_repeats, extra, jobs, env)
         log(f"throughput: in-memory, on-disk workers {workers} x {repeats}, {epochs} epochs")
         report["throughput"] = bench_throughput(workdir, rundir, epochs, repeats, workers, extra, jobs, env)
     finally:

@@ -86,6 +86,16 @@ def test_workers_and_random_transforms_give_the_same_batches(prepared_digits):
     assert torch.equal(plain[0][1], without[0][1])  # on the same rows
 
 
+def test_keep_in_memory_reads_the_splits_into_ram_and_gives_the_same_batches(prepared_digits):
+    """data.keep_in_memory=true: no split is memory-mapped from the dataset's files, and an epoch is bitwise the
+    memory-mapped one."""
+    mapped, in_ram = module(prepared_digits, num_workers=0), module(prepared_digits, num_workers=0, keep_in_memory=True)
+    assert all(split.cache_files for split in mapped.splits.values())
+    assert not any(split.cache_files for split in in_ram.splits.values())
+    for a, b in zip(epoch_batches(mapped), epoch_batches(in_ram), strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
 def test_a_pipeline_of_batched_transforms_runs_once_per_batch_with_the_same_result(prepared_digits):
     """ToUnit and NextToken say they are right on a whole batch: applied once, they give what they give applied to
     each sample in turn."""
