@@ -8,8 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 import torch
@@ -18,6 +22,7 @@ from lightning.pytorch import Callback
 from hydralight.core.errors import UserError
 from hydralight.core.resolvers import job_run_name, run_dir
 from hydralight.core.runs.guard import check_run_dir
+from tests import warm
 from tests.conftest import ROOT, assert_ok, run_cli
 
 TINY = (
@@ -49,30 +54,44 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun(node_rank: int, nnodes: int, nproc: int, port: int, rdzv_id: str, cwd: Path, *args: str):
+@dataclass
+class Node:
+    """A torchrun agent (one "node") and the file its output and its workers' go to."""
+
+    process: warm.WarmChild | subprocess.Popen
+    output: IO[str]
+
+    def read(self) -> str:
+        self.output.seek(0)
+        return self.output.read()
+
+
+def torchrun(node_rank: int, nnodes: int, nproc: int, port: int, rdzv_id: str, cwd: Path, *args: str) -> Node:
+    """`python -m torch.distributed.run ... train.py <args>`: torchrun's agent for one node, and its workers, warm
+    (tests/warm.py) where they can be."""
     command = [
         sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc_per_node={nproc}",
         f"--node_rank={node_rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id={rdzv_id}",
         str(ROOT / "train.py"), *args,
     ]  # fmt: skip
-    return subprocess.Popen(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, **LOOPBACK}, start_new_session=True,
-    )  # fmt: skip
+    output = tempfile.TemporaryFile("w+")  # noqa: SIM115 (read and closed by finish)
+    return Node(warm.popen(command, cwd, {**os.environ, **LOOPBACK}, output, output), output)
 
 
-def finish(processes: list[subprocess.Popen], timeout: float = 240) -> list[str]:
-    """Wait for every process; on a time-out kill them all (no stray ranks) and fail with their output."""
-    outputs = []
+def finish(nodes: list[Node], timeout: float = 240) -> list[str]:
+    """Wait for every node; on a time-out kill them all and fail with their output. Each node's output."""
     try:
-        for process in processes:
-            outputs.append(process.communicate(timeout=timeout)[0])
+        deadline = time.monotonic() + timeout
+        for node in nodes:
+            node.process.wait(timeout=max(deadline - time.monotonic(), 0))
     except subprocess.TimeoutExpired:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail("torchrun did not finish in time:\n" + "\n".join(p.communicate()[0][-3000:] for p in processes))
-    for process, output in zip(processes, outputs, strict=True):
-        assert process.returncode == 0, output[-6000:]
+        for node in nodes:
+            os.killpg(node.process.pid, signal.SIGKILL)
+        pytest.fail("torchrun did not finish in time:\n" + "\n".join(node.read()[-3000:] for node in nodes))
+    outputs = [node.read() for node in nodes]
+    for node, output in zip(nodes, outputs, strict=True):
+        node.output.close()
+        assert node.process.returncode == 0, output[-6000:]
     return outputs
 
 

@@ -84,7 +84,9 @@ def test_a_warm_child_exits_as_python_does(probe, code, returncode, stderr):
     [
         (["-c", "print(1)"], {}),
         (["benchmarks/bench.py"], {}),
-        (["train.py"], {"OMP_NUM_THREADS": "7"}),
+        (["train.py"], {"MKL_NUM_THREADS": "7"}),
+        (["train.py"], {"OMP_NUM_THREADS": "all"}),
+        (["-m", "torch.utils.collect_env"], {}),
         (["train.py"], {"PYTHONWARNINGS": "error"}),
         (["train.py"], {"CUDA_VISIBLE_DEVICES": "1"}),
     ],
@@ -151,3 +153,41 @@ def test_a_warm_rank_exits_as_python_does(tmp_path, code, returncode, stderr):
     rank, parent, err = run_rank_probe(script, code)
     assert rank["preloaded"] and parent == {"returncode": returncode, "polled": returncode}
     assert stderr in err and ("Traceback" in err) == bool(stderr)
+
+
+# An entrypoint as torchrun's workers run it, printing what it sees.
+TORCHRUN_PROBE = """
+import sys
+PRELOADED = "torch" in sys.modules
+import json, os, torch
+print(json.dumps({
+    "argv": sys.argv, "cwd": os.getcwd(), "name": __name__, "path0": sys.path[0], "preloaded": PRELOADED,
+    "rank": os.environ["LOCAL_RANK"], "world": os.environ["WORLD_SIZE"], "omp": os.environ.get("OMP_NUM_THREADS"),
+    "threads": torch.get_num_threads(), "session": os.getsid(0) == os.getpid(),
+    "unbuffered": [sys.stdout.write_through, type(sys.stdout.buffer).__name__],
+}), flush=True)
+"""
+
+
+def test_torchrun_workers_of_a_warm_agent_are_warm_and_see_what_fresh_workers_see(tmp_path, monkeypatch):
+    """`python -m torch.distributed.run` runs warm, and the workers its agent starts (`python -u <script>`, each in a
+    session of its own, with OMP_NUM_THREADS=1 unless set) are forks that see the argv, cwd, environment, thread
+    count, session, `__main__`, sys.path and unbuffered output of the fresh workers of a cold run."""
+    script = tmp_path / "train.py"
+    script.write_text(TORCHRUN_PROBE)
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), "x"]
+    env = dict(os.environ)
+    seen = {}
+    for mode in ("warm", "cold"):
+        if mode == "cold":
+            env[warm.COLD] = "1"
+        assert warm.runs_warm(argv, env) == (mode == "warm")
+        result = warm.run(argv, tmp_path, env, timeout=120)
+        assert result.returncode == 0, result.stderr
+        workers = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+        seen[mode] = sorted(workers, key=lambda worker: worker["rank"])
+    assert all(worker.pop("preloaded") for worker in seen["warm"])
+    assert not any(worker.pop("preloaded") for worker in seen["cold"])
+    assert seen["warm"] == seen["cold"]
+    assert [worker["rank"] for worker in seen["warm"]] == ["0", "1"]
+    assert seen["warm"][0]["threads"] == 1 and seen["warm"][0]["session"] and seen["warm"][0]["name"] == "__main__"

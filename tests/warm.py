@@ -5,17 +5,19 @@ and the suite runs the CLI about a hundred times. So each pytest worker keeps on
 imported those libraries once and then, for each command, forks a child that takes the command's argv, cwd,
 environment and output files and runs the script as `python` would run it (`__main__`, `sys.argv`, `sys.path[0]`),
 in a session of its own. A command runs cold, as a fresh `python`, whenever the fork could differ from it:
-- it is not `python <entrypoint> ...` (train.py, eval.py, predict.py, export.py, prepare.py; not `-c`, `-m`,
-  torchrun);
+- it is neither `python [-u] <entrypoint> ...` (train.py, eval.py, predict.py, export.py, prepare.py) nor
+  `python -m torch.distributed.run ...` (torchrun's agent); not `-c`, any other `-m`, nor the `torchrun` script;
 - its environment differs from the server's in a variable read while those libraries import (`PYTHON*`, thread
-  counts, CUDA, `LD_*`);
+  counts other than OMP_NUM_THREADS, which the child applies with torch.set_num_threads, CUDA, `LD_*`);
 - `HYDRALIGHT_TESTS_COLD=1` is set: the whole suite then runs every command cold, as CI ran it before.
 The DDP ranks a warm child starts (Lightning's launcher runs `python <entrypoint> ...` again for each rank > 0) are
 warm too, by the same rule: each warm child keeps a launcher, a fork of itself taken before its script starts, and
 forks every rank from that clean state, in the child's own session and process group, as `subprocess.Popen` would
-start it there (`RankSubprocess`).
+start it there (`RankSubprocess`). The workers of a warm torchrun agent are started the same way, each in a session
+of its own as torchrun starts them.
 What a warm start cannot show, a fresh interpreter proves: that `--help` and config errors never import torch
-(test_cli_errors.py, PYTHONPROFILEIMPORTTIME), signals and kill -9 (test_reliability.py), torchrun (test_distributed).
+(test_cli_errors.py, PYTHONPROFILEIMPORTTIME), signals and kill -9 (test_reliability.py), the `torchrun` script
+(the README's command, test_readme.py).
 Warnings the libraries print while they import are printed again at the start of every child, as a fresh `python`
 would print them.
 
@@ -43,26 +45,47 @@ PRELOADED = ("torch", "lightning", "lightning.pytorch", "torchmetrics", "hydra",
 # Environment variables read while PRELOADED imports (or by the interpreter itself): a command whose value differs
 # from the server's runs cold. PYTHONPATH is the exception: the child puts its entries on sys.path as python would.
 IMPORT_TIME_PREFIXES = ("PYTHON", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "LD_", "TORCH", "PYTORCH_", "NVIDIA_")
+# ... but for these, which torch reads only when it runs (torchrun sets them for its workers).
+RUN_TIME_PREFIXES = ("TORCHELASTIC_", "TORCH_NCCL_")
+THREADS = "OMP_NUM_THREADS"  # a warm child applies its value with torch.set_num_threads, as torch would at start
 COLD = "HYDRALIGHT_TESTS_COLD"
 # The scripts that run warm: the CLI's entrypoints. Each imports Lightning only after Hydra has set up logging, and
 # Lightning's import configures its loggers by that (its own handler only where the root logger has none): the server
 # imports it in that same state.
 ENTRYPOINTS = ("train.py", "eval.py", "predict.py", "export.py", "prepare.py")
+MODULES = ("torch.distributed.run",)  # `python -m` these: torchrun's agent, which starts the workers as ranks
 
 
 # The client: what the tests call.
+
+
+def warm_form(argv: list[str]) -> dict | None:
+    """What a warm child runs for `argv`: {"unbuffered", "script" or "module", "args"} of `python [-u] <entrypoint>
+    <args>` or `python [-u] -m <one of MODULES> <args>`; None for any other command."""
+    if not argv or argv[0] != sys.executable:
+        return None
+    unbuffered = argv[1:2] == ["-u"]
+    rest = argv[1 + unbuffered :]
+    if len(rest) >= 2 and rest[0] == "-m" and rest[1] in MODULES:
+        return {"unbuffered": unbuffered, "module": rest[1], "args": rest[2:]}
+    if rest and os.path.basename(rest[0]) in ENTRYPOINTS:
+        return {"unbuffered": unbuffered, "script": rest[0], "args": rest[1:]}
+    return None
 
 
 def runs_warm(argv: list[str], env: dict[str, str], server_env: dict[str, str] | None = None) -> bool:
     """Whether `argv` with `env` can be a fork of the warm server (see the module's docstring), whose environment is
     `server_env` (in the tests' process: its own)."""
     server_env = os.environ if server_env is None else server_env
-    if env.get(COLD) == "1" or server_env.get(COLD) == "1" or len(argv) < 2 or argv[0] != sys.executable:
+    if env.get(COLD) == "1" or server_env.get(COLD) == "1" or warm_form(argv) is None:
         return False
-    if os.path.basename(argv[1]) not in ENTRYPOINTS:
-        return False
-    keys = {key for key in (*env, *server_env) if key.startswith(IMPORT_TIME_PREFIXES) and key != "PYTHONPATH"}
-    return all(env.get(key) == server_env.get(key) for key in keys)
+    keys = {
+        key
+        for key in (*env, *server_env)
+        if key.startswith(IMPORT_TIME_PREFIXES) and not key.startswith(RUN_TIME_PREFIXES) and key != "PYTHONPATH"
+    }
+    differ = {key for key in keys if env.get(key) != server_env.get(key)}
+    return not differ or (differ == {THREADS} and env.get(THREADS, "").isdigit() and int(env[THREADS]) > 0)
 
 
 def popen(
@@ -153,7 +176,7 @@ class Server:
     def start(self, argv: list[str], cwd: str | Path, env: dict[str, str], stdout: IO, stderr: IO) -> WarmChild:
         connection = socket.socket(socket.AF_UNIX)
         connection.connect(self.path)
-        request = {"argv": argv[1:], "cwd": str(cwd), "env": env}
+        request = {**warm_form(argv), "cwd": str(cwd), "env": env}
         # The child writes straight into the caller's files: they travel with the request.
         socket.send_fds(connection, [json.dumps(request).encode() + b"\n"], [stdout.fileno(), stderr.fileno()])
         return WarmChild(connection)
@@ -191,6 +214,7 @@ RANK_LAUNCHERS = (
     "lightning.fabric.strategies.launchers.subprocess_script",
     "lightning.pytorch.strategies.launchers.subprocess_script",
 )
+TORCHRUN_LAUNCHER = "torch.distributed.elastic.multiprocessing.subprocess_handler.subprocess_handler"  # its `Popen`
 _server_env: dict[str, str] = {}  # the server's environment, as its libraries imported under it
 _import_warnings = b""
 _rank_launcher: socket.socket | None = None  # in a warm child: the channel to the fork that starts its ranks
@@ -239,6 +263,7 @@ def preload() -> bytes:
         warnings = captured.read()
     for name in RANK_LAUNCHERS:
         importlib.import_module(name).subprocess = RankSubprocess()
+    importlib.import_module(TORCHRUN_LAUNCHER).Popen = RankSubprocess.Popen
     # Out of the collector's sight: a child's exit then does not walk (and copy, page by page) the server's objects.
     gc.freeze()
     return warnings
@@ -280,14 +305,15 @@ def fork_child(connection: socket.socket, listener: socket.socket, children: dic
     run_as_python(request, fds, import_warnings)
 
 
-def run_as_python(request: dict, fds: list[int], import_warnings: bytes, session: bool = True) -> None:
-    """In the child: become `python <script> <args>` in the request's cwd and environment, and run the script. Its
-    exit (SystemExit, an uncaught exception's traceback, a signal) is the interpreter's own, as for a fresh `python`.
-    `fds`: stdout and stderr (stdin is empty), or stdin, stdout and stderr. `session`: a session of its own, and a
-    launcher for its DDP ranks; a rank stays in its launcher's session and process group instead."""
-    if session:
+def run_as_python(request: dict, fds: list[int], import_warnings: bytes) -> None:
+    """In the child: become `python [-u] <script> <args>` (or `-m <module>`, see warm_form) in the request's cwd and
+    environment, and run it. Its exit (SystemExit, an uncaught exception's traceback, a signal) is the interpreter's
+    own, as for a fresh `python`. `fds`: stdout and stderr (stdin is empty), or stdin, stdout and stderr. In a session
+    of its own unless the request says `"session": False` (a rank Lightning starts stays in its parent's), with a
+    launcher for its DDP ranks."""
+    if request.get("session", True):
         os.setsid()
-        start_rank_launcher(fds)
+    start_rank_launcher(fds)
     if len(fds) == 2:
         fds = [os.open(os.devnull, os.O_RDONLY), *fds]
     for target, fd in enumerate(fds):
@@ -299,23 +325,42 @@ def run_as_python(request: dict, fds: list[int], import_warnings: bytes, session
     os.environ.clear()
     os.environ.update(request["env"])
     reseed()
+    if THREADS in os.environ:
+        sys.modules["torch"].set_num_threads(int(os.environ[THREADS]))
+    if request["unbuffered"]:
+        unbuffer()
     os.write(2, import_warnings)
-    script = request["argv"][0]
-    sys.argv = request["argv"]
-    extra = [os.path.abspath(entry) for entry in request["env"].get("PYTHONPATH", "").split(os.pathsep) if entry]
-    sys.path[:] = [os.path.dirname(os.path.abspath(script)), *extra, *inherited]
-    import importlib
+    import importlib.util
     import runpy
 
     importlib.invalidate_caches()  # files written since the server started (a test's own project) are found
-    runpy.run_path(script, run_name="__main__")
+    extra = [os.path.abspath(entry) for entry in request["env"].get("PYTHONPATH", "").split(os.pathsep) if entry]
+    if "module" in request:  # `python -m`: argv[0] is the module's file, sys.path[0] the working dir
+        sys.argv = [importlib.util.find_spec(request["module"]).origin, *request["args"]]
+        sys.path[:] = [os.getcwd(), *extra, *inherited]
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+    else:
+        script = request["script"]
+        sys.argv = [script, *request["args"]]
+        sys.path[:] = [os.path.dirname(os.path.abspath(script)), *extra, *inherited]
+        runpy.run_path(script, run_name="__main__")
     sys.exit(0)
 
 
+def unbuffer() -> None:
+    """`python -u`: stdout and stderr unbuffered."""
+    import io
+
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        raw = open(stream.fileno(), "wb", buffering=0, closefd=False)  # noqa: SIM115 (as long as the process)
+        setattr(sys, name, io.TextIOWrapper(raw, stream.encoding, stream.errors, write_through=True))
+
+
 class RankSubprocess:
-    """The `subprocess` module as Lightning's rank launchers see it in the server and its children: `Popen` of a
-    rank that `runs_warm` (the same rule as for the tests' own commands) is forked by the child's rank launcher;
-    anything else is subprocess's own."""
+    """The `subprocess` module as Lightning's rank launchers see it in the server and its children (and `Popen` as
+    torchrun's agent sees it): `Popen` of a rank that `runs_warm` (the same rule as for the tests' own commands) is
+    forked by the child's rank launcher; anything else is subprocess's own. A rank writes where its parent does."""
 
     def __getattr__(self, name: str) -> object:
         return getattr(subprocess, name)
@@ -323,10 +368,15 @@ class RankSubprocess:
     @staticmethod
     def Popen(args: list[str], **kwargs: object) -> WarmChild | subprocess.Popen:
         env = kwargs.get("env") or dict(os.environ)
-        if _rank_launcher is None or not set(kwargs) <= {"env", "cwd"} or not runs_warm(list(args), env, _server_env):
+        inherits = all(kwargs.get(name) is None for name in ("stdout", "stderr"))
+        known = set(kwargs) <= {"env", "cwd", "stdout", "stderr", "start_new_session"}
+        if _rank_launcher is None or not (known and inherits) or not runs_warm(list(args), env, _server_env):
             return subprocess.Popen(args, **kwargs)
         theirs, ours = socket.socketpair(socket.AF_UNIX)
-        request = {"argv": list(args)[1:], "cwd": str(kwargs.get("cwd") or os.getcwd()), "env": env}
+        request = {
+            **warm_form(list(args)), "cwd": str(kwargs.get("cwd") or os.getcwd()), "env": env,
+            "session": bool(kwargs.get("start_new_session")),
+        }  # fmt: skip
         socket.send_fds(_rank_launcher, [json.dumps(request).encode() + b"\n"], [theirs.fileno(), 0, 1, 2])
         theirs.close()
         return WarmChild(ours)
@@ -365,7 +415,7 @@ def launch_ranks(channel: socket.socket) -> None:
         if pid == 0:
             for open_socket in (channel, connection, *ranks.values()):
                 open_socket.close()
-            run_as_python(json.loads(data), fds[1:], _import_warnings, session=False)
+            run_as_python(json.loads(data), fds[1:], _import_warnings)
         for fd in fds[1:]:
             os.close(fd)
         connection.sendall(json.dumps({"pid": pid}).encode() + b"\n")
