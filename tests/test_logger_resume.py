@@ -37,6 +37,7 @@ SHORT = (
 )
 KILLED = ("+callbacks.kill._target_=tests.test_logger_resume.KillAt", f"+callbacks.kill.at_step={KILL_AT}")
 TIMINGS = ("train/samples_per_s", "train/step_s", "train/peak_memory_mib")  # differ from run to run
+pytestmark = pytest.mark.slow  # three trainings with every logger, one of them killed
 
 
 class KillAt(Callback):

@@ -54,6 +54,7 @@ def run_probe(probe: Path, *args: str, **env: str) -> tuple[int, dict, str]:
     return result.returncode, json.loads(first_line), result.stderr
 
 
+@pytest.mark.slow  # a fresh python to compare with
 def test_a_warm_child_sees_what_a_fresh_python_sees(probe, monkeypatch):
     """argv, cwd, environment, `__main__`, sys.path (script dir, then PYTHONPATH), an empty stdin, a session of its
     own and Lightning's loggers: the same in a fork of the warm server and in a fresh `python`. Only the global
@@ -129,6 +130,7 @@ def run_rank_probe(script: Path, code: str) -> tuple[dict, dict, str]:
     return rank, parent, result.stderr
 
 
+@pytest.mark.slow  # a fresh python to compare with
 def test_a_rank_a_warm_child_starts_is_warm_and_sees_what_a_fresh_python_rank_sees(tmp_path, monkeypatch):
     """Lightning's launcher starts rank 1 with `subprocess.Popen([python, <entrypoint>, ...], env=, cwd=)`: from a
     warm child it is a fork with the libraries already imported, which sees the same argv, cwd, environment, process
@@ -169,6 +171,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow  # a fresh python to compare with
 def test_torchrun_workers_of_a_warm_agent_are_warm_and_see_what_fresh_workers_see(tmp_path, monkeypatch):
     """`python -m torch.distributed.run` runs warm, and the workers its agent starts (`python -u <script>`, each in a
     session of its own, with OMP_NUM_THREADS=1 unless set) are forks that see the argv, cwd, environment, thread
