@@ -84,10 +84,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Slow tests first (in their order), so that their modules are handed out early (pytest-xdist hands a worker a
-    whole module or class at a time, in this order) and the quick ones fill the end evenly: a long module handed out
-    last would leave the other workers idle until it ends. Then: `gpu` tests skip without CUDA."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The modules with a slow test first, each whole and in its order: pytest-xdist hands a worker a module (or a
+    class) at a time in this order (`--no-loadscope-reorder`), and the quick ones then fill the end evenly, where a
+    long module handed out last would leave the other workers idle until it ends. Then: `gpu` tests skip without
+    CUDA."""
+    with_slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in with_slow)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
