@@ -1,6 +1,7 @@
 """Beyond one process: torchrun across two loopback "nodes" and on one node, SLURM's path through submitit's local
 executor, DDP evaluation that matches one process, and the checks that keep launcher and config in agreement."""
 
+import contextlib
 import json
 import os
 import re
@@ -79,14 +80,19 @@ def torchrun(node_rank: int, nnodes: int, nproc: int, port: int, rdzv_id: str, c
 
 
 def finish(nodes: list[Node], timeout: float = 240) -> list[str]:
-    """Wait for every node; on a time-out kill them all and fail with their output. Each node's output."""
+    """Wait for every node; on a time-out stop them all and fail with their output. Each node's output."""
     try:
         deadline = time.monotonic() + timeout
         for node in nodes:
             node.process.wait(timeout=max(deadline - time.monotonic(), 0))
     except subprocess.TimeoutExpired:
         for node in nodes:
-            os.killpg(node.process.pid, signal.SIGKILL)
+            node.process.terminate()  # the agent stops its workers, which live in sessions of their own
+        for node in nodes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                node.process.wait(timeout=30)
+            with contextlib.suppress(ProcessLookupError):  # gone already
+                os.killpg(node.process.pid, signal.SIGKILL)
         pytest.fail("torchrun did not finish in time:\n" + "\n".join(node.read()[-3000:] for node in nodes))
     outputs = [node.read() for node in nodes]
     for node, output in zip(nodes, outputs, strict=True):

@@ -38,8 +38,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 PRELOADED = ("torch", "lightning", "lightning.pytorch", "torchmetrics", "hydra", "omegaconf")
 # Environment variables read while PRELOADED imports (or by the interpreter itself): a command whose value differs
@@ -325,7 +326,7 @@ def run_as_python(request: dict, fds: list[int], import_warnings: bytes) -> None
     os.environ.clear()
     os.environ.update(request["env"])
     reseed()
-    if THREADS in os.environ:
+    if os.environ.get(THREADS) != _server_env.get(THREADS):  # a positive integer (runs_warm)
         sys.modules["torch"].set_num_threads(int(os.environ[THREADS]))
     if request["unbuffered"]:
         unbuffer()
@@ -338,13 +339,43 @@ def run_as_python(request: dict, fds: list[int], import_warnings: bytes) -> None
     if "module" in request:  # `python -m`: argv[0] is the module's file, sys.path[0] the working dir
         sys.argv = [importlib.util.find_spec(request["module"]).origin, *request["args"]]
         sys.path[:] = [os.getcwd(), *extra, *inherited]
-        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
-    else:
-        script = request["script"]
-        sys.argv = [script, *request["args"]]
-        sys.path[:] = [os.path.dirname(os.path.abspath(script)), *extra, *inherited]
-        runpy.run_path(script, run_name="__main__")
-    sys.exit(0)
+        exit_as_python(lambda: runpy.run_module(request["module"], run_name="__main__", alter_sys=True))
+    script = request["script"]
+    sys.argv = [script, *request["args"]]
+    sys.path[:] = [os.path.dirname(os.path.abspath(script)), *extra, *inherited]
+    exit_as_python(lambda: runpy.run_path(script, run_name="__main__"))
+
+
+def exit_as_python(main: Callable[[], object]) -> NoReturn:
+    """Run `main`, then exit as the interpreter would: the uncaught exception's traceback (exit 1, or death by SIGINT
+    for a KeyboardInterrupt), SystemExit's code, non-daemon threads joined, atexit handlers run, stdout and stderr
+    flushed. But not the teardown of every module and object: in a fork that touches (and so copies) most of the
+    memory it shares with the server, a few tenths of a second of CPU per child."""
+    import atexit
+    import threading
+
+    interrupted = False
+    try:
+        main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+        if not isinstance(stop.code, int | None):
+            print(stop.code, file=sys.stderr)
+    except BaseException as error:
+        sys.excepthook(type(error), error, error.__traceback__)
+        code, interrupted = 1, isinstance(error, KeyboardInterrupt)
+    try:
+        threading._shutdown()  # what Py_Finalize does first
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(code & 0xFF)
 
 
 def unbuffer() -> None:
