@@ -34,7 +34,10 @@ REFERENCES = {
 
 
 def last_step(run_dir: Path) -> int | None:
-    path = run_dir / "checkpoints" / "last.ckpt"
+    return last_step_of(run_dir / "checkpoints" / "last.ckpt")
+
+
+def last_step_of(path: Path) -> int | None:
     try:
         return load_state(path)["global_step"]
     except (FileNotFoundError, RuntimeError, EOFError):  # not written yet, or being replaced this instant
@@ -98,7 +101,12 @@ def test_a_run_killed_mid_epoch_resumes_bitwise_equal(case, uninterrupted, tmp_p
 
     result = run_cli("train.py", *args, f"hydra.run.dir={tmp_path}")
     assert_ok(result)
-    assert f"Resuming from {tmp_path / 'checkpoints' / 'last.ckpt'}" in result.stderr + result.stdout
+    output = result.stderr + result.stdout
+    assert f"Resuming from {tmp_path / 'checkpoints' / 'last.ckpt'}" in output, (
+        f"killed with last.ckpt at step {killed_at}; the checkpoints now: "
+        f"{ {path.name: last_step_of(path) for path in (tmp_path / 'checkpoints').glob('*.ckpt')} }; "
+        f"what the run said of them: {[line for line in output.splitlines() if 'Resum' in line or 'Skipping' in line]}"
+    )
     assert "not resumable" not in result.stderr  # Lightning's warning for a loader that cannot resume mid-epoch
     assert load_state(tmp_path / "checkpoints" / "last.ckpt")["global_step"] == total > killed_at
     assert_identical_training_state(reference, tmp_path / "checkpoints" / "last.ckpt")
