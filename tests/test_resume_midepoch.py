@@ -46,7 +46,9 @@ def last_step_of(path: Path) -> int | None:
 
 def kill_mid_epoch(run_dir: Path, args: tuple[str, ...], total: int) -> int:
     """SIGKILL the run at a random moment once its last.ckpt is past the first epoch; return the step that
-    last.ckpt holds. A kill that lands at an epoch's end (or after training) tests nothing new: tried again."""
+    last.ckpt holds. A kill that lands at an epoch's end (or after training) tests nothing new: tried again. So is
+    one that lands between an epoch's end checkpoints (the best one written, last.ckpt not yet): the resume then
+    starts from the best one, which holds more steps."""
     steps_per_epoch = total // EPOCHS
     for _ in range(5):
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -60,7 +62,9 @@ def kill_mid_epoch(run_dir: Path, args: tuple[str, ...], total: int) -> int:
         if process.returncode != -signal.SIGKILL:
             pytest.fail(f"training ended (exit {process.returncode}) before step {target}:\n{stderr_of(process)}")
         killed_at = last_step(run_dir)
-        if killed_at is not None and killed_at % steps_per_epoch and killed_at < total:
+        steps = [last_step_of(path) for path in (run_dir / "checkpoints").glob("*.ckpt")]
+        newest = max((step for step in steps if step is not None), default=None)
+        if killed_at is not None and killed_at == newest and killed_at % steps_per_epoch and killed_at < total:
             return killed_at
     pytest.fail("every kill landed on an epoch's end or after the last step")
 
