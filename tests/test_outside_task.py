@@ -75,7 +75,10 @@ def test_eval_reproduces_a_test_whose_data_comes_from_the_global_rng(outside_cfg
     train(trained)
     best = next((Path(trained.paths.output_dir) / "checkpoints").glob("epoch*.ckpt"))
     train_metrics = json.loads((Path(trained.paths.output_dir) / "metrics.json").read_text())
-    cfg = compose_config("eval", tmp_path / "eval", (*TINY, f"ckpt_path={best}", "trainer.limit_test_batches=8"))
+    searchpath = f"hydra.searchpath=[file://{OUTSIDE / 'conf'}]"
+    cfg = compose_config(
+        "eval", tmp_path / "eval", (*TINY, searchpath, f"ckpt_path={best}", "trainer.limit_test_batches=8")
+    )
     assert evaluate(cfg, overrides=[])["test/loss"] == train_metrics["test/loss"]
 
 
@@ -213,8 +216,14 @@ def test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric(
     assert metrics[f"{monitor}_best"] == pytest.approx(per_epoch[best_epoch])
     assert f"Testing {best}" in (run_dir / "train.log").read_text()
 
-    # eval rebuilds the module and the data from the checkpoint alone: no model= or data= needed.
-    evaluated = run_outside(project, "eval.py", f"ckpt_path={best}")
+    # eval rebuilds the module and the data from the checkpoint: no model= or data= needed, but the configs that
+    # name them, on the search path as for training (a checkpoint is data: it builds only what they name).
+    refused = run_outside(project, "eval.py", f"ckpt_path={best}")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().endswith(
+        "Add a config that names it if it is yours, or put its conf/ on hydra.searchpath."
+    )
+    evaluated = run_outside(project, "eval.py", SEARCHPATH, f"ckpt_path={best}")
     assert_ok(evaluated)
     eval_metrics = json.loads((only_dir(project / "outputs" / "eval" / "runs") / "metrics.json").read_text())
     assert eval_metrics[test_metric] == metrics[test_metric]

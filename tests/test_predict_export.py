@@ -162,17 +162,21 @@ def test_eval_reports_the_model_overrides_it_ignores(make_cfg, checkpoint, caplo
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"module": "collections.OrderedDict"}, r"names 'collections.OrderedDict', which is not a LightningModule"),
-        ({"data": {"_target_": "os.getcwd"}}, r"names 'os.getcwd', which is not a LightningDataModule"),
+        ({"module": "collections.OrderedDict"}, r"names 'collections.OrderedDict' \(_target_\), which this project"),
+        (
+            {"module": "hydralight.models.nets.MLP"},
+            r"names 'hydralight.models.nets.MLP', which is not a LightningModule",
+        ),
+        ({"data": {"_target_": "os.getcwd"}}, r"names 'os.getcwd' \(task.data._target_\), which this project"),
         (
             {"data": {"_target_": "hydralight.data.DigitsDataModule", "extra": {"_target_": "os.system"}}},
-            r"nested _target_ \(data.extra\).*\.hydra/config.yaml",
+            r"names 'os.system' \(task.data.extra._target_\), which this project does not build",
         ),
     ],
 )
 def test_a_checkpoints_record_builds_only_lightning_classes(make_cfg, checkpoint, tmp_path, change, message):
-    """A checkpoint is data: a record naming a class that is no LightningModule / LightningDataModule, or a nested
-    _target_, is refused with one line before anything is built."""
+    """A checkpoint is data: a record naming what the project's configs do not, or a class of the project that is no
+    LightningModule / LightningDataModule, is refused with one line before anything is built."""
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     saved[TASK_KEY] = {**saved[TASK_KEY], **change}
     torch.save(saved, tmp_path / "tampered.ckpt")

@@ -42,10 +42,14 @@ def compose_config(
     what the runtime would fill in is set here, the run writing into `output_dir`, started in `root_dir` (cwd)."""
     from hydra import compose, initialize_config_dir
 
+    from hydralight.core.trust import remember_config_sources
+
     register_resolvers()
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name, overrides=list(overrides))
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+    remember_config_sources(cfg.hydra.runtime.config_sources)  # what the runtime would keep in HydraConfig
     with open_dict(cfg):
+        del cfg.hydra
         cfg.paths.root_dir = str(root_dir or Path.cwd())
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.log_dir = str(Path(output_dir).parent)

@@ -15,6 +15,7 @@ from hydralight.core.build import (
 )
 from hydralight.core.console import info, quiet_console
 from hydralight.core.runs.checkpoints import load_trained, report_ignored, trained_data_config, typed_overrides
+from hydralight.core.trust import allowed
 
 MODEL_IGNORED = "the model is rebuilt from the checkpoint"
 
@@ -27,10 +28,11 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     quiet_console()
     overrides = typed_overrides() if overrides is None else list(overrides)
     info("Loading %s", cfg.ckpt_path)
-    model, task = load_trained(cfg.ckpt_path)
+    allow = allowed(cfg)
+    model, task = load_trained(cfg.ckpt_path, allow)
     info("Model: %s", task.module)
     report_ignored(overrides, "model", MODEL_IGNORED)
-    data_cfg = trained_data_config(cfg, cfg.ckpt_path, task, overrides)
+    data_cfg = trained_data_config(cfg, cfg.ckpt_path, task, overrides, allow)
     # Seeded right before the data is built, as train seeds it: a data module that draws its data from the global
     # RNG (Lightning's BoringDataModule) gets the data it was tested on, however much RNG loading the model used.
     pl.seed_everything(cfg.seed, workers=True)

@@ -25,6 +25,7 @@ from hydralight.core.console import info, quiet_console
 from hydralight.core.errors import UserError
 from hydralight.core.runs.checkpoints import load_trained
 from hydralight.core.runs.outputs import check_output, write_atomically
+from hydralight.core.trust import allowed
 
 log = logging.getLogger(__name__)
 SUFFIXES = {"torchscript": ".pt", "exported_program": ".pt2", "onnx": ".onnx"}
@@ -169,7 +170,7 @@ def export(cfg: DictConfig) -> dict[str, object]:
         example=f"model{SUFFIXES[cfg.format]}",
     )
     info("Loading %s", cfg.ckpt_path)
-    model, task = load_trained(cfg.ckpt_path)
+    model, task = load_trained(cfg.ckpt_path, allowed(cfg))
     model = model.eval().cpu()
     info("Model: %s", task.module)
     shape, dtype = sample_input(model, cfg.get("input_shape"))

@@ -35,6 +35,7 @@ from hydralight.core.runs.checkpoints import (
     typed_overrides,
 )
 from hydralight.core.runs.outputs import check_output, write_atomically
+from hydralight.core.trust import Allowed, allowed
 from hydralight.core.validation import validate_prompt, validate_seed
 from hydralight.data.base import PredictInputError
 
@@ -156,11 +157,12 @@ def predict(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str
             cfg.output = str(Path(cfg.paths.output_dir) / OUTPUT_FILES[mode])
     output = check_output(cfg.output, cfg.get("overwrite", False), cfg.ckpt_path, example=OUTPUT_FILES[mode])
     info("Loading %s", cfg.ckpt_path)
-    model, task = load_trained(cfg.ckpt_path)
+    allow = allowed(cfg)
+    model, task = load_trained(cfg.ckpt_path, allow)
     info("Model: %s", task.module)
     if mode == "prompt":
         return continue_prompt(cfg, model, kwargs, seed, output, overrides)
-    return predict_inputs(cfg, model, task, seed, output, overrides)
+    return predict_inputs(cfg, model, task, seed, output, overrides, allow)
 
 
 def continue_prompt(
@@ -195,11 +197,12 @@ def predict_inputs(
     seed: int,
     output: Path,
     overrides: Sequence[str],
+    allow: Allowed,
 ) -> dict[str, float]:
     """`trainer.predict` on `input=` (or the data's predict split), one CSV row per sample."""
-    data = trained_data_config(cfg, cfg.ckpt_path, task, overrides)
+    data = trained_data_config(cfg, cfg.ckpt_path, task, overrides, allow)
     if cfg.input:
-        data_class = checked_class(data._target_, LightningDataModule, "the data config")
+        data_class = checked_class(data._target_, LightningDataModule, "the data config", allow)
         if not accepts(data_class, PREDICT_PATH):
             raise UserError(
                 f"input={cfg.input!r}: {data_class.__name__} takes no {PREDICT_PATH} argument, so it cannot read "

@@ -5,7 +5,7 @@ and export."""
 import importlib
 import logging
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,8 @@ from hydralight.core.errors import UserError
 if TYPE_CHECKING:
     from hydra.core.override_parser.types import Override
     from lightning.pytorch import LightningModule, Trainer
+
+    from hydralight.core.trust import Allowed
 
 log = logging.getLogger(__name__)
 TASK_KEY = "task"  # {"module": <class path>, "data": <data config>}, written by hydralight.core.callbacks.TaskRecord
@@ -148,7 +150,7 @@ def _escape_interpolations(node: object) -> object:
     return node.replace("${", "\\${") if isinstance(node, str) else node
 
 
-def _locate(path: str) -> object:
+def locate(path: str) -> object:
     """The object at dotted `path`: the longest importable module prefix, then attributes."""
     parts, error = path.split("."), None
     for cut in range(len(parts) - 1, 0, -1):
@@ -163,11 +165,12 @@ def _locate(path: str) -> object:
     raise error or ImportError(f"{path!r} names no module")
 
 
-def checked_class(path: object, base: type, what: str) -> type:
-    """The class at dotted `path`, refused unless it is a subclass of `base`: a checkpoint names it, and a checkpoint
-    is data, so only a LightningModule / LightningDataModule class is ever built from one."""
+def checked_class(path: object, base: type, what: str, allow: "Allowed") -> type:
+    """The class at dotted `path`, refused unless the project allows the name (checked before anything is imported)
+    and it is a subclass of `base`: a checkpoint names it, and a checkpoint is data (hydralight.core.trust)."""
+    allow.check({"_target_": path}, what)
     try:
-        cls = _locate(str(path))
+        cls = locate(str(path))
     except Exception as error:  # a moved or uninstalled class
         reason = (str(error).strip().splitlines() or [""])[0]
         raise UserError(
@@ -178,22 +181,27 @@ def checked_class(path: object, base: type, what: str) -> type:
     return cls
 
 
-def load_trained(ckpt_path: str | Path) -> tuple["LightningModule", TrainedTask]:
-    """The checkpoint's own LightningModule class, loaded with `weights_only=True`, and what it was trained with."""
+def load_trained(ckpt_path: str | Path, allow: "Allowed") -> tuple["LightningModule", TrainedTask]:
+    """The checkpoint's own LightningModule class, loaded with `weights_only=True`, and what it was trained with.
+    Every name in the file is checked against `allow` before anything is imported or built."""
     from lightning.pytorch import LightningModule
 
-    task = trained_task(ckpt_path, read_checkpoint(ckpt_path))
+    checkpoint = read_checkpoint(ckpt_path)
+    where = f"ckpt_path={str(ckpt_path)!r}"
+    task = trained_task(ckpt_path, checkpoint)
     if task.module is None:
         raise UserError(
-            f"ckpt_path={str(ckpt_path)!r} does not say which LightningModule wrote it (no task record, no run "
+            f"{where} does not say which LightningModule wrote it (no task record, no run "
             "config beside it): give a checkpoint train.py wrote, inside its run dir (<run>/checkpoints/)."
         )
-    model_class = checked_class(task.module, LightningModule, f"ckpt_path={str(ckpt_path)!r}")
+    model_class = checked_class(task.module, LightningModule, where, allow)
+    # Every `_target_` anywhere in the file: the hyperparameters under any key Lightning reads them from included.
+    allow.check({key: value for key, value in checkpoint.items() if key != "state_dict"}, where)
     try:
         model = model_class.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as error:  # whatever the file holds, the user needs the path and the reason
         raise UserError(
-            f"ckpt_path={str(ckpt_path)!r} could not be loaded as a {model_class.__name__} checkpoint: "
+            f"{where} could not be loaded as a {model_class.__name__} checkpoint: "
             f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
         ) from error
     return model, task
@@ -234,21 +242,12 @@ def report_ignored(overrides: Sequence[str], group: str, reason: str) -> list[st
     return ignored
 
 
-def _nested_targets(node: object, key: str = "data") -> Iterator[str]:
-    """Where a record holds a `_target_` below its top: instantiating it would run whatever it names."""
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for name, value in items:
-        where = f"{key}.{name}" if isinstance(node, dict) else f"{key}[{name}]"
-        if isinstance(value, dict) and "_target_" in value:
-            yield where
-        yield from _nested_targets(value, where)
-
-
 def trained_data_config(
-    cfg: DictConfig, ckpt_path: str | Path, task: TrainedTask, overrides: Sequence[str]
+    cfg: DictConfig, ckpt_path: str | Path, task: TrainedTask, overrides: Sequence[str], allow: "Allowed"
 ) -> DictConfig:
     """Set `cfg.data` to the data the checkpoint was trained on, with the user's `data.<key>=<value>` on top;
-    `data=<option>` on the command line chooses another data module instead. Returns the new `cfg.data`."""
+    `data=<option>` on the command line chooses another data module instead. Returns the new `cfg.data`, whose
+    every `_target_` the project allows (`allow`), checked before anything in it is resolved or built."""
     from lightning.pytorch import LightningDataModule
 
     parsed = _parse(overrides)
@@ -264,13 +263,6 @@ def trained_data_config(
         )  # fmt: skip
     else:
         data = task.data
-        nested = next(_nested_targets(task.record), None) if task.record is not None else None
-        if nested is not None:
-            raise UserError(
-                f"ckpt_path={str(ckpt_path)!r}: its data record has a nested _target_ ({nested}), and nothing nested "
-                "is built from a checkpoint. Keep the checkpoint in its run dir (<run>/checkpoints/, beside "
-                "<run>/.hydra/config.yaml) or choose the data with data=<option>."
-            )
         for override in parsed:
             if override.key_or_group.startswith("data."):
                 key = override.key_or_group.removeprefix("data.")
@@ -285,11 +277,13 @@ def trained_data_config(
         with open_dict(cfg):
             cfg.data = data
         _log(logging.INFO, "Data config: as trained, from %s", task.source)
+    where = f"the data config (from {task.source})"
+    allow.check(OmegaConf.to_container(cfg.data, resolve=False), where)
     try:
         OmegaConf.to_container(cfg.data, resolve=True)
     except OmegaConfBaseException as error:
-        raise UserError(f"the data config (from {task.source}) does not resolve here: {error}") from error
-    checked_class(cfg.data.get("_target_"), LightningDataModule, f"the data config (from {task.source})")
+        raise UserError(f"{where} does not resolve here: {error}") from error
+    checked_class(cfg.data.get("_target_"), LightningDataModule, where, allow)
     return cfg.data
 
 

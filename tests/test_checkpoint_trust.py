@@ -1,0 +1,143 @@
+"""A checkpoint is data: no entry point runs code named inside a checkpoint file.
+
+Each payload below, put in a checkpoint's hyperparameters or its task record, would write a file if it were built
+(Hydra's instantiate blocks only os.system and subprocess). eval, predict and export refuse the file in one line
+(UserError) before anything is imported or built; train's ckpt_path and init_from never read hyperparameters at all.
+Either way the marker file never appears. The task is hydralight.testing's, not an example's.
+"""
+
+import json
+from pathlib import Path
+
+import lightning
+import pytest
+import torch
+
+from hydralight.core.errors import UserError
+from hydralight.core.evaluate import evaluate
+from hydralight.core.export import export
+from hydralight.core.predict import predict
+from hydralight.core.runs.checkpoints import TASK_KEY
+from hydralight.core.train import train
+from hydralight.testing import NetRegression
+from tests.conftest import TINY, compose_config
+from tests.test_outside_task import OUTSIDE
+
+MODULE = "hydralight.testing.tasks.NetRegression"
+DATA = {"_target_": "hydralight.testing.tasks.RegressionData"}
+
+
+def payloads(marker: Path, source: Path) -> dict[str, dict]:
+    """The four ways a file gets written that Hydra's blocklist lets through, and a resolver that makes a dir."""
+    path = {"_target_": "pathlib.Path", "_args_": [str(marker)]}
+    return {
+        "write_text": {"_target_": "pathlib.Path.write_text", "self": path, "data": "import os"},
+        "touch": {"_target_": "pathlib.Path.touch", "self": path},
+        "open": {"_target_": "builtins.open", "file": str(marker), "mode": "w"},
+        "copyfile": {"_target_": "shutil.copyfile", "src": str(source), "dst": str(marker)},
+        "resolver": {"_target_": "hydralight.testing.tasks.TinyNet", "in_features": f"${{run_dir:{marker}}}"},
+    }
+
+
+PAYLOADS = ("write_text", "touch", "open", "copyfile", "resolver")
+
+
+def save_checkpoint(path: Path, hparams: dict | None = None, task: dict | None = None) -> Path:
+    """A checkpoint of hydralight.testing's NetRegression, as train.py writes one (weights, hyperparameters, task
+    record), with `hparams` and `task` laid over."""
+    model = NetRegression()
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": {**model.hparams, **(hparams or {})},
+            "pytorch-lightning_version": lightning.__version__,
+            TASK_KEY: {"module": MODULE, "data": DATA, **(task or {})},
+        },
+        path,
+    )
+    return path
+
+
+def run_entry_point(name: str, ckpt: Path, out: Path) -> dict:
+    cfg = compose_config(name, out / name, (*(TINY if name == "eval" else ()), f"ckpt_path={ckpt}"))
+    return {"eval": lambda: evaluate(cfg, overrides=[]), "predict": lambda: predict(cfg, overrides=[]),
+            "export": lambda: export(cfg)}[name]()  # fmt: skip
+
+
+EXPORTED = {"path", "format", "ckpt_path", "max_abs_diff"}
+
+
+@pytest.mark.parametrize(
+    ("entry_point", "keys"), [("eval", {"test/loss"}), ("predict", {"count"}), ("export", EXPORTED)]
+)
+def test_an_untampered_checkpoint_of_a_configured_net_loads_everywhere(tmp_path, entry_point, keys):
+    """The control: the same module, its net from a config of the project's own package, loads and runs."""
+    assert set(run_entry_point(entry_point, save_checkpoint(tmp_path / "good.ckpt"), tmp_path)) == keys
+
+
+@pytest.mark.parametrize("entry_point", ["eval", "predict", "export"])
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_a_payload_in_the_hyperparameters_is_refused_and_never_runs(tmp_path, entry_point, payload):
+    marker = tmp_path / "marker"
+    ckpt = save_checkpoint(tmp_path / "evil.ckpt", hparams={"net": payloads(marker, tmp_path / "evil.ckpt")[payload]})
+    with pytest.raises(UserError) as error:
+        run_entry_point(entry_point, ckpt, tmp_path)
+    assert str(ckpt) in str(error.value)
+    assert "\n" not in str(error.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("entry_point", ["eval", "predict", "export"])
+@pytest.mark.parametrize(
+    "record",
+    [
+        pytest.param({"module": "pathlib.Path.touch"}, id="module-function"),
+        pytest.param({"module": "antigravity.Anything"}, id="module-unknown-package"),
+        pytest.param({"data": {"_target_": "pathlib.Path.touch", "self": "MARKER"}}, id="data-function"),
+        pytest.param(
+            {"data": {**DATA, "extra": {"_target_": "builtins.open", "file": "MARKER", "mode": "w"}}}, id="data-nested"
+        ),
+    ],
+)
+def test_a_task_record_naming_other_code_is_refused_before_it_is_imported(tmp_path, entry_point, record):
+    marker = tmp_path / "marker"
+    record = json.loads(json.dumps(record).replace("MARKER", str(marker)))
+    ckpt = save_checkpoint(tmp_path / "evil.ckpt", task=record)
+    with pytest.raises(UserError, match=r"which this project does not build"):
+        run_entry_point(entry_point, ckpt, tmp_path)
+    assert not marker.exists()
+    assert "antigravity" not in __import__("sys").modules
+
+
+def test_lightnings_own_instantiator_key_is_refused(tmp_path):
+    ckpt = save_checkpoint(tmp_path / "evil.ckpt", hparams={"_instantiator": "pathlib.Path.touch"})
+    with pytest.raises(UserError, match=r"'pathlib.Path.touch' \(hyper_parameters._instantiator\)"):
+        run_entry_point("eval", ckpt, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def trained_outside(tmp_path_factory) -> Path:
+    """A short run of a task from outside the project (tests/outside_task), its last checkpoint."""
+    import sys
+
+    sys.path.insert(0, str(OUTSIDE))
+    out = tmp_path_factory.mktemp("outside") / "run"
+    cfg = compose_config("train", out, (*TINY, f"hydra.searchpath=[file://{OUTSIDE / 'conf'}]", *OUTSIDE_TASK))
+    train(cfg)
+    return out / "checkpoints" / "last.ckpt"
+
+
+OUTSIDE_TASK = ("model=regression", "data=regression", "monitor=val/mse", "mode=min", "test=false")
+
+
+@pytest.mark.parametrize("key", ["ckpt_path", "init_from"])
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_train_from_a_checkpoint_never_builds_its_hyperparameters(trained_outside, tmp_path, key, payload):
+    """train.py builds the model from the user's config: a checkpoint gives it weights and training state only."""
+    marker = tmp_path / "marker"
+    saved = torch.load(trained_outside, weights_only=True)
+    saved["hyper_parameters"]["net"] = payloads(marker, trained_outside)[payload]
+    torch.save(saved, tmp_path / "evil.ckpt")
+    overrides = (f"hydra.searchpath=[file://{OUTSIDE / 'conf'}]", *OUTSIDE_TASK, f"{key}={tmp_path / 'evil.ckpt'}")
+    train(compose_config("train", tmp_path / "run", (*TINY, "trainer.max_epochs=2", *overrides)))
+    assert not marker.exists()
