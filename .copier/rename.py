@@ -4,8 +4,8 @@ The template is a plain project that runs and passes its tests as it is: no `{{ 
 copier.yml sets `_templates_suffix: ""`, so copier renders every text file (and every path) through its Jinja
 environment; this extension's `preprocess` hook first turns each one into a Jinja template:
 
-- every mention of the template's name becomes the matching answer (`package_name` in imports, paths and `_target_`s,
-  `dist_name` where pip reads it, `PACKAGE_NAME` in environment variables);
+- every mention of the template's own package (`my_project`: its tasks) becomes the matching answer (`package_name`
+  in imports, paths and `_target_`s, `dist_name` where pip reads it); the library, `hydralight`, keeps its name;
 - the few lines that carry other answers (pyproject's description, authors and Python version, the README's title)
   are edited by the rules in FILE_EDITS (a required rule that no longer matches stops the copy);
 - blocks from a `copier:template-only-start` line to a `copier:template-only-end` line (and one blank line after)
@@ -28,20 +28,20 @@ from dataclasses import dataclass
 from jinja2 import Environment, TemplateSyntaxError
 from jinja2.ext import Extension
 
-OLD_NAME = "hydralight"
+OLD_NAME = "my_project"  # the template's own package: its tasks; `hydralight` (the library) keeps its name
+OLD_DIST = "my-project"  # what pip knows it by
+README_TITLE = "hydralight"  # the template's README title, which becomes the project's
 
 # One mention of the old name, and the answer it becomes (EXPRESSION_OF), by context:
 MENTION = re.compile(
-    rf"(?P<dist>{OLD_NAME}(?=\[|-[a-z]))"  # pip's names: `hydralight[plots]`, `hydralight-train`
+    rf"(?P<dist>{OLD_DIST})"  # pip's names: `my-project[plots]`, pyproject's `name`
     rf"|(?P<package>{OLD_NAME})"  # the import name: imports, paths, `_target_`s
-    rf"|(?P<upper>{OLD_NAME.upper()})"  # environment variables: `HYDRALIGHT_RUN_DIR`
-    rf"|(?P<prose>(?i:{OLD_NAME}))"  # any other spelling
+    rf"|(?P<upper>{OLD_NAME.upper()})"  # environment variables
 )
 EXPRESSION_OF = {
     "dist": "dist_name",
     "package": "package_name",
     "upper": "package_name | upper",
-    "prose": "project_name",
 }
 
 TEMPLATE_ONLY = re.compile(
@@ -76,7 +76,7 @@ class Edit:
 
 FILE_EDITS: dict[str, tuple[Edit, ...]] = {
     "pyproject.toml": (
-        Edit(re.compile(rf'^name = "{OLD_NAME}"$', re.M), 'name = "{{ dist_name }}"'),
+        Edit(re.compile(rf'^name = "{OLD_DIST}"$', re.M), 'name = "{{ dist_name }}"'),
         Edit(
             re.compile(r"^description = .*$", re.M),
             "description = {{ description | toml_str }}\n"
@@ -91,7 +91,7 @@ FILE_EDITS: dict[str, tuple[Edit, ...]] = {
     ),
     "README.md": (
         # The title and the template's own pitch (the first paragraph) become the project's name and description.
-        Edit(re.compile(rf"\A# {OLD_NAME}\n\n(?:[^\n]+\n)+"), "# {{ project_name }}\n\n{{ description }}\n"),
+        Edit(re.compile(rf"\A# {README_TITLE}\n\n(?:[^\n]+\n)+"), "# {{ project_name }}\n\n{{ description }}\n"),
         Edit(re.compile(r"Python >= 3\.\d+"), "Python >= {{ python_version }}", required=False),
     ),
     ".github/workflows/ci.yml": (
@@ -140,7 +140,7 @@ def to_jinja(source: str, name: str) -> str:
                 1,
                 name,
             )
-    text = MENTION.sub(lambda m: hold("{{ " + EXPRESSION_OF[m.lastgroup or "prose"] + " }}"), text)
+    text = MENTION.sub(lambda m: hold("{{ " + EXPRESSION_OF[m.lastgroup] + " }}"), text)
     parts = HELD.split(text)  # literal, held index, literal, held index, ..., literal
     out = []
     for i, part in enumerate(parts):
@@ -153,7 +153,7 @@ def to_jinja(source: str, name: str) -> str:
 
 def rename_string(source: str) -> str:
     """Copier's own strings (a path part, a value in copier.yml): only the mentions of the old name change."""
-    return MENTION.sub(lambda m: "{{ " + EXPRESSION_OF[m.lastgroup or "prose"] + " }}", source)
+    return MENTION.sub(lambda m: "{{ " + EXPRESSION_OF[m.lastgroup] + " }}", source)
 
 
 class RenameProject(Extension):

@@ -90,7 +90,7 @@ THROUGHPUT_KEYS = ("s_per_epoch", "samples_per_s", "callback_samples_per_s", "pe
 class RepeatedDigits:
     """The embedded digits upscaled by `scale` (nearest neighbour), each split repeated `copies` times, every copy
     with its own seeded jitter of +-`jitter` on each pixel count (clipped to 0..16): a dataset of any size whose
-    rows are distinct, learnable digits. Split as data=digits splits them (hydralight.data.sources.digits)."""
+    rows are distinct, learnable digits. Split as data=digits splits them (my_project.data.digits.source)."""
 
     def __init__(
         self,
@@ -116,7 +116,7 @@ class RepeatedDigits:
     def rows(self, split: str) -> Iterator[dict[str, Any]]:
         import numpy as np
 
-        from hydralight.data.digits import PIXEL_MAX
+        from my_project.data.digits import PIXEL_MAX
 
         indices = self.digits.splits[split]
         images = self.digits.arrays["image"][indices].repeat(self.scale, axis=2).repeat(self.scale, axis=3)

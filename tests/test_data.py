@@ -15,9 +15,9 @@ from torch.utils.data import SequentialSampler, TensorDataset
 
 from hydralight.core.errors import UserError
 from hydralight.core.train import train
-from hydralight.data import DigitsDataModule, MNISTDataModule
-from hydralight.data.digits import load_digits
-from hydralight.data.mnist import IDX_FILES
+from my_project.data import DigitsDataModule, MNISTDataModule
+from my_project.data.digits import load_digits
+from my_project.data.mnist import IDX_FILES
 
 DIGITS_TOTAL = 1797
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801

@@ -18,7 +18,7 @@ from torch import Tensor
 from hydralight.core.errors import Preempted
 from hydralight.core.evaluate import evaluate
 from hydralight.core.train import train
-from hydralight.models import (
+from my_project.models import (
     GPT,  # copier:if gpt_example
     Classifier,
 )

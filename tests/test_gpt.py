@@ -15,10 +15,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from hydralight.core.errors import UserError
-from hydralight.data import ShakespeareDataModule
-from hydralight.data.shakespeare import SHAKESPEARE_FILE, RandomWindowSampler, read_text
-from hydralight.models import GPT
-from hydralight.models.schedules import WarmupCosineLR
+from hydralight.schedules import WarmupCosineLR
+from my_project.data import ShakespeareDataModule
+from my_project.data.shakespeare import SHAKESPEARE_FILE, RandomWindowSampler, read_text
+from my_project.models import GPT
 from tests.conftest import compose_config
 
 VOCAB = "\n abcdefghijklmnopqrstuvwxyz"
@@ -193,7 +193,7 @@ def test_embedded_text_is_tiny_shakespeare_and_its_vocab_is_the_configs(tmp_path
     cfg = compose_config("train", tmp_path / "run", ["data=shakespeare"])
     assert cfg.data.vocab == "".join(sorted(set(text)))
     assert (
-        (Path(__file__).parents[1] / "src/hydralight/data/SHAKESPEARE_LICENSE.md").read_text().count(SHAKESPEARE_FILE)
+        (Path(__file__).parents[1] / "src/my_project/data/SHAKESPEARE_LICENSE.md").read_text().count(SHAKESPEARE_FILE)
     )
 
 

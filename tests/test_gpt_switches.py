@@ -26,8 +26,8 @@ from hydralight.core.export import FORMATS, run_exported
 from hydralight.core.export import export as export_task
 from hydralight.core.strategies import DataParallelStrategy
 from hydralight.core.train import train
-from hydralight.data.shakespeare import read_text
-from hydralight.models import GPT
+from my_project.data.shakespeare import read_text
+from my_project.models import GPT
 from tests.conftest import ROOT, TINY, assert_ok, compose_config, run_cli
 from tests.test_numerics import GradientProbe, load_last, train_with_probe
 

@@ -119,7 +119,7 @@ def test_a_pipeline_of_batched_transforms_runs_once_per_batch_with_the_same_resu
 
 def test_prepared_digits_are_the_in_memory_digits_split_the_same_way(prepared_digits):
     """prepare.py's digits are DigitsDataModule's, row for row, in the same train/val/test split."""
-    from hydralight.data import DigitsDataModule
+    from my_project.data import DigitsDataModule
 
     memory = DigitsDataModule()
     memory.setup("fit")
@@ -179,7 +179,7 @@ def write_image_folder(root: Path, per_class: int = 6) -> None:
     """A user's folder of images, one subfolder per class: the digits as 8-bit grey PNGs."""
     from PIL import Image
 
-    from hydralight.data.digits import load_digits
+    from my_project.data.digits import load_digits
 
     images, labels = load_digits()
     for label in (0, 1, 2):

@@ -27,16 +27,16 @@ from hydralight.core.export import export as export_task
 from hydralight.core.predict import predict
 from hydralight.core.runs.checkpoints import TASK_KEY
 from hydralight.core.train import train
-from hydralight.data import MNISTDataModule
 from hydralight.data.base import split_indices
-from hydralight.data.digits import PIXEL_MAX, load_digits
-from hydralight.models import Classifier
+from my_project.data import MNISTDataModule
+from my_project.data.digits import PIXEL_MAX, load_digits
+from my_project.models import Classifier
 from tests.conftest import ROOT, TINY, assert_ok, compose_config, run_cli
 from tests.test_data import VAL_SIZE, write_mnist
 
 TOLERANCE = 1e-5
 TEST_SPLIT_SIZE = 359  # data=digits: 20% of 1,797
-DIGITS_FILE = ROOT / "src" / "hydralight" / "data" / "digits.csv.gz"
+DIGITS_FILE = ROOT / "src" / "my_project" / "data" / "digits.csv.gz"
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +117,8 @@ def test_checkpoints_load_weights_only_and_say_what_they_were_trained_on(mnist_r
     run_dir, _ = mnist_run
     for path in (run_dir / "checkpoints").glob("*.ckpt"):
         record = torch.load(path, map_location="cpu", weights_only=True)[TASK_KEY]
-        assert record["module"] == "hydralight.models.classifier.Classifier"
-        assert record["data"]["_target_"] == "hydralight.data.MNISTDataModule"
+        assert record["module"] == "my_project.models.classifier.Classifier"
+        assert record["data"]["_target_"] == "my_project.data.MNISTDataModule"
 
 
 @pytest.mark.parametrize("where", ["run dir", "copied out"])
@@ -147,7 +147,7 @@ def test_eval_of_an_mnist_checkpoint_tests_on_mnist(make_cfg, mnist_run, tmp_pat
     evaluated = evaluate(cfg, overrides=overrides)
     assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert evaluated["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-5)
-    assert (cfg.data._target_, cfg.data.batch_size) == ("hydralight.data.MNISTDataModule", 8)
+    assert (cfg.data._target_, cfg.data.batch_size) == ("my_project.data.MNISTDataModule", 8)
 
 
 def test_eval_reports_the_model_overrides_it_ignores(make_cfg, checkpoint, caplog):
@@ -164,12 +164,12 @@ def test_eval_reports_the_model_overrides_it_ignores(make_cfg, checkpoint, caplo
     [
         ({"module": "collections.OrderedDict"}, r"names 'collections.OrderedDict' \(_target_\), which this project"),
         (
-            {"module": "hydralight.models.nets.MLP"},
-            r"names 'hydralight.models.nets.MLP', which is not a LightningModule",
+            {"module": "my_project.models.nets.MLP"},
+            r"names 'my_project.models.nets.MLP', which is not a LightningModule",
         ),
         ({"data": {"_target_": "os.getcwd"}}, r"names 'os.getcwd' \(task.data._target_\), which this project"),
         (
-            {"data": {"_target_": "hydralight.data.DigitsDataModule", "extra": {"_target_": "os.system"}}},
+            {"data": {"_target_": "my_project.data.DigitsDataModule", "extra": {"_target_": "os.system"}}},
             r"names 'os.system' \(task.data.extra._target_\), which this project does not build",
         ),
     ],
@@ -356,9 +356,13 @@ def test_export_of_any_lightning_module_takes_its_sample_shape(make_cfg, tmp_pat
                       default_root_dir=tmp_path, callbacks=[TaskRecord(None)])  # fmt: skip
     trainer.fit(BoringModel())
     trainer.save_checkpoint(tmp_path / "boring.ckpt")
+    # A checkpoint is data: its module is built because a config of the project names it.
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    (tmp_path / "conf" / "model" / "boring.yaml").write_text(f"_target_: {BoringModel.__module__}.BoringModel\n")
+    task = (f"ckpt_path={tmp_path / 'boring.ckpt'}", f"hydra.searchpath=[file://{tmp_path / 'conf'}]")
     with pytest.raises(UserError, match=r"input_shape: BoringModel has no example_input_array.*input_shape=\["):
-        export_task(make_cfg(f"ckpt_path={tmp_path / 'boring.ckpt'}", config_name="export", tiny=False))
-    cfg = make_cfg(f"ckpt_path={tmp_path / 'boring.ckpt'}", "input_shape=[32]", config_name="export", tiny=False)
+        export_task(make_cfg(*task, config_name="export", tiny=False))
+    cfg = make_cfg(*task, "input_shape=[32]", config_name="export", tiny=False)
     assert export_task(cfg)["max_abs_diff"] <= TOLERANCE
 
 

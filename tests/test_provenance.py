@@ -57,7 +57,7 @@ def test_a_training_run_records_what_it_was_made_of(make_cfg, tmp_path):
     packages = (folder / "packages.txt").read_text().splitlines()
     assert f"torch=={torch.__version__}" in packages
     assert f"lightning=={lightning.__version__}" in packages
-    assert any(line.startswith("hydralight==") and f"editable install of {ROOT}" in line for line in packages)
+    assert any(line.startswith("my-project==") and f"editable install of {ROOT}" in line for line in packages)
 
 
 @pytest.fixture

@@ -41,7 +41,7 @@ PROGRAMS = {
     "python", "python3", "torchrun", "srun", "sbatch", "make", "pip", "uv", "pytest", "copier", "git", "cd", "bash",
 }  # fmt: skip
 SHELL_FENCES = {"bash", "sh", "shell", "console"}
-DIGITS = ROOT / "src" / "hydralight" / "data" / "digits.csv.gz"
+DIGITS = ROOT / "src" / "my_project" / "data" / "digits.csv.gz"
 TRAIN_METRICS = {"val/acc_best", "test/acc", "test/loss"}
 # What shortens a run and changes nothing else it does: one epoch of a few batches.
 LIMITS = ("trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")

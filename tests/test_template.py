@@ -20,7 +20,8 @@ from tests.conftest import ROOT, working_tree_files
 pytest.importorskip("copier", reason='needs the template extra: pip install -e ".[template]"')
 pytest.importorskip("copier_template_extensions", reason='needs the template extra: pip install -e ".[template]"')
 
-OLD = "hydralight"
+OLD = "my_project"  # the template's own package, renamed in a copy; hydralight (the library) is not
+OLD_DIST = "my-project"
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 ANSWERS = {
     "project_name": "Digit Net",
@@ -140,10 +141,10 @@ def test_the_copy_never_mentions_the_template_name(project):
     """No path and no file of the copy mentions the template's name, in any case (the answers file's _src_path may)."""
     mentions = []
     for relpath, path in files_of(project).items():
-        if re.search(OLD, relpath, re.IGNORECASE):
+        if re.search(f"{OLD}|{OLD_DIST}", relpath, re.IGNORECASE):
             mentions.append(relpath)
         for number, line in enumerate(path.read_bytes().splitlines(), 1):
-            if re.search(OLD.encode(), line, re.IGNORECASE):
+            if re.search(f"{OLD}|{OLD_DIST}".encode(), line, re.IGNORECASE):
                 if relpath == ".copier-answers.yml" and line.startswith(b"_src_path:"):
                     continue  # where the template came from: a URL or path that may hold the name
                 mentions.append(f"{relpath}:{number}: {line.decode(errors='replace')[:160]}")
@@ -165,7 +166,8 @@ def test_the_copy_is_the_template_renamed(template, project):
     assert set(copied) == {*sources, ".copier-answers.yml"}
     different = []
     for relpath, source in sources.items():
-        renamed = source.read_bytes().replace(OLD.encode(), b"digitnet").replace(OLD.upper().encode(), b"DIGITNET")
+        renamed = source.read_bytes().replace(OLD.encode(), b"digitnet").replace(OLD_DIST.encode(), b"digitnet")
+        renamed = renamed.replace(OLD.upper().encode(), b"DIGITNET")
         if copied[relpath].read_bytes() != renamed:
             different.append(relpath)
         assert os.access(copied[relpath], os.X_OK) == os.access(source, os.X_OK), relpath
@@ -187,9 +189,8 @@ def test_the_answers_land_in_pyproject_readme_and_the_answers_file(project):
     assert meta["description"] == ANSWERS["description"]
     assert meta["authors"] == [{"name": "Ada Lovelace", "email": "ada@example.org"}]
     assert meta["requires-python"] == f">={ANSWERS['python_version']}"
-    assert set(meta["scripts"]) >= {"digitnet-train", "digitnet-eval"}
-    assert meta["scripts"]["digitnet-train"] == "digitnet.core.cli:train_main"
-    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/digitnet"]
+    assert meta["scripts"]["hydralight-train"] == "hydralight.core.cli:train_main"  # the library's, not renamed
+    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/hydralight", "src/digitnet"]
     assert pyproject["tool"]["ruff"]["target-version"] == "py" + ANSWERS["python_version"].replace(".", "")
     assert (project / "README.md").read_text().startswith(f"# Digit Net\n\n{ANSWERS['description']}\n\n")
     answers = (project / ".copier-answers.yml").read_text()
@@ -287,7 +288,7 @@ def test_rename_keeps_other_jinja_syntax_literal(monkeypatch):
     spec.loader.exec_module(rename)
     source = (
         f"from {OLD}.cli import main  # {{{{ not jinja }}}} {{% raw %}} {{# kept #}}\n"
-        f"pip install {OLD}[plots]; {OLD}-train; ${{{{ github.ref }}}}; {OLD.upper()}_RUN_DIR; {OLD.title()}\n"
+        f"pip install {OLD_DIST}[plots]; {OLD_DIST}-x; ${{{{ github.ref }}}}; {OLD.upper()}_RUN_DIR; hydralight\n"
         "# copier:template-only-start\nonly in the template\n# copier:template-only-end\nend\n"
     )
     env = jinja2.Environment(
@@ -296,7 +297,7 @@ def test_rename_keeps_other_jinja_syntax_literal(monkeypatch):
     rendered = env.get_template("example.py").render(package_name="my_pkg", dist_name="my-pkg", project_name="My Pkg")
     assert rendered == (
         "from my_pkg.cli import main  # {{ not jinja }} {% raw %} {# kept #}\n"
-        "pip install my-pkg[plots]; my-pkg-train; ${{ github.ref }}; MY_PKG_RUN_DIR; My Pkg\n"
+        "pip install my-pkg[plots]; my-pkg-x; ${{ github.ref }}; MY_PKG_RUN_DIR; hydralight\n"
         "end\n"
     )
 

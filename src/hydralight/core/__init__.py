@@ -1,5 +1,5 @@
-"""The machinery: what every task shares and a project seldom edits. Yours to change are `hydralight/models/`,
-`hydralight/data/` and their configs in `conf/model/`, `conf/data/`, `conf/experiment/` (README "Add a task").
+"""The machinery: what every task shares and a project never edits. Yours to change are your package's `models/`
+and `data/` and their configs in `conf/model/`, `conf/data/`, `conf/experiment/` (README "Add a task").
 
 The training path: `train.py` -> `cli.train_main` (Hydra, one-line errors) -> `train.train` (build, fit, test) ->
 your LightningModule's `training_step`. One module per concern:

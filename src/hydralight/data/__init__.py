@@ -1,13 +1,7 @@
-"""LightningDataModules. Each config in conf/data/ instantiates one of these."""
+"""Data modules a task can use as they are or build on: in memory (InMemoryDataModule, for arrays that fit) and on
+disk (PreparedDataModule, for a dataset `python prepare.py` wrote)."""
 
-from hydralight.data.digits import DigitsDataModule
-from hydralight.data.mnist import MNISTDataModule
+from hydralight.data.base import InMemoryDataModule
 from hydralight.data.ondisk import PreparedDataModule
-from hydralight.data.shakespeare import ShakespeareDataModule  # copier:if gpt_example
 
-__all__ = [
-    "DigitsDataModule",
-    "MNISTDataModule",
-    "PreparedDataModule",
-    "ShakespeareDataModule",  # copier:if gpt_example
-]
+__all__ = ["InMemoryDataModule", "PreparedDataModule"]

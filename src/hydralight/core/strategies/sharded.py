@@ -86,7 +86,7 @@ def require_plan(module: LightningModule, tensor_parallel_size: int) -> None:
             f"strategy.tensor_parallel_size={tensor_parallel_size}: {type(module).__name__} applies no "
             "tensor-parallel plan. Implement its configure_model() to split its layers over "
             "self.device_mesh['tensor_parallel'] (torch's parallelize_module; see "
-            "hydralight.models.common.apply_tensor_parallel and README 'Model parallelism'), "
+            "hydralight.modules.apply_tensor_parallel and README 'Model parallelism'), "
             "or shard it with strategy=fsdp instead."
         )
 

@@ -1,7 +1,7 @@
 """LightningModules, one per task. Each config in conf/model/ instantiates one of these."""
 
-from hydralight.models.classifier import Classifier
-from hydralight.models.gpt import GPT  # copier:if gpt_example
+from my_project.models.classifier import Classifier
+from my_project.models.gpt import GPT  # copier:if gpt_example
 
 __all__ = [
     "GPT",  # copier:if gpt_example

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from hydralight.models.common import (
+from hydralight.modules import (
     STAGES,
     EpochMetrics,
     WeightedMean,

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from hydralight.data.base import InMemoryDataModule, split_indices
+from hydralight.data.sources import ArraySource, check_fractions
 
 DIGITS_FILE = "digits.csv.gz"
 PIXEL_MAX = 16.0
@@ -19,7 +20,7 @@ def scale_pixels(pixels: torch.Tensor) -> torch.Tensor:
 
 def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     """All 1,797 images as float tensors (N, 1, 8, 8) scaled to [0, 1], and their labels (N,)."""
-    with resources.as_file(resources.files("hydralight.data") / DIGITS_FILE) as path:
+    with resources.as_file(resources.files("my_project.data") / DIGITS_FILE) as path:
         table = np.loadtxt(path, delimiter=",", dtype=np.float32)
     images = scale_pixels(torch.from_numpy(table[:, :-1]).reshape(-1, 1, 8, 8))
     labels = torch.from_numpy(table[:, -1]).long()
@@ -54,3 +55,20 @@ class DigitsDataModule(InMemoryDataModule):
         )
         return {name: TensorDataset(images[idx], labels[idx]) for name, idx in
                 {"train": train, "val": val, "test": test}.items()}  # fmt: skip
+
+
+def source(val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> ArraySource:
+    """`python prepare.py source=digits`: the embedded digits as raw pixel counts 0..16 (uint8, (1, 8, 8)) and
+    labels, split by `split_seed` exactly as DigitsDataModule splits them."""
+    check_fractions(val_fraction, test_fraction)
+    with resources.as_file(resources.files("my_project.data") / DIGITS_FILE) as path:
+        table = np.loadtxt(path, delimiter=",", dtype=np.float32)
+    images = table[:, :-1].astype(np.uint8).reshape(-1, 1, 8, 8)
+    labels = table[:, -1].astype(np.int64)
+    n = len(labels)
+    test, val, train = split_indices(n, [round(n * test_fraction), round(n * val_fraction)], split_seed)
+    return ArraySource(
+        {"image": images, "label": labels},
+        {"train": train.numpy(), "val": val.numpy(), "test": test.numpy()},
+        {"input_shape": [1, 8, 8], "num_classes": 10, "classes": [str(k) for k in range(10)], "pixel_max": PIXEL_MAX},
+    )

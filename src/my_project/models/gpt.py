@@ -10,7 +10,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from hydralight.core.errors import UserError
-from hydralight.models.common import (
+from hydralight.modules import (
     STAGES,
     EpochMetrics,
     WeightedMean,
@@ -19,7 +19,7 @@ from hydralight.models.common import (
     plain,
     with_scheduler,
 )
-from hydralight.models.nets.transformer import Transformer
+from my_project.models.nets.transformer import Transformer
 
 
 class GPT(EpochMetrics, LightningModule):

@@ -7,9 +7,13 @@ test text is ever trained on. Samples are windows of `block_size + 1` characters
 
 import gzip
 import json
+import tempfile
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -20,6 +24,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from hydralight.core.errors import UserError
 from hydralight.core.strategies import data_shard
 from hydralight.data.base import at_current_epoch, loader_generator, run_seed
+from hydralight.data.sources import Row, check_fractions
 
 SHAKESPEARE_FILE = "tinyshakespeare.txt.gz"
 
@@ -27,7 +32,7 @@ SHAKESPEARE_FILE = "tinyshakespeare.txt.gz"
 def read_text(path: str | Path | None = None) -> str:
     """The embedded Tiny Shakespeare, or a UTF-8 text file (gzip-compressed when its name ends in .gz)."""
     if path is None:
-        with resources.as_file(resources.files("hydralight.data") / SHAKESPEARE_FILE) as embedded:
+        with resources.as_file(resources.files("my_project.data") / SHAKESPEARE_FILE) as embedded:
             return gzip.decompress(embedded.read_bytes()).decode("utf-8")
     path = Path(path)
     if not path.is_file():
@@ -194,3 +199,71 @@ class ShakespeareDataModule(LightningDataModule):
 
     def test_dataloader(self) -> StatefulDataLoader:
         return self._eval_loader("test")
+
+
+class TextSource:
+    """A text as windows of `block_size + 1` character ids, one window every `block_size` characters (so each
+    next-character pair is in exactly one window), split in order: train, then val, then test.
+
+    The text (Tiny Shakespeare, or every .txt / .txt.gz file under `path`, in name order) is read one file at a time
+    and its ids kept in a temporary memory-mapped file, so it need not fit in memory; its sorted characters are the
+    vocabulary (`vocab` in prepared.json, which the GPT's config reads).
+    """
+
+    def __init__(
+        self, path: str | None = None, block_size: int = 64, val_fraction: float = 0.05, test_fraction: float = 0.05
+    ) -> None:
+        check_fractions(val_fraction, test_fraction)
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise UserError(f"source.block_size={block_size!r} must be a whole number >= 1.")
+        self.block_size = block_size
+        files = self._files(path)
+        chars: set[str] = set()
+        length = 0
+        for file in files:
+            text = read_text(file)
+            chars.update(text)
+            length += len(text)
+        self.vocab = "".join(sorted(chars))
+        dtype = np.uint8 if len(self.vocab) <= 256 else np.int32
+        self._scratch = tempfile.NamedTemporaryFile(suffix=".ids")  # noqa: SIM115 (lives as long as the source)
+        self.ids = np.memmap(self._scratch.name, dtype=dtype, mode="w+", shape=(max(length, 1),))
+        index = {char: i for i, char in enumerate(self.vocab)}
+        offset = 0
+        for file in files:
+            text = read_text(file)
+            self.ids[offset : offset + len(text)] = np.fromiter(map(index.__getitem__, text), dtype, len(text))
+            offset += len(text)
+        n_test, n_val = round(length * test_fraction), round(length * val_fraction)
+        n_train = length - n_val - n_test
+        self.bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, length)}
+        for split, (start, stop) in self.bounds.items():
+            if stop - start <= block_size:
+                raise UserError(
+                    f"the {split} text has {stop - start} characters, fewer than source.block_size + 1="
+                    f"{block_size + 1}: raise source.{split}_fraction or lower source.block_size."
+                )
+
+    @staticmethod
+    def _files(path: str | None) -> list[str | None]:
+        if path is None:
+            return [None]  # read_text's embedded Tiny Shakespeare
+        root = Path(path)
+        if root.is_file():
+            return [str(root)]
+        files = sorted(str(file) for file in root.rglob("*") if file.name.endswith((".txt", ".txt.gz")))
+        if not files:
+            raise UserError(f"source.path={path!r} is no text file and no folder of .txt files.")
+        return files
+
+    @property
+    def columns(self) -> dict[str, tuple[list[int], str]]:
+        return {"ids": ([self.block_size + 1], self.ids.dtype.name)}
+
+    def rows(self, split: str) -> Iterator[Row]:
+        start, stop = self.bounds[split]
+        for window in range(start, stop - self.block_size, self.block_size):
+            yield {"ids": np.asarray(self.ids[window : window + self.block_size + 1])}
+
+    def description(self) -> dict[str, Any]:
+        return {"vocab": self.vocab, "block_size": self.block_size}
