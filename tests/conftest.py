@@ -14,7 +14,8 @@ from hydralight.core import cli
 from tests import warm
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = cli.config_dir()
+CONFIG_DIR = str(ROOT / "conf")  # the project's own groups
+LIBRARY_CONFIG_DIR = str(ROOT / "src" / "hydralight" / "conf")  # the library's, on Hydra's search path
 
 # Small, quick and CPU-only: what almost every test wants on top of the real defaults.
 TINY = (
@@ -32,7 +33,7 @@ TINY = (
 
 def compose_config(config_name: str, output_dir: Path, overrides: tuple[str, ...] | list[str] = ()) -> DictConfig:
     """The config a user gets from `python <config_name>.py <overrides>` in the repo root, writing into `output_dir`."""
-    return cli.compose_config(config_name, output_dir, overrides, root_dir=ROOT)
+    return cli.compose_config(config_name, output_dir, overrides, root_dir=ROOT, conf=CONFIG_DIR)
 
 
 @pytest.fixture

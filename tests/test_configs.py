@@ -20,7 +20,7 @@ from hydralight.core.callbacks import MetricsJson
 from hydralight.core.errors import UserError
 from hydralight.core.train import train
 from hydralight.core.validation import PRECISIONS, validate_targets
-from tests.conftest import CONFIG_DIR, TINY
+from tests.conftest import CONFIG_DIR, LIBRARY_CONFIG_DIR, TINY
 
 # Options whose packages come with an optional extra.
 OPTIONAL_PACKAGES = {
@@ -72,8 +72,11 @@ def companions(request: pytest.FixtureRequest, group: str, option: str) -> tuple
 
 
 def options(group: str) -> list[str]:
-    """The options of a config group: the yaml files in conf/<group>/ (a new file is tested automatically)."""
-    return sorted(path.stem for path in (Path(CONFIG_DIR) / group).glob("*.yaml"))
+    """The options of a config group: the yaml files in conf/<group>/ and in the library's (a new file is tested
+    automatically)."""
+    return sorted(
+        {path.stem for root in (CONFIG_DIR, LIBRARY_CONFIG_DIR) for path in (Path(root) / group).glob("*.yaml")}
+    )
 
 
 def params(*groups: str) -> list:

@@ -190,7 +190,11 @@ def test_the_answers_land_in_pyproject_readme_and_the_answers_file(project):
     assert meta["authors"] == [{"name": "Ada Lovelace", "email": "ada@example.org"}]
     assert meta["requires-python"] == f">={ANSWERS['python_version']}"
     assert meta["scripts"]["hydralight-train"] == "hydralight.core.cli:train_main"  # the library's, not renamed
-    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/hydralight", "src/digitnet"]
+    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [
+        "src/hydralight",
+        "src/hydra_plugins",
+        "src/digitnet",
+    ]
     assert pyproject["tool"]["ruff"]["target-version"] == "py" + ANSWERS["python_version"].replace(".", "")
     assert (project / "README.md").read_text().startswith(f"# Digit Net\n\n{ANSWERS['description']}\n\n")
     answers = (project / ".copier-answers.yml").read_text()

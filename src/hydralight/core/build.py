@@ -79,7 +79,7 @@ def build_strategy(cfg: DictConfig) -> Strategy | str:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logger]) -> Trainer:
-    """The Trainer from conf/trainer with the strategy group, callbacks and loggers; flag errors become UserErrors."""
+    """The Trainer from the trainer group, the strategy group, callbacks and loggers; flag errors are UserErrors."""
     configure_torch(cfg)
     strategy = build_strategy(cfg.strategy)
     one_process = isinstance(strategy, DataParallelStrategy)

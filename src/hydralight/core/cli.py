@@ -27,25 +27,35 @@ USER_ERROR_EXIT_CODE = UserError.exit_code
 
 
 def config_dir() -> str:
-    """`conf/` inside an installed wheel, else the repository's `conf/` (editable install or a plain checkout)."""
-    package_dir = Path(__file__).resolve().parents[1]  # hydralight/, above core/
-    for candidate in (package_dir / "conf", package_dir.parents[1] / "conf"):
+    """The project's `conf/`: beside the entry script (`python train.py` in the project), else in the dir the command
+    starts in (the installed `hydralight-train`). The library's own groups come through Hydra's search path
+    (hydra_plugins.hydralight_searchpath)."""
+    script_dir = Path(sys.argv[0]).resolve().parent if sys.argv and sys.argv[0] else Path.cwd()
+    for candidate in (script_dir / "conf", Path.cwd() / "conf"):
         if candidate.is_dir():
             return str(candidate)
-    raise FileNotFoundError(f"hydralight: no conf/ directory next to {package_dir}")
+    raise UserError(
+        f"no conf/ directory beside {sys.argv[0] or 'the command'} or in {Path.cwd()}: run the project's train.py (or "
+        "the hydralight-* commands) from the project's root, where conf/ holds its configs."
+    )
 
 
 def compose_config(
-    config_name: str, output_dir: str | Path, overrides: Sequence[str] = (), root_dir: str | Path | None = None
+    config_name: str,
+    output_dir: str | Path,
+    overrides: Sequence[str] = (),
+    root_dir: str | Path | None = None,
+    conf: str | Path | None = None,
 ) -> DictConfig:
     """The config `python <config_name>.py <overrides>` gets, outside Hydra's runtime (tests, benchmarks, notebooks):
-    what the runtime would fill in is set here, the run writing into `output_dir`, started in `root_dir` (cwd)."""
+    what the runtime would fill in is set here, the run writing into `output_dir`, started in `root_dir` (cwd), its
+    project's configs in `conf` (default: `config_dir()`)."""
     from hydra import compose, initialize_config_dir
 
     from hydralight.core.trust import remember_config_sources
 
     register_resolvers()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(conf or config_dir()), version_base="1.3"):
         cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     remember_config_sources(cfg.hydra.runtime.config_sources)  # what the runtime would keep in HydraConfig
     with open_dict(cfg):

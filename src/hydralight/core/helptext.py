@@ -13,6 +13,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf, flag_override
 
+from hydralight.conf import LIBRARY_CONFIG_DIR
+
 HELP_FLAGS = ("--help", "-h")
 HYDRA_ONLY_FIELDS = ("$FLAGS_HELP", "$HYDRA_CONFIG_GROUPS")
 
@@ -60,5 +62,6 @@ def fast_help(config_dir: str, config_name: str, job_name: str, argv: list[str])
     with flag_override(cfg, ["struct", "readonly"], False):
         del cfg["hydra"]
     return string.Template(template).substitute(
-        APP_CONFIG_GROUPS=config_groups(Path(config_dir), *extra_dirs), CONFIG=OmegaConf.to_yaml(cfg)
+        APP_CONFIG_GROUPS=config_groups(Path(config_dir), LIBRARY_CONFIG_DIR, *extra_dirs),
+        CONFIG=OmegaConf.to_yaml(cfg),
     )

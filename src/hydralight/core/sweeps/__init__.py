@@ -1,8 +1,8 @@
 """Hydra multirun support: job isolation (sweeps over DDP jobs), parallel jobs' share of the machine, the sweep
 summary with failure reporting and groups of replicates, and the folder of an Optuna sqlite storage.
 
-All are Hydra callbacks (conf/hydra/default.yaml, conf/hparams_search/*). They do nothing in a single run, and
-importing them loads no torch: `--help`, `--cfg job` and config errors stay fast.
+All are Hydra callbacks (hydralight/conf/hydra/default.yaml, the project's conf/hparams_search/*). They do nothing in
+a single run, and importing them loads no torch: `--help`, `--cfg job` and config errors stay fast.
 """
 
 from hydralight.core.sweeps.isolation import JobIsolation
