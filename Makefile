@@ -12,7 +12,7 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 install: ## install the project (editable) with the dev tools and extras (EXTRAS=...)
-	$(PYTHON) -m pip install -e ".[$(EXTRAS)]"
+	$(PYTHON) -m pip install -e ./lib -e ".[$(EXTRAS)]"
 
 hooks: ## install the git pre-commit hooks: ruff, and notebook output stripping
 	$(PYTHON) -m pip install pre-commit

@@ -102,7 +102,7 @@ class RepeatedDigits:
         test_fraction: float = 0.2,
         split_seed: int = 0,
     ) -> None:
-        from hydralight.data.sources import digits
+        from my_project.data.digits import source as digits
 
         self.digits = digits(val_fraction, test_fraction, split_seed)
         self.copies, self.scale, self.jitter, self.seed = copies, scale, jitter, seed

@@ -15,7 +15,7 @@ from tests import warm
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "conf")  # the project's own groups
-LIBRARY_CONFIG_DIR = str(ROOT / "src" / "hydralight" / "conf")  # the library's, on Hydra's search path
+LIBRARY_CONFIG_DIR = str(ROOT / "lib" / "src" / "hydralight" / "conf")  # the library's, on Hydra's search path
 
 # Small, quick and CPU-only: what almost every test wants on top of the real defaults.
 TINY = (

@@ -191,8 +191,8 @@ def test_the_answers_land_in_pyproject_readme_and_the_answers_file(project):
     assert meta["requires-python"] == f">={ANSWERS['python_version']}"
     assert meta["scripts"]["hydralight-train"] == "hydralight.core.cli:train_main"  # the library's, not renamed
     assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [
-        "src/hydralight",
-        "src/hydra_plugins",
+        "lib/src/hydralight",
+        "lib/src/hydra_plugins",
         "src/digitnet",
     ]
     assert pyproject["tool"]["ruff"]["target-version"] == "py" + ANSWERS["python_version"].replace(".", "")
@@ -233,7 +233,7 @@ def test_the_copy_installs_trains_and_passes_its_tests(project, tmp_path):
     Path(purelib.strip(), "_reuse_outer_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     env = {"VIRTUAL_ENV": str(venv), "PATH": f"{python.parent}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": ""}
 
-    run(python, "-m", "pip", "install", "-q", "-e", f"{project}[dev]", cwd=tmp_path, env=env)
+    run(python, "-m", "pip", "install", "-q", "-e", project / "lib", "-e", f"{project}[dev]", cwd=tmp_path, env=env)
     where = run(python, "-c", "import digitnet; print(digitnet.__file__)", cwd=tmp_path, env=env).stdout
     assert Path(where.strip()) == project / "src" / "digitnet" / "__init__.py"
     assert importlib.util.find_spec("digitnet") is None  # nothing leaked into this environment
