@@ -1,9 +1,15 @@
-# Everyday commands; `make help` lists them. Run them inside your virtualenv.
-PYTHON ?= python
-# The optional extras `make install` adds to the dev tools; e.g. make install EXTRAS=dev
-EXTRAS ?= dev,plots,notebooks,loggers,onnx
+# Everyday commands; `make help` lists them. The first `make train` or `make test` makes the venv (.venv) and installs
+# the library (lib/) and the project into it (.ci/install); every target runs in that venv.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+# The project's extras installed with it, e.g. EXTRAS=dev,plots,loggers (README "Tests": a missing one's tests skip)
+EXTRAS ?= dev
+# A torch to install before the rest, e.g. TORCH=torch==2.13.0; empty: what pip picks for the project (a CUDA build
+# from PyPI on Linux, several GB)
+TORCH ?=
 # Overrides for `make train`, e.g. make train ARGS="model/net=cnn trainer.max_epochs=5"
 ARGS ?=
+INSTALLED := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install hooks train test test-fast bench lint format clean clean-outputs
@@ -11,36 +17,40 @@ ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-install: ## install the project (editable) with the dev tools and extras (EXTRAS=...)
-	$(PYTHON) -m pip install -e ./lib -e ".[$(EXTRAS)]"
+# Remade when either pyproject.toml changes; a first use that stopped midway left no stamp, so it runs again.
+$(INSTALLED): pyproject.toml lib/pyproject.toml
+	TORCH="$(TORCH)" bash .ci/install $(VENV) "$(EXTRAS)"
 
-hooks: ## install the git pre-commit hooks: ruff, and notebook output stripping
+install: ## make the venv if needed and install the library and the project (EXTRAS=..., TORCH=...)
+	TORCH="$(TORCH)" bash .ci/install $(VENV) "$(EXTRAS)"
+
+hooks: $(INSTALLED) ## install the git pre-commit hooks: ruff, and notebook output stripping
 	$(PYTHON) -m pip install pre-commit
 	$(PYTHON) -m pre_commit install
 
-train: ## train with the default config (ARGS="..." for overrides)
+train: $(INSTALLED) ## train with the default config (ARGS="..." for overrides)
 	$(PYTHON) train.py $(ARGS)
 
-test: ## the whole test suite, slow tests included (what CI runs)
+test: $(INSTALLED) ## the whole test suite, slow tests included (what CI runs)
 	$(PYTHON) -m pytest
 
-test-fast: ## the quick loop: every test not marked slow
+test-fast: $(INSTALLED) ## the quick loop: every test not marked slow
 	$(PYTHON) -m pytest -m "not slow"
 
-bench: ## the benchmark against a plain PyTorch loop (README "Performance"; ARGS="--quick" for a 40 s check)
+bench: $(INSTALLED) ## the benchmark against a plain PyTorch loop (README "Performance"; ARGS="--quick" for a 40 s check)
 	$(PYTHON) benchmarks/bench.py $(ARGS)
 
-lint: ## ruff lint and format check, no changes (what CI runs)
+lint: $(INSTALLED) ## ruff lint and format check, no changes (what CI runs)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
 
-format: ## apply ruff's safe fixes and format the code and notebooks
+format: $(INSTALLED) ## apply ruff's safe fixes and format the code and notebooks
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
 
-clean: ## remove caches and build artifacts (run outputs stay: see clean-outputs)
+clean: ## remove caches and build artifacts (run outputs and the venv stay: see clean-outputs)
 	rm -rf build dist .pytest_cache .ruff_cache .coverage coverage.xml htmlcov lightning_logs
-	find . -path ./.venv -prune -o \( -name __pycache__ -o -name "*.egg-info" -o -name .ipynb_checkpoints \) \
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name "*.egg-info" -o -name .ipynb_checkpoints \) \
 		-type d -prune -exec rm -rf {} +
 
 clean-outputs: ## delete every run dir under outputs/ (checkpoints included!)

@@ -668,13 +668,23 @@ TRIALS = ("hydra.sweeper.n_trials=2", *SHORT)
 FIVE_EPOCHS = ("trainer.max_epochs=5", *LIMITS)  # room to be killed after the first
 ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     # Quickstart.
-    "python3 -m venv .venv && . .venv/bin/activate": NotRun("CI's own install step (.ci/run makes its venv so)"),
-    'pip install -e ".[dev]"': NotRun("CI's own install step; this suite runs inside that install"),
+    "make train": Covered(
+        "tests/test_make.py::test_the_first_make_train_installs_then_trains_and_the_next_only_trains",
+        "what it runs; .ci/run runs it as typed in a fresh clone, and this suite inside the venv it made",
+    ),
+    "make test": NotRun("this suite itself: .ci/run runs it as typed in a fresh clone"),
+    "make train [2]": Same("make train"),
+    "make train [3]": Same("make train"),
+    "make test [2]": Same("make test"),
+    "make test [3]": Same("make test"),
+    "make test-fast": NotRun("this suite, its quick part: .ci/run runs it in a venv with the dev extra alone"),
+    "make train TORCH=torch==2.13.0": Covered(
+        "tests/test_make.py::test_torch_is_installed_first_when_given", "the install command it runs"
+    ),
     "python train.py": (
         Run(quickstart_as_typed, extra=(), where="repo"),  # as typed, from the repo root
         Run(trained()),  # from another directory; its checkpoint is `<file>` below
     ),
-    "pytest": NotRun("this suite itself"),
     "python eval.py ckpt_path=outputs/train/runs/<run>/checkpoints/last.ckpt": Run(
         evaluated, extra=(), fill={"<run>": "{run}"}, where="python train.py"
     ),
@@ -760,7 +770,6 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
         "--switches/--only are in tests/test_benchmark.py"
     ),
     'python -c "import lightning"': Run(succeeded, extra=()),
-    "python train.py [2]": Same("python train.py"),
     # Sweeps.
     "python train.py -m model.optimizer.lr=1e-3,1e-2 model/optimizer=adam,sgd": Run(
         swept(4, ("model.optimizer.lr", "model/optimizer"))
@@ -801,7 +810,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
         "tests/test_template.py::test_copier_update_brings_a_later_template_change",
         "git init, add and commit in a fresh copy, as this line does",
     ),
-    'pip install -e ".[dev]" && python train.py && pytest': Covered(
+    'pip install -e ./lib -e ".[dev]" && python train.py && pytest': Covered(
         "tests/test_template.py::test_the_copy_installs_trains_and_passes_its_tests",
         "installs a copy into a fresh virtualenv (not this one, whose editable install is this checkout)",
     ),
@@ -815,7 +824,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
         "copier's own option to change an answer; needs a copy made by copier copy, which test_template.py has"
     ),
     # Notebooks, loggers, pictures, predict, export, tools.
-    'pip install -e ".[dev,plots,notebooks,loggers,onnx]"': NotRun("CI's own install step (the extras)"),
+    'pip install -e ./lib -e ".[dev,plots,notebooks,loggers,onnx]"': NotRun("CI's own install step (the extras)"),
     "python train.py callbacks=plots logger=many": Run(
         plotted_and_logged_everywhere, needs=("matplotlib", "tensorboard", "mlflow", "wandb")
     ),
@@ -847,9 +856,9 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     # copier:endif
     # Tests.
     'pytest -m "not slow"': NotRun("this suite itself"),
-    "pytest [2]": NotRun("this suite itself"),
+    "pytest": NotRun("this suite itself"),
     "pytest --cov": NotRun("this suite itself"),
-    'pip install -e ".[dev,sweeps,slurm,plots,notebooks,loggers,onnx,template,ondisk]"': NotRun(
+    'pip install -e ./lib -e ".[dev,sweeps,slurm,plots,notebooks,loggers,onnx,template,ondisk]"': NotRun(
         "CI's own install step"
     ),
 }

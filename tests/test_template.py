@@ -189,12 +189,8 @@ def test_the_answers_land_in_pyproject_readme_and_the_answers_file(project):
     assert meta["description"] == ANSWERS["description"]
     assert meta["authors"] == [{"name": "Ada Lovelace", "email": "ada@example.org"}]
     assert meta["requires-python"] == f">={ANSWERS['python_version']}"
-    assert meta["scripts"]["hydralight-train"] == "hydralight.core.cli:train_main"  # the library's, not renamed
-    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [
-        "lib/src/hydralight",
-        "lib/src/hydra_plugins",
-        "src/digitnet",
-    ]
+    assert meta["dependencies"] == ["hydralight>=0.2,<0.3"]  # the library, by version
+    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/digitnet"]
     assert pyproject["tool"]["ruff"]["target-version"] == "py" + ANSWERS["python_version"].replace(".", "")
     assert (project / "README.md").read_text().startswith(f"# Digit Net\n\n{ANSWERS['description']}\n\n")
     answers = (project / ".copier-answers.yml").read_text()
