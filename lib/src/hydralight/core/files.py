@@ -31,7 +31,7 @@ def fsync_file(path: Path) -> None:
 
 
 def fsync_dir(directory: Path) -> None:
-    """Flush a directory's entries (the rename itself); some filesystems cannot, and then the rename is what there is."""
+    """Flush a directory's entries (the rename itself); where a filesystem cannot, the rename is what there is."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:

@@ -4,7 +4,6 @@ loggers wrote before."""
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
+
+from hydralight.core.files import atomic_path
 
 log = logging.getLogger(__name__)
 RUN_IDS_FILE = "loggers.json"  # in the run dir: the MLflow and W&B run ids a resumed run continues
@@ -92,12 +93,10 @@ def _drop_rows_from(metrics_csv: Path, step: int) -> None:
         reader = csv.DictReader(file)
         rows = [row for row in reader if not row.get("step") or int(row["step"]) < step]
         header = reader.fieldnames or []
-    kept = metrics_csv.with_suffix(".csv.tmp")
-    with kept.open("w", newline="") as file:
+    with atomic_path(metrics_csv) as kept, kept.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(kept, metrics_csv)
 
 
 def _mlflow_run_exists(logger: LightningMLFlowLogger, run_id: str) -> bool:

@@ -24,6 +24,7 @@ from hydralight.core.callbacks.metrics_json import best_metrics, monitoring_chec
 from hydralight.core.cli import in_multirun
 from hydralight.core.console import info, print_config_tree, print_final_metrics, quiet_console
 from hydralight.core.errors import Interrupted, Preempted, UserError
+from hydralight.core.files import remove_partials
 from hydralight.core.loggers import continue_logging
 from hydralight.core.resolvers import created_dirs
 from hydralight.core.runs.checkpoints import checkpoint_dir, init_from_checkpoint, resume_checkpoint
@@ -119,6 +120,9 @@ def train(cfg: DictConfig) -> float | None:
     if cfg.get("init_from") is not None and ckpt_path is None:  # a resumed run has its own weights by now
         init_from_checkpoint(model, cfg.init_from, strict=cfg.get("init_from_strict", True))
     training_started()  # from here on the run dir holds this run's work, whatever happens
+    if trainer.is_global_zero:  # the run dir is this run's alone (its lock): what a killed run left half-written goes
+        for leftover in remove_partials(cfg.paths.output_dir) + remove_partials(checkpoint_dir(trainer)):
+            info("Removed %s, a file a killed run left half-written", leftover)
     continue_logging(loggers, cfg.paths.output_dir, ckpt_path)  # a resumed run: the same logger runs as before
     write_provenance(cfg.paths.output_dir)  # packages, machine, command, commit and diff: provenance/<start>/
     log_hyperparameters(loggers, cfg)

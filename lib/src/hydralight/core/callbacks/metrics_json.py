@@ -1,12 +1,13 @@
 """Writes `<run dir>/metrics.json` (a contract: sweeps and scripts read it)."""
 
 import json
-import os
 from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
+
+from hydralight.core import files
 
 
 def monitoring_checkpoint(trainer: Trainer, monitor: str | None) -> ModelCheckpoint | None:
@@ -39,11 +40,8 @@ class MetricsJson(Callback):
         return json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def write(self, metrics: dict[str, float]) -> None:
-        """Atomically (temp file + rename): a reader never sees half a file."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
-        os.replace(tmp, self.path)
+        """Whole or not at all: a reader never sees half a file."""
+        files.write_text(self.path, json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
 
     def _update(self, trainer: Trainer) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:

@@ -2,11 +2,11 @@
 never half-written. No torch here: the CLI checks `output=` before anything heavy is imported."""
 
 import os
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 from hydralight.core.errors import UserError
+from hydralight.core.files import atomic_path
 
 
 def check_output(
@@ -34,26 +34,12 @@ def check_output(
 
 
 def write_atomically(path: Path, write: Callable[[Path], None], overwrite: bool, key: str = "output") -> Path:
-    """`write(temporary path)` beside `path`, then move the finished file into place in one step: a reader, a crash
-    or a full disk never leaves half a file at `path`; without `overwrite`, a file that appeared meanwhile stays."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A fresh name that `write` creates itself, so the file gets the usual permissions (mkstemp's are 0600).
-    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial{path.suffix}")
+    """`write(temporary path)` beside `path`, then the finished file put in place in one step (hydralight.core.files):
+    a reader, a crash or a full disk never leaves half a file at `path`; without `overwrite`, a file that appeared
+    meanwhile stays."""
     try:
-        write(temporary)
-        if overwrite:
-            os.replace(temporary, path)
-            return path
-        try:
-            os.link(temporary, path)  # fails if `path` exists: no check-then-write race
-        except FileExistsError as error:
-            raise UserError(f"{key}={str(path)!r} already exists; nothing was written. Use overwrite=true.") from error
-        except OSError:  # a filesystem without hard links
-            if path.exists():
-                raise UserError(
-                    f"{key}={str(path)!r} already exists; nothing was written. Use overwrite=true."
-                ) from None
-            os.replace(temporary, path)
-        return path
-    finally:
-        temporary.unlink(missing_ok=True)
+        with atomic_path(path, overwrite=overwrite) as temporary:
+            write(temporary)
+    except FileExistsError as error:
+        raise UserError(f"{key}={str(path)!r} already exists; nothing was written. Use overwrite=true.") from error
+    return path

@@ -1,16 +1,15 @@
 """The run's `.hydra/config.yaml` states what ran: values settled only once the run started (the precision Lightning
 really uses, the learning rate tune=lr_find chose) replace the ones asked for. `overrides.yaml` keeps what was typed."""
 
-import os
 import re
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+
+from hydralight.core import files
 
 _PLAIN_INTERPOLATION = re.compile(r"\$\{([\w.]+)\}")
 _ABSENT = object()
@@ -90,15 +89,7 @@ def _rewrite_saved_config(output_dir: str | Path, values: dict[str, Any]) -> Non
     saved = OmegaConf.load(path)
     if not _update(saved, values):
         return
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.write(OmegaConf.to_yaml(saved))  # what Hydra itself writes (hydra.core.utils._save_config)
-        shutil.copymode(path, temp)  # mkstemp's file is private to its owner; Hydra's was not
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    files.write_text(path, OmegaConf.to_yaml(saved))  # what Hydra itself writes (hydra.core.utils._save_config)
 
 
 def git_state(directory: str | Path) -> dict[str, Any]:

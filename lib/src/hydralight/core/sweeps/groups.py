@@ -6,10 +6,11 @@ One seed says little about a setting; the mean +- std over seeds (or folds) says
 
 import csv
 import math
-import os
 import statistics
 from pathlib import Path
 from typing import Any
+
+from hydralight.core.files import atomic_path
 
 GROUPS_CSV = "groups.csv"
 STATS = ("mean", "std", "min", "max", "n")
@@ -86,8 +87,7 @@ def write_groups_csv(path: Path, groups: list[dict[str, Any]], metrics: list[str
     """rank, the setting, n, failed, the jobs, then <metric>_mean, _std, _min, _max, _n for every metric."""
     keys = differing_keys([group["overrides"] for group in groups])
     columns = [f"{name}_{stat}" for name in metrics for stat in STATS]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as file:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["rank", *keys, "n", "failed", "jobs", *columns])
         for rank, group in enumerate(groups, start=1):
@@ -95,7 +95,6 @@ def write_groups_csv(path: Path, groups: list[dict[str, Any]], metrics: list[str
             values = [group["metrics"][name][stat] for name in metrics for stat in STATS]
             writer.writerow([rank, *(own.get(key, "") for key in keys), group["n"], group["failed"],
                              " ".join(map(str, group["jobs"])), *("" if v is None else v for v in values)])  # fmt: skip
-    os.replace(tmp, path)
 
 
 def _mean_std(summary: dict[str, Any]) -> str:

@@ -23,7 +23,9 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from hydralight.core import files
 from hydralight.core.errors import RunStopped
+from hydralight.core.files import atomic_path
 from hydralight.core.sweeps.groups import (
     GROUPS_CSV,
     differing_keys,
@@ -45,9 +47,7 @@ DIRECTIONS = {"maximize": "maximize", "max": "maximize", "minimize": "minimize",
 
 
 def _write_json(path: Path, data: object) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    files.write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def first_line(text: str, width: int = 200) -> str:
@@ -202,8 +202,7 @@ class SweepSummary(Callback):
 
     def write_csv(self, path: Path, records: list[dict[str, Any]], varied: list[str]) -> None:
         metrics = self.metric_names(records, everything=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w", newline="") as file:
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["rank", "job", "status", *varied, *metrics, "error", "overrides", "dir"])
             for rank, record in enumerate(records, start=1):
@@ -213,7 +212,6 @@ class SweepSummary(Callback):
                     *(record["metrics"].get(name, "") for name in metrics), record.get("error") or "",
                     " ".join(record["overrides"]), record["dir"],
                 ])  # fmt: skip
-        os.replace(tmp, path)
 
     def table(self, records: list[dict[str, Any]], varied: list[str], direction: str, sweep_dir: Path) -> str:
         metrics = self.metric_names(records, everything=False)
