@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from hydralight.compat.torch import ONNX_REGISTRATION_LOGGER
 from hydralight.core.console import info, quiet_console
 from hydralight.core.errors import UserError
 from hydralight.core.runs.checkpoints import load_trained
@@ -78,9 +79,7 @@ def export_onnx(model: LightningModule, example: Tensor, path: Path) -> None:
         raise UserError(f"format=onnx needs {' and '.join(missing)}: pip install -e '.[onnx]'")
     # torch.onnx warns once per torchvision operator it cannot register (torchvision is no part of this project), and
     # its graph passes log at INFO: the run's log keeps our own lines.
-    noisy = [
-        logging.getLogger(name) for name in ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript")
-    ]
+    noisy = [logging.getLogger(name) for name in (ONNX_REGISTRATION_LOGGER, "onnx_ir", "onnxscript")]
     levels = [logger.level for logger in noisy]
     for logger in noisy:
         logger.setLevel(logging.ERROR)

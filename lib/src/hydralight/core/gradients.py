@@ -11,6 +11,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from hydralight.compat.torch import foreach_norm
+
 
 def total_norm(grads: list[Tensor], norm_type: float = 2.0) -> Tensor:
     """The norm of all of `grads` as one vector, a plain tensor on every process (one fused pass per mesh)."""
@@ -21,7 +23,7 @@ def total_norm(grads: list[Tensor], norm_type: float = 2.0) -> Tensor:
         by_mesh[grad.device_mesh if isinstance(grad, DTensor) else None].append(grad)
     norms = []
     for group in by_mesh.values():
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(group, norm_type)), norm_type)
+        norm = torch.linalg.vector_norm(torch.stack(foreach_norm(group, norm_type)), norm_type)
         norms.append(norm.full_tensor() if isinstance(norm, DTensor) else norm)
     return torch.linalg.vector_norm(torch.stack(norms), norm_type)
 

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lightning.fabric.utilities.logger import _convert_params, _flatten_dict
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
@@ -15,6 +14,18 @@ from lightning.pytorch.loggers import WandbLogger as LightningWandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities import rank_zero_only
 
+from hydralight.compat.lightning import (
+    convert_params,
+    flatten_dict,
+    mlflow_client,
+    mlflow_run_id,
+    mlflow_tracking_uri,
+    set_mlflow_run_id,
+    set_wandb_run_id,
+    tensorboard_writer_kwargs,
+    wandb_run_id,
+)
+from hydralight.core import files
 from hydralight.core.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -33,7 +44,7 @@ class _HeaderAwareWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
         pass  # keep what is there: run dirs are unique, so an existing file is this run's, resumed
 
-    def _record_new_keys(self) -> set[str]:
+    def _record_new_keys(self) -> set[str]:  # compat.CSV_RECORD_NEW_KEYS
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as file:
                 header = next(csv.reader(file), [])
@@ -69,7 +80,7 @@ class MLFlowLogger(LightningMLFlowLogger):
     @rank_zero_only
     def log_hyperparams(self, params: Any) -> None:
         logged = self.experiment.get_run(self.run_id).data.params
-        params = _flatten_dict(_convert_params(params))
+        params = flatten_dict(convert_params(params))
         changed = sorted(key for key, value in params.items() if logged.get(key, str(value)[:250]) != str(value)[:250])
         if changed:
             log.warning("MLflow keeps the params run %s was started with; not changed: %s", self.run_id, changed)
@@ -103,9 +114,11 @@ def _mlflow_run_exists(logger: LightningMLFlowLogger, run_id: str) -> bool:
     from mlflow.exceptions import MlflowException
 
     try:
-        logger._mlflow_client.get_run(run_id)
+        mlflow_client(logger).get_run(run_id)
     except MlflowException:
-        log.warning("MLflow run %s (%s) is not in %s: starting a new run", run_id, RUN_IDS_FILE, logger._tracking_uri)
+        log.warning(
+            "MLflow run %s (%s) is not in %s: starting a new run", run_id, RUN_IDS_FILE, mlflow_tracking_uri(logger)
+        )
         return False
     return True
 
@@ -124,15 +137,15 @@ def continue_logging(loggers: list[Logger], run_dir: str | Path, ckpt_path: str 
         if isinstance(logger, LightningCSVLogger):
             _drop_rows_from(Path(logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE, first_step)
         elif isinstance(logger, TensorBoardLogger):
-            logger._kwargs.setdefault("purge_step", first_step)  # passed to the SummaryWriter it creates
+            tensorboard_writer_kwargs(logger).setdefault("purge_step", first_step)
         elif isinstance(logger, LightningMLFlowLogger):
-            if logger._run_id is None and saved.get("mlflow") and _mlflow_run_exists(logger, saved["mlflow"]):
-                logger._run_id = saved["mlflow"]
+            if mlflow_run_id(logger) is None and saved.get("mlflow") and _mlflow_run_exists(logger, saved["mlflow"]):
+                set_mlflow_run_id(logger, saved["mlflow"])
             ids["mlflow"] = logger.run_id  # a new run is created here
         elif isinstance(logger, LightningWandbLogger):
-            if logger._wandb_init.get("id") is None and saved.get("wandb"):
-                logger._wandb_init["id"] = logger._id = saved["wandb"]  # with Lightning's resume="allow"
+            if wandb_run_id(logger) is None and saved.get("wandb"):
+                set_wandb_run_id(logger, saved["wandb"])  # with Lightning's resume="allow"
             _ = logger.experiment  # a new run gets its id here
             ids["wandb"] = logger.version
     if ids:
-        ids_file.write_text(json.dumps({**saved, **ids}, indent=2) + "\n")
+        files.write_text(ids_file, json.dumps({**saved, **ids}, indent=2) + "\n")

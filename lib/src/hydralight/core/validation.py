@@ -22,12 +22,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hydra._internal.utils import _locate  # what Hydra's instantiate resolves `_target_` with: the same object here
 from hydra.errors import InstantiationException
 from hydra.utils import get_object
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from hydralight.compat.hydra import locate as _locate  # what instantiate resolves `_target_` with
+from hydralight.compat.omegaconf import full_key
 from hydralight.core.errors import RunStopped, UserError, choices_message
 
 if TYPE_CHECKING:
@@ -545,7 +546,7 @@ def _innermost(error: InstantiationException) -> tuple[str | None, BaseException
 
 def _raising_node(config: DictConfig, target: str | None) -> tuple[str, DictConfig]:
     """The key and node in `config` (itself or a node inside it) that builds `target`; `config` itself if unclear."""
-    key = config._get_full_key(None)
+    key = full_key(config)
     matches = []
     for node_key, node, _ in target_nodes(config, key):
         try:

@@ -14,6 +14,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import ConcatDataset, Dataset, DistributedSampler, Subset, TensorDataset
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from hydralight.compat.lightning import loader_states_to_load
 from hydralight.core.errors import UserError
 from hydralight.core.strategies import data_shard
 
@@ -40,7 +41,7 @@ def at_current_epoch(sampler: DistributedSampler, trainer: "Trainer | None") -> 
         progress = trainer.fit_loop.epoch_progress.current
         # A saved position to restore: resumed inside the epoch in progress. None (a fresh run, or a checkpoint of
         # an epoch's end, which keeps none: ResumeState): the next epoch, the one started next.
-        resuming_inside = bool(trainer.fit_loop._combined_loader_states_to_load)
+        resuming_inside = bool(loader_states_to_load(trainer.fit_loop))
         sampler.set_epoch(progress.processed if resuming_inside else progress.started)
     return sampler
 

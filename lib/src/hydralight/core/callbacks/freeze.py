@@ -5,6 +5,7 @@ from lightning.pytorch.callbacks import BaseFinetuning
 from lightning.pytorch.strategies import DDPStrategy
 from torch import nn
 
+from hydralight.compat.lightning import ddp_kwargs
 from hydralight.core.errors import UserError
 
 
@@ -45,7 +46,7 @@ class Freeze(Callback):
         self.submodules(pl_module)  # a wrong name stops the run before anything trains
         # DDP wraps the model after this hook and expects a gradient for every parameter in every step, unless told
         # some may have none; it then also all-reduces them once they are unfrozen.
-        if isinstance(trainer.strategy, DDPStrategy) and not trainer.strategy._ddp_kwargs.get("find_unused_parameters"):
+        if isinstance(trainer.strategy, DDPStrategy) and not ddp_kwargs(trainer.strategy).get("find_unused_parameters"):
             raise UserError(
                 "callbacks.freeze under strategy=ddp: frozen parameters get no gradient, which DDP refuses unless "
                 "told so. Add strategy.find_unused_parameters=true."

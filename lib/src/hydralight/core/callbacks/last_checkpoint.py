@@ -7,6 +7,7 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from hydralight.compat.lightning import save_at_every_epoch_end
 from hydralight.core.errors import UserError
 
 INTERVAL_FORMS = "'HH:MM:SS', 'DD:HH:MM:SS', a number of seconds, or {minutes: 30} (timedelta's keys)"
@@ -76,7 +77,7 @@ class LastCheckpoint(ModelCheckpoint):
             every_n_train_steps=every_n_train_steps,
             train_time_interval=time_interval(train_time_interval, f"{key}.train_time_interval"),
         )
-        self._every_n_epochs = 1  # the epoch-end save too: Lightning's constructor admits one trigger only
+        save_at_every_epoch_end(self)  # the epoch-end save too: Lightning's constructor admits one trigger only
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int

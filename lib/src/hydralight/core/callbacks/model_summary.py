@@ -50,7 +50,7 @@ class _LayersSummary(Summary):
 class LayersSummary(RichModelSummary):
     """Lightning's RichModelSummary without the metric objects."""
 
-    def _summary(self, trainer: Trainer, pl_module: LightningModule) -> Summary:
+    def _summary(self, trainer: Trainer, pl_module: LightningModule) -> Summary:  # compat.MODEL_SUMMARY_HOOK
         if isinstance(trainer.strategy, DeepSpeedStrategy) and trainer.strategy.zero_stage_3:
             return super()._summary(trainer, pl_module)  # DeepSpeed's own summary of sharded parameters
         return _LayersSummary(pl_module, max_depth=self._max_depth)

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from hydralight.compat.lightning import forget_train_loader, loader_states_to_load, train_loader_built
+
 
 class ResumeState(Callback):
     """torch (CPU and CUDA), numpy and python RNG states in the checkpoint, as tensors and lists only (plain
@@ -53,11 +55,11 @@ class ResumeState(Callback):
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         fit_loop = trainer.fit_loop
-        if fit_loop._combined_loader_states_to_load and fit_loop._combined_loader is not None:
+        if loader_states_to_load(fit_loop) and train_loader_built(fit_loop):
             # The train loader was built before the checkpoint was restored (`trainer.estimated_stepping_batches`
             # in configure_optimizers builds it, for a schedule's length), so Lightning, which restores a loader's
             # position only when it builds the loader, never would: the epoch would restart from its first batch.
-            fit_loop._combined_loader = None
+            forget_train_loader(fit_loop)
             fit_loop.setup_data()  # built again, now with the saved position (Lightning's own path)
         if self._loaded is not None and fit_loop.restarted_mid_epoch:
             self._restore(self._loaded)

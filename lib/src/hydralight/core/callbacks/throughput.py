@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from hydralight.compat.lightning import batches_that_stepped, should_accumulate, writes_logs_this_step
 from hydralight.core.strategies import data_shard
 
 try:
@@ -149,11 +150,11 @@ class Throughput(Callback):
                     getattr(self.batch_size_fn, "__name__", "batch_size_fn"),
                 )
         # Lightning's own step and log schedule, as its ThroughputMonitor reads it: rows land on its log steps.
-        if trainer.fit_loop._should_accumulate():
+        if should_accumulate(trainer):
             return
         self._since_log.steps += 1
         self._epoch.steps += 1
-        if trainer._logger_connector.should_update_logs:
+        if writes_logs_this_step(trainer):
             self._pause(trainer)
             self._log(trainer, self._rates(trainer, self._since_log), step=self._logged_step(trainer))
             self._since_log = _Span()
@@ -189,7 +190,7 @@ class Throughput(Callback):
     @staticmethod
     def _logged_step(trainer: Trainer) -> int:
         """The step Lightning writes its own rows on (optimizer steps so far, as LearningRateMonitor reads it)."""
-        return trainer.fit_loop.epoch_loop._batches_that_stepped
+        return batches_that_stepped(trainer)
 
     @staticmethod
     def _log(trainer: Trainer, metrics: dict[str, float], step: int) -> None:

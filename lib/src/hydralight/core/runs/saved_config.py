@@ -9,6 +9,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from hydralight.compat.omegaconf import raw_value
 from hydralight.core import files
 
 _PLAIN_INTERPOLATION = re.compile(r"\$\{([\w.]+)\}")
@@ -33,7 +34,7 @@ def _chain(config: DictConfig, key: str) -> list[str]:
     parent_key, _, leaf = key.rpartition(".")
     parent = OmegaConf.select(config, parent_key) if parent_key else config
     if isinstance(parent, DictConfig) and leaf in parent and OmegaConf.is_interpolation(parent, leaf):
-        match = _PLAIN_INTERPOLATION.fullmatch(str(parent._get_node(leaf)._value()))
+        match = _PLAIN_INTERPOLATION.fullmatch(str(raw_value(parent, leaf)))
         if match:
             return [key, *_chain(config, match.group(1))]
     return [key]

@@ -16,14 +16,19 @@ eval, predict, export and `torch.load(weights_only=True)` read them as any other
 from pathlib import Path
 from typing import Any, Literal
 
-from lightning.fabric.utilities.init import _materialize_distributed_module
-from lightning.fabric.utilities.optimizer import _optimizers_to_device
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.optim import Optimizer
 
+from hydralight.compat.lightning import (
+    materialize_distributed_module,
+    optimizers_to_device,
+    rekey_optimizer_state_if_needed,
+    replace_clip_grad_by_norm,
+)
+from hydralight.compat.torch import composable_checkpoint
 from hydralight.core.console import info
 from hydralight.core.errors import UserError
 from hydralight.core.gradients import clip_by_norm
@@ -68,14 +73,13 @@ def is_sharded(module: nn.Module) -> bool:
 def load_optimizer_state(module: nn.Module, optimizer: Optimizer, state: dict[str, Any]) -> None:
     """A consolidated optimizer state (as saved on rank 0) into a sharded module's optimizer, each process taking its
     shard. A stateless one (no per-parameter state) has only its hyperparameters to restore."""
-    from lightning.fabric.strategies.model_parallel import _rekey_optimizer_state_if_needed
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
     if not state["state"]:
         optimizer.load_state_dict(state)
         return
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
-    state = _rekey_optimizer_state_if_needed(state, module)
+    state = rekey_optimizer_state_if_needed(state, module)
     set_optimizer_state_dict(module, optimizer, optim_state_dict=state, options=options)
 
 
@@ -133,7 +137,7 @@ class ShardedStrategy(ModelParallelStrategy):
         module = self.lightning_module
         require_plan(module, self.device_mesh["tensor_parallel"].size())
         self.shard(module)
-        _materialize_distributed_module(self.model, self.root_device)
+        materialize_distributed_module(self.model, self.root_device)
         self.model = self.precision_plugin.convert_module(self.model)
         self.model_to_device()
         self.barrier()
@@ -141,11 +145,12 @@ class ShardedStrategy(ModelParallelStrategy):
             self.setup_optimizers(trainer)
         self.setup_precision_plugin()
         # Clipping by norm over both meshes (hydralight.core.gradients): torch's own stacks norms of mixed meshes.
-        self.precision_plugin.clip_grad_by_norm = lambda optimizer, clip_val: clip_by_norm(
-            self.precision_plugin.main_params(optimizer), clip_val
+        replace_clip_grad_by_norm(
+            self.precision_plugin,
+            lambda optimizer, clip_val: clip_by_norm(self.precision_plugin.main_params(optimizer), clip_val),
         )
         if trainer.state.fn == TrainerFn.FITTING:
-            _optimizers_to_device(self.optimizers, self.root_device)
+            optimizers_to_device(self.optimizers, self.root_device)
 
     def load_checkpoint(self, checkpoint_path: str | Path, weights_only: bool | None = None) -> dict[str, Any]:
         """Lightning's, but with the optimizer states loaded here, and only when fitting: its own loader fails on the
@@ -187,9 +192,7 @@ class ShardedStrategy(ModelParallelStrategy):
             )
         for block in blocks:
             if self.activation_checkpointing:
-                from torch.distributed._composable import checkpoint
-
-                checkpoint(block)  # composable: parameter names stay as they are, so checkpoints keep their keys
+                composable_checkpoint(block)  # parameter names stay as they are, so checkpoints keep their keys
             fully_shard(block, **options)
         roots = [child for child in module.children() if any(True for _ in child.parameters())]
         for root in roots:

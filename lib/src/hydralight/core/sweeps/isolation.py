@@ -23,16 +23,16 @@ import sys
 import threading
 from typing import Any
 
-from hydra._internal.utils import get_args_parser  # Hydra's own command-line parser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from hydralight.compat.hydra import get_args_parser  # Hydra's own command-line parser
+
 log = logging.getLogger(__name__)
 
 # Where Lightning's Trainer builds the command for ranks > 0 and starts the observer of those processes.
-LAUNCHER_MODULE = "lightning.pytorch.strategies.launchers.subprocess_script"
 # Hydra overrides that are about the sweep, not the job: a rank of a job is a plain run of that job.
 SWEEP_ONLY_HYDRA_KEYS = (
     "hydra.mode", "hydra.sweep", "hydra.sweeper", "hydra/sweeper", "hydra.launcher", "hydra/launcher",
@@ -181,9 +181,8 @@ class JobIsolation(Callback):
             self._reset()
 
     def _patch_launcher(self, config: DictConfig) -> None:
-        import importlib
+        from hydralight.compat.lightning import DDP_LAUNCH_FUNCTIONS, DDP_LAUNCHER_MODULE, replace_ddp_launch
 
-        module = importlib.import_module(LAUNCHER_MODULE)  # torch + lightning: this job trains anyway
         hydra_cfg = config.hydra
         command = [*(self.entry or entry_command()), *job_overrides(hydra_cfg)]
         output_dir, cwd, job_name = hydra_cfg.runtime.output_dir, hydra_cfg.runtime.cwd, hydra_cfg.job.name
@@ -198,21 +197,18 @@ class JobIsolation(Callback):
             self._observers.append(observer)
             observer.start()
 
-        replacements = {"_hydra_subprocess_cmd": rank_command, "_launch_process_observer": observe}
-        for name, replacement in replacements.items():
-            if hasattr(module, name):
-                self._patched[name] = getattr(module, name)
-                setattr(module, name, replacement)
-            else:
-                log.warning("%s.%s not found: this Lightning version may re-run the whole sweep in DDP ranks.",
-                            LAUNCHER_MODULE, name)  # fmt: skip
+        self._patched = replace_ddp_launch(rank_command, observe)
+        for name in set(DDP_LAUNCH_FUNCTIONS) - set(self._patched):
+            log.warning("%s.%s not found: this Lightning version may re-run the whole sweep in DDP ranks.",
+                        DDP_LAUNCHER_MODULE, name)  # fmt: skip
 
     def _unpatch_launcher(self) -> None:
         if not self._patched:
             return
-        module = sys.modules[LAUNCHER_MODULE]
-        for name, original in self._patched.items():
-            setattr(module, name, original)
+        from hydralight.compat.lightning import restore_ddp_launch
+
+        restore_ddp_launch(self._patched)
+        self._patched = {}
 
     def _end_ranks(self, failed: bool) -> None:
         for observer in self._observers:

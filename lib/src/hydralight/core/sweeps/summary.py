@@ -23,6 +23,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from hydralight.compat.hydra import BASIC_SWEEPER, job_return_value
 from hydralight.core import files
 from hydralight.core.errors import RunStopped
 from hydralight.core.files import atomic_path
@@ -42,7 +43,7 @@ SUMMARY_CSV, SUMMARY_JSON = "summary.csv", "summary.json"
 FAILED_SWEEP_EXIT_CODE = 1
 # Hydra's basic sweeper re-raises the first failed job after its batch, before `on_multirun_end`: the summary and the
 # jobs of later batches would be lost. For it, a failed job is recorded here and handed back as completed, no value.
-ABORTS_ON_FAILED_JOB = ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper",)
+ABORTS_ON_FAILED_JOB = (BASIC_SWEEPER,)
 DIRECTIONS = {"maximize": "maximize", "max": "maximize", "minimize": "minimize", "min": "minimize"}
 
 
@@ -109,7 +110,7 @@ class SweepSummary(Callback):
         if job_return.status == JobStatus.COMPLETED:
             record["value"] = finite_number(job_return.return_value)
         else:
-            error = job_return._return_value  # JobReturn.return_value would re-raise it
+            error = job_return_value(job_return)
             record.update(status="failed", value=None, error=f"{type(error).__name__}: {error}")
             self.report_failure(num, overrides, error, record)
             if config.hydra.sweeper.get("_target_") in ABORTS_ON_FAILED_JOB:
