@@ -24,8 +24,15 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
+# What a make that runs this suite (`make test`) or CI (`TORCH=...`) hands its children; a user's shell has none of it.
+INHERITED = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "TORCH", "EXTRAS", "VENV", "ARGS")
+
+
 def dry_run(project: Path, *args: str) -> list[str]:
-    result = subprocess.run(["make", "-n", *args], cwd=project, capture_output=True, text=True, timeout=60)
+    env = {key: value for key, value in os.environ.items() if key not in INHERITED}
+    result = subprocess.run(
+        ["make", "-n", "--no-print-directory", *args], cwd=project, capture_output=True, text=True, timeout=60, env=env
+    )
     assert result.returncode == 0, result.stderr
     return [line.strip() for line in result.stdout.strip().splitlines()]
 

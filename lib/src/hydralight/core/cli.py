@@ -10,13 +10,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
 from hydralight.core.errors import Interrupted, Preempted, RunStopped, UserError, choices_message
 from hydralight.core.helptext import fast_help
+from hydralight.core.hydra_mode import in_multirun
 from hydralight.core.resolvers import register_resolvers
 from hydralight.core.runs.guard import undo_refused_run
 from hydralight.core.runs.outputs import check_output
@@ -64,11 +63,6 @@ def compose_config(
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.log_dir = str(Path(output_dir).parent)
     return cfg
-
-
-def in_multirun() -> bool:
-    """Inside a job of a `-m` sweep (where exiting would end every job after this one)."""
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _resolver_errors_unwrapped(task: Callable[[DictConfig], object], cfg: DictConfig) -> object:

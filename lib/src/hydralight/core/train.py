@@ -21,14 +21,14 @@ from hydralight.core.build import (
 )
 from hydralight.core.callbacks import Preemption, ResumeState, TaskRecord
 from hydralight.core.callbacks.metrics_json import best_metrics, monitoring_checkpoint
-from hydralight.core.cli import in_multirun
 from hydralight.core.console import info, print_config_tree, print_final_metrics, quiet_console
 from hydralight.core.errors import Interrupted, Preempted, UserError
 from hydralight.core.files import remove_partials
+from hydralight.core.hydra_mode import in_multirun
 from hydralight.core.loggers import continue_logging
 from hydralight.core.resolvers import created_dirs
-from hydralight.core.runs.checkpoints import checkpoint_dir, init_from_checkpoint, resume_checkpoint
-from hydralight.core.runs.guard import newest_checkpoint, training_started
+from hydralight.core.runs.checkpoints import checkpoint_dir, init_from_checkpoint, newest_checkpoint, resume_checkpoint
+from hydralight.core.runs.guard import training_started
 from hydralight.core.runs.provenance import write_provenance
 from hydralight.core.torch_settings import compiled_state
 from hydralight.core.validation import check_half_precision, instantiate, validate_targets

@@ -82,7 +82,7 @@ def interpolations_in(node: object, under_target: bool, key: str = "") -> Iterat
 def _is_own_class(target: str) -> bool:
     """`target` is a class (a module, network or data class), not a function: importing a module of the project's own
     packages runs nothing a checkpoint chose."""
-    from hydralight.core.runs.checkpoints import locate
+    from hydralight.compat.hydra import locate
 
     try:
         found = locate(target)

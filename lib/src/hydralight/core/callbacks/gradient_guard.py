@@ -9,8 +9,7 @@ from torch import Tensor
 from hydralight.core.errors import TrainingDiverged
 from hydralight.core.gradients import total_norm
 from hydralight.core.runs.async_checkpoint import wait_for_checkpoints
-from hydralight.core.runs.checkpoints import checkpoint_dir
-from hydralight.core.runs.guard import newest_checkpoint
+from hydralight.core.runs.checkpoints import checkpoint_dir, newest_checkpoint
 
 
 class GradientGuard(Callback):

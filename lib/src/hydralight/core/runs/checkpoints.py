@@ -2,7 +2,6 @@
 and rebuilding the task a checkpoint was trained on (its LightningModule class, its data module) for eval, predict
 and export."""
 
-import importlib
 import logging
 import zipfile
 from collections.abc import Sequence
@@ -14,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from hydralight.compat.hydra import locate  # what instantiate resolves a `_target_` with
 from hydralight.core.errors import UserError
 
 if TYPE_CHECKING:
@@ -44,6 +44,20 @@ def read_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"{key}={str(path)!r} holds no Lightning checkpoint (no 'state_dict' in it).")
     return checkpoint
+
+
+def newest_checkpoint(run_dir: str | Path, checkpoint_dir: str | Path) -> Path | None:
+    """The loadable checkpoint with the most optimizer steps (newest file on a tie), from `checkpoint_dir` and the
+    ones Lightning's SLURM auto-requeue writes into the run dir (hpc_ckpt_N.ckpt); unreadable ones are skipped."""
+    candidates = []
+    for path in [*Path(checkpoint_dir).glob("*.ckpt"), *Path(run_dir).glob("hpc_ckpt_*.ckpt")]:
+        try:
+            checkpoint = read_checkpoint(path)
+        except UserError as error:
+            log.warning("Skipping %s: %s", path, error)
+            continue
+        candidates.append((checkpoint.get("global_step", 0), path.stat().st_mtime, path))
+    return max(candidates)[2] if candidates else None
 
 
 def checkpoint_dir(trainer: "Trainer") -> Path:
@@ -148,21 +162,6 @@ def _escape_interpolations(node: object) -> object:
     if isinstance(node, list):
         return [_escape_interpolations(value) for value in node]
     return node.replace("${", "\\${") if isinstance(node, str) else node
-
-
-def locate(path: str) -> object:
-    """The object at dotted `path`: the longest importable module prefix, then attributes."""
-    parts, error = path.split("."), None
-    for cut in range(len(parts) - 1, 0, -1):
-        try:
-            found = importlib.import_module(".".join(parts[:cut]))
-        except ImportError as problem:
-            error = error or problem
-            continue
-        for part in parts[cut:]:
-            found = getattr(found, part)
-        return found
-    raise error or ImportError(f"{path!r} names no module")
 
 
 def checked_class(path: object, base: type, what: str, allow: "Allowed") -> type:
@@ -290,7 +289,6 @@ def trained_data_config(
 def resume_checkpoint(cfg: DictConfig, trainer: "Trainer", model: "LightningModule") -> str | None:
     """`ckpt_path` if given; else with `resume=auto` the run dir's newest loadable checkpoint; else None."""
     from hydralight.core.console import info
-    from hydralight.core.runs.guard import newest_checkpoint
 
     path = cfg.ckpt_path
     if path is None and cfg.get("resume", "auto") == "auto":

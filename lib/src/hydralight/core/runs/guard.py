@@ -24,22 +24,6 @@ log = logging.getLogger(__name__)
 LOCK_FILE = ".hydralight.lock"
 
 
-def newest_checkpoint(run_dir: str | Path, checkpoint_dir: str | Path) -> Path | None:
-    """The loadable checkpoint with the most optimizer steps (newest file on a tie), from `checkpoint_dir` and the
-    ones Lightning's SLURM auto-requeue writes into the run dir (hpc_ckpt_N.ckpt); unreadable ones are skipped."""
-    from hydralight.core.runs.checkpoints import read_checkpoint  # torch: only where a checkpoint is really read
-
-    candidates = []
-    for path in [*Path(checkpoint_dir).glob("*.ckpt"), *Path(run_dir).glob("hpc_ckpt_*.ckpt")]:
-        try:
-            checkpoint = read_checkpoint(path)
-        except UserError as error:
-            log.warning("Skipping %s: %s", path, error)
-            continue
-        candidates.append((checkpoint.get("global_step", 0), path.stat().st_mtime, path))
-    return max(candidates)[2] if candidates else None
-
-
 def _previous_task(run_dir: Path) -> str | None:
     config = run_dir / ".hydra" / "config.yaml"
     if not config.is_file():
