@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from lightning.pytorch import Callback
 from hydralight.core.errors import UserError
 from hydralight.core.resolvers import job_run_name, run_dir
 from hydralight.core.runs.guard import check_run_dir
+from hydralight.testing.contract import LOOPBACK, free_port  # shared with the contract's DDP check
 from tests import warm
 from tests.conftest import ROOT, assert_ok, run_cli
 
@@ -35,7 +35,6 @@ TINY = (
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 )
-LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
 
 
 class DumpWeights(Callback):
@@ -47,12 +46,6 @@ class DumpWeights(Callback):
     def on_fit_end(self, trainer, pl_module) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         torch.save(pl_module.state_dict(), self.folder / f"rank{trainer.global_rank}.pt")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Numeric specifications of the training switches: clipping, DDP through the CLI and precision do what they promise.
-(Accumulation, and DDP equality for any module, are in tests/module_contract.py, which every task runs.)
+(Accumulation, and DDP equality for any module, are in hydralight.testing.contract, which every task runs.)
 
 Each test trains on the real configs through the real `train()` (or the real CLI for DDP) and reads the result from
 where a user would: the checkpoints (loaded weights-only), metrics.json, or a probe callback added to the config.

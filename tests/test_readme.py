@@ -793,7 +793,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
         "placeholders for a user's task: that test trains two such tasks (a regression and Lightning's boring "
         "classes) with only `_target_` + arguments configs, monitor=<its metric> mode=min",
     ),
-    "cd my_project": Covered(
+    "cd their_project": Covered(
         "tests/test_outside_task.py::test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric",
         "that test's commands run from a copy of tests/outside_task/, an outside project",
     ),

@@ -8,8 +8,8 @@ from hydra.utils import instantiate
 from lightning.pytorch import LightningModule
 from omegaconf import DictConfig
 
+from hydralight.testing.contract import LightningModuleContract
 from tests.conftest import ROOT, compose_config
-from tests.module_contract import LightningModuleContract
 
 # Small nets without dropout (its masks would make no two runs comparable); batch size 16 splits into 4 x 4.
 SHRUNK = ("model.net.dropout=0", "data.batch_size=16")

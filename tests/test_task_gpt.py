@@ -8,8 +8,8 @@ from hydra.utils import instantiate
 from lightning.pytorch import LightningModule
 from omegaconf import DictConfig
 
+from hydralight.testing.contract import LightningModuleContract
 from tests.conftest import ROOT, compose_config
-from tests.module_contract import LightningModuleContract
 
 SHRUNK = (
     "experiment=shakespeare_gpt",

@@ -1,8 +1,9 @@
-"""A test suite any LightningModule inherits: subclass `LightningModuleContract` and say how to build the module and
-a batch. This file is not collected by itself (no `test_` prefix, no `Test` class): only its subclasses run."""
+"""A test suite any LightningModule inherits: subclass `LightningModuleContract` in a project's tests and say how to
+build the module and a batch. Not collected by itself (no `Test` class): only its subclasses run. Needs pytest."""
 
 import functools
 import multiprocessing
+import socket
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -16,9 +17,17 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from tests.test_distributed import LOOPBACK, free_port
-
 SEED = 0
+LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}  # the DDP property's two processes talk here
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, on the loopback interface."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 # What every contract run shares: one CPU process, nothing written, no validation, no bars.
 QUIET_CPU = {
     "accelerator": "cpu",
@@ -37,7 +46,7 @@ class LightningModuleContract:
 
     Subclass it in a `tests/test_*.py` file, in a class whose name starts with `Test`:
 
-        from tests.module_contract import LightningModuleContract
+        from hydralight.testing.contract import LightningModuleContract
 
         class TestMyModel(LightningModuleContract):
             def make_module(self) -> LightningModule:
