@@ -1,6 +1,18 @@
-"""Task-agnostic fixtures for testing the machinery (and a project's own tests): tasks that know nothing of the
-examples."""
+"""Task-agnostic fixtures for testing the machinery, and a project's own tests: a tiny regression task (a module whose
+network is a config, a data module), a config dir of its own that trains it (`CONFIG_DIR`, composed by `compose`),
+and the module contract any LightningModule can run (`hydralight.testing.contract`, needs pytest)."""
 
-from hydralight.testing.tasks import NetRegression, RegressionData
+from pathlib import Path
 
-__all__ = ["NetRegression", "RegressionData"]
+from hydralight.testing.tasks import NetRegression, RegressionData, TinyNet
+
+CONFIG_DIR = Path(__file__).parent / "conf"  # train/eval/predict/export of the regression task
+
+__all__ = ["CONFIG_DIR", "NetRegression", "RegressionData", "TinyNet", "compose"]
+
+
+def compose(config_name: str, output_dir: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> "DictConfig":  # noqa: F821
+    """The config `python <config_name>.py <overrides>` gets in the testing project, writing into `output_dir`."""
+    from hydralight.core.cli import compose_config
+
+    return compose_config(config_name, output_dir, overrides, root_dir=Path(output_dir).parent, conf=CONFIG_DIR)

@@ -4,9 +4,9 @@ below the ones that use it (`cli` above `train`, `runs.checkpoints` above `runs.
 import ast
 from pathlib import Path
 
-from tests.conftest import ROOT
+import hydralight
 
-PACKAGE = ROOT / "lib" / "src" / "hydralight"
+PACKAGE = Path(hydralight.__file__).parent
 
 
 def module_name(path: Path) -> str:

@@ -3,7 +3,7 @@
 Each payload below, put in a checkpoint's hyperparameters or its task record, would write a file if it were built
 (Hydra's instantiate blocks only os.system and subprocess). eval, predict and export refuse the file in one line
 (UserError) before anything is imported or built; train's ckpt_path and init_from never read hyperparameters at all.
-Either way the marker file never appears. The task is hydralight.testing's, not an example's.
+Either way the marker file never appears. The task is hydralight.testing's regression, not an example's.
 """
 
 import json
@@ -19,9 +19,7 @@ from hydralight.core.export import export
 from hydralight.core.predict import predict
 from hydralight.core.runs.checkpoints import TASK_KEY
 from hydralight.core.train import train
-from hydralight.testing import NetRegression
-from tests.conftest import TINY, compose_config
-from tests.test_outside_task import OUTSIDE
+from hydralight.testing import NetRegression, compose
 
 MODULE = "hydralight.testing.tasks.NetRegression"
 DATA = {"_target_": "hydralight.testing.tasks.RegressionData"}
@@ -59,7 +57,8 @@ def save_checkpoint(path: Path, hparams: dict | None = None, task: dict | None =
 
 
 def run_entry_point(name: str, ckpt: Path, out: Path) -> dict:
-    cfg = compose_config(name, out / name, (*(TINY if name == "eval" else ()), f"ckpt_path={ckpt}"))
+    quick = ("trainer.accelerator=cpu",) if name == "eval" else ()
+    cfg = compose(name, out / name, (*quick, f"ckpt_path={ckpt}"))
     return {"eval": lambda: evaluate(cfg, overrides=[]), "predict": lambda: predict(cfg, overrides=[]),
             "export": lambda: export(cfg)}[name]()  # fmt: skip
 
@@ -116,28 +115,21 @@ def test_lightnings_own_instantiator_key_is_refused(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained_outside(tmp_path_factory) -> Path:
-    """A short run of a task from outside the project (tests/outside_task), its last checkpoint."""
-    import sys
-
-    sys.path.insert(0, str(OUTSIDE))
-    out = tmp_path_factory.mktemp("outside") / "run"
-    cfg = compose_config("train", out, (*TINY, f"hydra.searchpath=[file://{OUTSIDE / 'conf'}]", *OUTSIDE_TASK))
-    train(cfg)
+def trained(tmp_path_factory) -> Path:
+    """A short run of the testing project's regression, its last checkpoint."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    train(compose("train", out, ("trainer.accelerator=cpu", "trainer.max_epochs=1", "test=false")))
     return out / "checkpoints" / "last.ckpt"
-
-
-OUTSIDE_TASK = ("model=regression", "data=regression", "monitor=val/mse", "mode=min", "test=false")
 
 
 @pytest.mark.parametrize("key", ["ckpt_path", "init_from"])
 @pytest.mark.parametrize("payload", PAYLOADS)
-def test_train_from_a_checkpoint_never_builds_its_hyperparameters(trained_outside, tmp_path, key, payload):
+def test_train_from_a_checkpoint_never_builds_its_hyperparameters(trained, tmp_path, key, payload):
     """train.py builds the model from the user's config: a checkpoint gives it weights and training state only."""
     marker = tmp_path / "marker"
-    saved = torch.load(trained_outside, weights_only=True)
-    saved["hyper_parameters"]["net"] = payloads(marker, trained_outside)[payload]
+    saved = torch.load(trained, weights_only=True)
+    saved["hyper_parameters"]["net"] = payloads(marker, trained)[payload]
     torch.save(saved, tmp_path / "evil.ckpt")
-    overrides = (f"hydra.searchpath=[file://{OUTSIDE / 'conf'}]", *OUTSIDE_TASK, f"{key}={tmp_path / 'evil.ckpt'}")
-    train(compose_config("train", tmp_path / "run", (*TINY, "trainer.max_epochs=2", *overrides)))
+    overrides = ("trainer.accelerator=cpu", "trainer.max_epochs=2", "test=false", f"{key}={tmp_path / 'evil.ckpt'}")
+    train(compose("train", tmp_path / "run", overrides))
     assert not marker.exists()

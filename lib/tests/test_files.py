@@ -53,7 +53,7 @@ def test_a_run_removes_what_a_killed_run_left_half_written_in_its_dir(make_cfg):
     """The next start in a run dir removes the partial files of the run killed there (and only those)."""
     from hydralight.core.train import train
 
-    cfg = make_cfg("run_name=again")
+    cfg = make_cfg()
     run_dir = Path(cfg.paths.output_dir)
     (run_dir / "checkpoints").mkdir(parents=True)
     left = [files.partial_name(run_dir / "metrics.json"), files.partial_name(run_dir / "checkpoints" / "last.ckpt")]
