@@ -9,14 +9,17 @@ them), and reports the medians over `--repeats` runs:
               test, plus one timing callback added through the config (`+callbacks.bench_timer`).
   lightning   Lightning without Hydra or the template: a minimal LightningModule, DataLoader(TensorDataset), and a
               Trainer with checkpointing, logger, progress bar and model summary off.
+  lightning_defaults  the same module and loaders with the Trainer as a user writes it without a template: a
+              checkpoint every epoch, a CSV logger, the progress bar and the model summary (its defaults).
 
 All three read the same composed config (net, optimizer, batch size, epochs, seed) and the same in-memory tensors.
 Sizes: `digits` (the default run: MLP, 1,258 train / 180 val images of 8x8, 20 epochs) and `mnist60k` (60,000
 random 1x28x28 images in memory, 55,000 train / 5,000 val, the residual CNN). Metrics: steady-state seconds per
 epoch (median over epochs 2..N, so imports and the first epoch are excluded; an epoch includes its validation pass),
 training samples/s at that rate, time from process start to the end of the first training step, peak RSS, and the
-ratios hydralight/plain and lightning/plain. `--cli` adds the wall time of `train.py --help`, `--cfg job`, a config
-error, the default `python train.py` and `python -c "import lightning"`.
+ratios to plain of each, and the template's to Lightning's two (hydralight/lightning_defaults, hydralight/lightning).
+`--cli` adds the wall time of `train.py --help`, `--cfg job`, a config error, the default `python train.py` and
+`python -c "import lightning"`.
 
 `--switches` measures what the performance switches cost or gain on the real path (bf16, torch.compile, float32
 matmul precision, DataLoader workers, the allocator setting; 16-mixed and pinned memory when a GPU is present).
@@ -39,7 +42,9 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-VARIANTS = ("plain", "hydralight", "lightning")
+VARIANTS = ("plain", "hydralight", "lightning", "lightning_defaults")
+# Lightning's own worker variants: bare (nothing written or drawn), or with the Trainer's defaults.
+LIGHTNING_WORKERS = ("lightning", "lightning_defaults")
 
 # Each size is a set of overrides of the real config; every variant reads its settings from the composed result.
 MNIST_SHAPED = [
@@ -168,12 +173,14 @@ def run_plain(cfg: Any) -> dict[str, Any]:
     }
 
 
-def run_lightning(cfg: Any, timer_path: Path) -> dict[str, Any]:
-    """Lightning as the docs' first example writes it: no Hydra, no template, no I/O."""
+def run_lightning(cfg: Any, timer_path: Path, defaults: bool) -> dict[str, Any]:
+    """Lightning as the docs' first example writes it: no Hydra, no template; bare (no I/O), or with the Trainer's
+    defaults (`defaults`: a checkpoint every epoch, a CSV logger, the progress bar and the model summary)."""
     import lightning.pytorch as pl
     import torch.nn.functional as F
     from bench_parts import EpochTimer
     from hydra.utils import instantiate
+    from lightning.pytorch.loggers import CSVLogger
     from torch.utils.data import DataLoader, TensorDataset
 
     class LitClassifier(pl.LightningModule):
@@ -201,16 +208,17 @@ def run_lightning(cfg: Any, timer_path: Path) -> dict[str, Any]:
     batch_size = cfg.data.batch_size
     train_loader = DataLoader(TensorDataset(x_train, y_train), batch_size=batch_size, shuffle=True)
     val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=batch_size)
+    root = timer_path.with_suffix("").with_suffix("")  # <workdir>/<tag>: checkpoints and logs, when written
+    # The defaults' logger is TensorBoard where it is installed: CSV here in either case, as the comparison says.
+    bare = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
     trainer = pl.Trainer(
         accelerator="gpu" if use_cuda(cfg) else "cpu",
         devices=1,
         max_epochs=cfg.trainer.max_epochs,
         precision=cfg.precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        default_root_dir=root,
         callbacks=[EpochTimer(str(timer_path))],
+        **({"logger": CSVLogger(root)} if defaults else bare),
     )
     trainer.fit(LitClassifier(), train_loader, val_loader)
     record = json.loads(timer_path.read_text())
@@ -224,8 +232,11 @@ def worker(args: argparse.Namespace) -> None:
 
     sys.path.insert(0, str(BENCH_DIR))
     out = Path(args.out)
-    cfg = compose_config("train", out.with_suffix(""), args.overrides, root_dir=ROOT)
-    record = run_plain(cfg) if args.worker == "plain" else run_lightning(cfg, out.with_suffix(".timer.json"))
+    cfg = compose_config("train", out.with_suffix(""), args.overrides, root_dir=ROOT, conf=ROOT / "conf")
+    if args.worker == "plain":
+        record = run_plain(cfg)
+    else:
+        record = run_lightning(cfg, out.with_suffix(".timer.json"), defaults=args.worker == "lightning_defaults")
     out.write_text(json.dumps(record))
 
 
@@ -343,6 +354,11 @@ def bench_sizes(
                 for variant in variants
                 if variant != "plain"
             }
+        template = results[size].get("hydralight")
+        for other in LIGHTNING_WORKERS:  # the template against Lightning as a user writes it, and bare
+            if template and other in results[size]:
+                ratios = results[size].setdefault("ratios", {})
+                ratios[f"hydralight/{other}"] = template["s_per_epoch"] / results[size][other]["s_per_epoch"]
     return results
 
 
@@ -474,14 +490,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 repeat (CI: checks it runs, not speed)")
     parser.add_argument("--repeats", type=int, default=None, help="runs per variant and size (default 5; quick: 1)")
     parser.add_argument("--sizes", default="digits,mnist60k", help="comma-separated: digits, mnist60k")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: plain, hydralight, lightning")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
     parser.add_argument("--cli", action=argparse.BooleanOptionalAction, default=True, help="time the CLI paths")
     parser.add_argument("--switches", default="", help="time the switches on these sizes too, e.g. digits,mnist60k")
     parser.add_argument("--only", default="", help="with --switches: only these switches (comma-separated names)")
     parser.add_argument("--accelerator", default="cpu", choices=("cpu", "gpu", "auto"), help="trainer.accelerator")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's choice)")
     parser.add_argument("--json", default=None, help="write every number (and each run) to this JSON file")
-    parser.add_argument("--worker", choices=("plain", "lightning"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("plain", *LIGHTNING_WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run, e.g. data.batch_size=128")
     return parser.parse_args(argv)

@@ -140,7 +140,7 @@ def write_worker(specs: dict[str, list[str]], out: Path) -> None:
 
     records = {}
     for name, overrides in specs.items():
-        cfg = compose_config("prepare", out.parent / f"prepare-{name}", overrides, root_dir=ROOT)
+        cfg = compose_config("prepare", out.parent / f"prepare-{name}", overrides, root_dir=ROOT, conf=ROOT / "conf")
         start = time.perf_counter()
         description = prepare(cfg)
         seconds = time.perf_counter() - start

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import assert_ok, run_cli
 
-VARIANTS = ("plain", "hydralight", "lightning")
+VARIANTS = ("plain", "hydralight", "lightning", "lightning_defaults")
 RUN_KEYS = ("s_per_epoch", "cpu_s_per_epoch", "samples_per_s", "first_step_s", "peak_rss_mb", "page_faults_k", "wall_s")
 CLI_KEYS = ("train.py --help", "train.py --cfg job", "train.py precision=8 (config error)")
 
@@ -34,7 +34,13 @@ def test_quick_benchmark_reports_every_number(tmp_path):
         assert all(positive_and_finite(summary[key]) for key in RUN_KEYS), (variant, summary)
         (run,) = summary["runs"]
         assert run["n_train"] > 0 and len(run["epochs_s"]) == 3
-    assert set(by_variant["ratios"]) == {"hydralight/plain", "lightning/plain"}
+    assert set(by_variant["ratios"]) == {
+        "hydralight/plain",
+        "lightning/plain",
+        "lightning_defaults/plain",
+        "hydralight/lightning",
+        "hydralight/lightning_defaults",
+    }
     assert all(positive_and_finite(ratio) for ratio in by_variant["ratios"].values())
     cli = report["cli"]
     assert set(CLI_KEYS) <= cli.keys()
