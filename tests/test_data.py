@@ -15,9 +15,8 @@ from torch.utils.data import SequentialSampler, TensorDataset
 
 from hydralight.core.errors import UserError
 from hydralight.core.train import train
-from my_project.data import DigitsDataModule, MNISTDataModule
-from my_project.data.digits import load_digits
-from my_project.data.mnist import IDX_FILES
+from my_project.data.digits import DigitsDataModule, load_digits
+from my_project.data.mnist import IDX_FILES, MNISTDataModule
 
 DIGITS_TOTAL = 1797
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801

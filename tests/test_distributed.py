@@ -189,7 +189,7 @@ def test_torchrun_without_rendezvous_id_is_refused(tmp_path):
 
 def test_activation_checkpointing_gives_the_same_gradients():
     """model.net.activation_checkpointing=true recomputes activations in backward: same loss, same gradients."""
-    from my_project.models.nets import ResNetCNN
+    from my_project.models.nets.cnn import ResNetCNN
 
     torch.manual_seed(0)
     plain = ResNetCNN((1, 8, 8), 10, channels=(8, 16), dropout=0.0)

@@ -16,8 +16,8 @@ from hydralight.core.errors import UserError
 from hydralight.core.evaluate import evaluate
 from hydralight.core.strategies import DataParallelStrategy
 from hydralight.core.train import train
-from my_project.models import Classifier
-from my_project.models.nets import MLP
+from my_project.models.classifier import Classifier
+from my_project.models.nets.mlp import MLP
 from tests.conftest import TINY, compose_config
 
 NO_CUDA_WARNING = "strategy=dp: no CUDA device"

@@ -18,10 +18,8 @@ from torch import Tensor
 from hydralight.core.errors import Preempted
 from hydralight.core.evaluate import evaluate
 from hydralight.core.train import train
-from my_project.models import (
-    GPT,  # copier:if gpt_example
-    Classifier,
-)
+from my_project.models.classifier import Classifier
+from my_project.models.gpt import GPT  # copier:if gpt_example
 from tests.conftest import TINY, compose_config
 from tests.test_gpt_switches import GPT_TINY  # copier:if gpt_example
 from tests.test_reliability import assert_identical_training_state

@@ -16,9 +16,8 @@ from torch import nn
 
 from hydralight.core.errors import UserError
 from hydralight.schedules import WarmupCosineLR
-from my_project.data import ShakespeareDataModule
-from my_project.data.shakespeare import SHAKESPEARE_FILE, RandomWindowSampler, read_text
-from my_project.models import GPT
+from my_project.data.shakespeare import SHAKESPEARE_FILE, RandomWindowSampler, ShakespeareDataModule, read_text
+from my_project.models.gpt import GPT
 from tests.conftest import compose_config
 
 VOCAB = "\n abcdefghijklmnopqrstuvwxyz"

@@ -27,7 +27,7 @@ from hydralight.core.export import export as export_task
 from hydralight.core.strategies import DataParallelStrategy
 from hydralight.core.train import train
 from my_project.data.shakespeare import read_text
-from my_project.models import GPT
+from my_project.models.gpt import GPT
 from tests.conftest import ROOT, TINY, assert_ok, compose_config, run_cli
 from tests.test_numerics import GradientProbe, load_last, train_with_probe
 

@@ -119,7 +119,7 @@ def test_a_pipeline_of_batched_transforms_runs_once_per_batch_with_the_same_resu
 
 def test_prepared_digits_are_the_in_memory_digits_split_the_same_way(prepared_digits):
     """prepare.py's digits are DigitsDataModule's, row for row, in the same train/val/test split."""
-    from my_project.data import DigitsDataModule
+    from my_project.data.digits import DigitsDataModule
 
     memory = DigitsDataModule()
     memory.setup("fit")

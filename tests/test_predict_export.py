@@ -28,9 +28,9 @@ from hydralight.core.predict import predict
 from hydralight.core.runs.checkpoints import TASK_KEY
 from hydralight.core.train import train
 from hydralight.data.base import split_indices
-from my_project.data import MNISTDataModule
 from my_project.data.digits import PIXEL_MAX, load_digits
-from my_project.models import Classifier
+from my_project.data.mnist import MNISTDataModule
+from my_project.models.classifier import Classifier
 from tests.conftest import ROOT, TINY, assert_ok, compose_config, run_cli
 from tests.test_data import VAL_SIZE, write_mnist
 
@@ -118,7 +118,7 @@ def test_checkpoints_load_weights_only_and_say_what_they_were_trained_on(mnist_r
     for path in (run_dir / "checkpoints").glob("*.ckpt"):
         record = torch.load(path, map_location="cpu", weights_only=True)[TASK_KEY]
         assert record["module"] == "my_project.models.classifier.Classifier"
-        assert record["data"]["_target_"] == "my_project.data.MNISTDataModule"
+        assert record["data"]["_target_"] == "my_project.data.mnist.MNISTDataModule"
 
 
 @pytest.mark.parametrize("where", ["run dir", "copied out"])
@@ -147,7 +147,7 @@ def test_eval_of_an_mnist_checkpoint_tests_on_mnist(make_cfg, mnist_run, tmp_pat
     evaluated = evaluate(cfg, overrides=overrides)
     assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert evaluated["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-5)
-    assert (cfg.data._target_, cfg.data.batch_size) == ("my_project.data.MNISTDataModule", 8)
+    assert (cfg.data._target_, cfg.data.batch_size) == ("my_project.data.mnist.MNISTDataModule", 8)
 
 
 def test_eval_reports_the_model_overrides_it_ignores(make_cfg, checkpoint, caplog):
@@ -164,12 +164,12 @@ def test_eval_reports_the_model_overrides_it_ignores(make_cfg, checkpoint, caplo
     [
         ({"module": "collections.OrderedDict"}, r"names 'collections.OrderedDict' \(_target_\), which this project"),
         (
-            {"module": "my_project.models.nets.MLP"},
-            r"names 'my_project.models.nets.MLP', which is not a LightningModule",
+            {"module": "my_project.models.nets.mlp.MLP"},
+            r"names 'my_project.models.nets.mlp.MLP', which is not a LightningModule",
         ),
         ({"data": {"_target_": "os.getcwd"}}, r"names 'os.getcwd' \(task.data._target_\), which this project"),
         (
-            {"data": {"_target_": "my_project.data.DigitsDataModule", "extra": {"_target_": "os.system"}}},
+            {"data": {"_target_": "my_project.data.digits.DigitsDataModule", "extra": {"_target_": "os.system"}}},
             r"names 'os.system' \(task.data.extra._target_\), which this project does not build",
         ),
     ],

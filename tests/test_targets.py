@@ -71,7 +71,7 @@ def test_optimizer_values_are_tried_before_training(make_cfg, override, expected
         pytest.param(
             ["model.net.dropout=2"],
             r"^model\.net\.dropout=2 is not valid: dropout probability has to be between 0 and 1, but got 2 "
-            r"\(my_project\.models\.nets\.MLP\)$",
+            r"\(my_project\.models\.nets\.mlp\.MLP\)$",
             id="dropout=2",
         ),
         pytest.param(

@@ -102,5 +102,5 @@ def test_print_config_shows_the_resolved_tree_and_the_run_ends_with_a_metrics_ta
     train(cfg)
     out = capsys.readouterr().out
     assert out.index("config") < out.index("Final metrics")
-    assert "my_project.data.DigitsDataModule" in out and "${" not in out  # resolved
+    assert "my_project.data.digits.DigitsDataModule" in out and "${" not in out  # resolved
     assert "test/acc" in out[out.index("Final metrics") :]

@@ -1,13 +1,16 @@
 """The UCI handwritten digits, shipped inside the package (see DIGITS_LICENSE.md): the default, offline dataset."""
 
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
 from hydralight.data.base import InMemoryDataModule, split_indices
-from hydralight.data.sources import ArraySource, check_fractions
+
+if TYPE_CHECKING:
+    from hydralight.data.sources import ArraySource
 
 DIGITS_FILE = "digits.csv.gz"
 PIXEL_MAX = 16.0
@@ -57,9 +60,11 @@ class DigitsDataModule(InMemoryDataModule):
                 {"train": train, "val": val, "test": test}.items()}  # fmt: skip
 
 
-def source(val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> ArraySource:
+def source(val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0) -> "ArraySource":
     """`python prepare.py source=digits`: the embedded digits as raw pixel counts 0..16 (uint8, (1, 8, 8)) and
     labels, split by `split_seed` exactly as DigitsDataModule splits them."""
+    from hydralight.data.sources import ArraySource, check_fractions  # prepare.py's: not a training run's
+
     check_fractions(val_fraction, test_fraction)
     with resources.as_file(resources.files("my_project.data") / DIGITS_FILE) as path:
         table = np.loadtxt(path, delimiter=",", dtype=np.float32)

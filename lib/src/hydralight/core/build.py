@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from hydralight.core.callbacks import MetricsJson
 from hydralight.core.console import info
 from hydralight.core.errors import UserError
-from hydralight.core.runs.async_checkpoint import BackgroundCheckpointIO, check_async_checkpoint
 from hydralight.core.runs.saved_config import git_state, record_what_ran
 from hydralight.core.strategies import DataParallelStrategy, ShardedStrategy
 from hydralight.core.torch_settings import configure_torch
@@ -98,6 +97,8 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
         raise UserError("trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm); this machine has none.")
     plugins = {}
     if cfg.get("async_checkpoint"):
+        from hydralight.core.runs.async_checkpoint import BackgroundCheckpointIO, check_async_checkpoint
+
         check_async_checkpoint(strategy)
         configured = instantiate(cfg.trainer.plugins, _convert_="all") if cfg.trainer.get("plugins") else []
         plugins["plugins"] = [*configured, BackgroundCheckpointIO()]  # kept: plugins the trainer config names
@@ -141,7 +142,10 @@ def describe_trainer(trainer: Trainer) -> str:
     settings = trainer_settings(trainer)
     clip = settings["trainer.gradient_clip_val"]
     clipping = "null" if clip is None else f"{clip} ({settings['trainer.gradient_clip_algorithm']})"
-    background = isinstance(trainer.strategy.checkpoint_io, BackgroundCheckpointIO)
+    async_checkpoint = sys.modules.get("hydralight.core.runs.async_checkpoint")  # imported only by a run that uses it
+    background = async_checkpoint is not None and isinstance(
+        trainer.strategy.checkpoint_io, async_checkpoint.BackgroundCheckpointIO
+    )
     return (
         f"strategy={type(trainer.strategy).__name__} ({devices}), precision={settings['trainer.precision']}, "
         f"accumulate_grad_batches={settings['trainer.accumulate_grad_batches']}, gradient_clip_val={clipping}"

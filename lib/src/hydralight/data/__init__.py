@@ -1,7 +1,14 @@
 """Data modules a task can use as they are or build on: in memory (InMemoryDataModule, for arrays that fit) and on
-disk (PreparedDataModule, for a dataset `python prepare.py` wrote)."""
+disk (PreparedDataModule, for a dataset `python prepare.py` wrote). Each is imported when first named."""
 
-from hydralight.data.base import InMemoryDataModule
-from hydralight.data.ondisk import PreparedDataModule
+from importlib import import_module
+from typing import Any
 
-__all__ = ["InMemoryDataModule", "PreparedDataModule"]
+_MODULE_OF = {"InMemoryDataModule": "base", "PreparedDataModule": "ondisk"}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_MODULE_OF[name]}"), name)

@@ -1,25 +1,25 @@
-"""The project's own Lightning callbacks."""
+"""The library's own Lightning callbacks. Each is imported when it is first named (a config's `_target_`, an import),
+so a run loads only the callbacks it uses."""
 
-from hydralight.core.callbacks.freeze import Freeze
-from hydralight.core.callbacks.gradient_guard import GradientGuard
-from hydralight.core.callbacks.last_checkpoint import LastCheckpoint
-from hydralight.core.callbacks.metrics_json import MetricsJson
-from hydralight.core.callbacks.model_summary import LayersSummary
-from hydralight.core.callbacks.plots import TrainingPlots
-from hydralight.core.callbacks.preemption import Preemption
-from hydralight.core.callbacks.resume_state import ResumeState
-from hydralight.core.callbacks.task_record import TaskRecord
-from hydralight.core.callbacks.tuning import LRFinder
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "Freeze",
-    "GradientGuard",
-    "LRFinder",
-    "LastCheckpoint",
-    "LayersSummary",
-    "MetricsJson",
-    "Preemption",
-    "ResumeState",
-    "TaskRecord",
-    "TrainingPlots",
-]
+_MODULE_OF = {
+    "Freeze": "freeze",
+    "GradientGuard": "gradient_guard",
+    "LRFinder": "tuning",
+    "LastCheckpoint": "last_checkpoint",
+    "LayersSummary": "model_summary",
+    "MetricsJson": "metrics_json",
+    "Preemption": "preemption",
+    "ResumeState": "resume_state",
+    "TaskRecord": "task_record",
+    "TrainingPlots": "plots",
+}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
