@@ -49,3 +49,9 @@ class TestClassifierCNN(TestClassifierMLP):
     overfit_steps = 200  # this small a CNN learns one batch more slowly than the MLP
     test_accumulating_4_micro_batches_equals_one_batch_of_4x = None
     test_ddp_on_2_cpu_processes_equals_one_process_of_the_doubled_batch = None
+
+
+def test_the_plateau_schedule_follows_monitor_and_mode():
+    """`monitor=`/`mode=` reach the classifier's plateau scheduler as they reach the library's callbacks."""
+    cfg = config("monitor=val/loss", "mode=min", "model/scheduler=plateau")
+    assert (cfg.model.scheduler.monitor, cfg.model.scheduler.scheduler.mode) == ("val/loss", "min")

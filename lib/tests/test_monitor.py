@@ -14,7 +14,7 @@ from hydralight.core.train import train
 
 
 def test_monitor_val_loss_min_tests_the_lowest_val_loss_checkpoint_and_returns_it(make_cfg):
-    cfg = make_cfg("monitor=val/loss", "mode=min", "trainer.max_epochs=4", "model.optimizer.lr=0.05")
+    cfg = make_cfg("monitor=val/loss", "mode=min", "trainer.max_epochs=4", "model.lr=0.05")
     returned = train(cfg)
     run_dir = Path(cfg.paths.output_dir)
     with (run_dir / "csv" / "metrics.csv").open() as file:
@@ -36,8 +36,8 @@ def test_the_best_checkpoint_is_the_one_monitoring_the_metric_not_the_first_list
 
 
 def test_mode_and_monitor_reach_every_callback_that_decides_best(make_cfg):
-    cfg = make_cfg("monitor=val/loss", "mode=min", "callbacks=early_stopping", "model/scheduler=plateau")
-    assert (cfg.callbacks.model_checkpoint.monitor, cfg.callbacks.model_checkpoint.mode) == ("val/loss", "min")
-    assert (cfg.callbacks.early_stopping.monitor, cfg.callbacks.early_stopping.mode) == ("val/loss", "min")
-    assert (cfg.model.scheduler.monitor, cfg.model.scheduler.scheduler.mode) == ("val/loss", "min")
-    assert cfg.optimized_metric == "val/loss_best"
+    """(A task's own schedule that reads them, as the classifier's plateau scheduler: its project's tests.)"""
+    cfg = make_cfg("monitor=train/loss", "mode=max", "callbacks=early_stopping")
+    assert (cfg.callbacks.model_checkpoint.monitor, cfg.callbacks.model_checkpoint.mode) == ("train/loss", "max")
+    assert (cfg.callbacks.early_stopping.monitor, cfg.callbacks.early_stopping.mode) == ("train/loss", "max")
+    assert cfg.optimized_metric == "train/loss_best"
