@@ -36,8 +36,15 @@ ANSWERS = {
 # with the name replaced and nothing else.
 EDITED = {"pyproject.toml", "README.md", ".github/workflows/ci.yml"}
 # The installed copy's own test subset: the data loads from the renamed package, train -> checkpoint -> eval ->
-# resume. (Every config option building through the renamed `_target_`s: the copy without the GPT task runs that.)
-COPY_TESTS = ["tests/test_data.py", "tests/test_train.py"]
+# resume, and the README's commands all have their entries. (Every config option building through the renamed
+# `_target_`s: the copy without the GPT task runs that.)
+COPY_TESTS = [
+    "tests/test_data.py",
+    "tests/test_train.py",
+    # The copy's README is the template's without its template-only parts: its test table must say so too.
+    "tests/test_readme.py::test_every_readme_command_has_an_entry",
+    "tests/test_readme.py::test_covered_and_same_entries_name_tests_that_exist",
+]
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "test",
     "GIT_AUTHOR_EMAIL": "test@example.org",
