@@ -60,6 +60,20 @@ def test_a_run_refused_by_validation_leaves_no_new_run_dir(tmp_path):
     assert not runs.exists() or not list(runs.iterdir()), list(runs.iterdir())
 
 
+@pytest.mark.parametrize("run_name", ["../../escaped", "a/../../b", "ABSOLUTE", "n" * 300])
+def test_a_run_name_that_is_no_plain_name_is_one_line_and_writes_nothing(tmp_path, run_name):
+    """run_name names one dir under outputs/<task>/runs: a path or an over-long name stops before any dir is made,
+    inside or outside the cwd."""
+    cwd = tmp_path / "deep" / "cwd"
+    cwd.mkdir(parents=True)
+    run_name = run_name.replace("ABSOLUTE", str(tmp_path / "elsewhere"))
+    result = train_cli(cwd, f"run_name={run_name}")
+    assert result.returncode == UserError.exit_code, result.stderr[-2000:]
+    assert result.stderr.strip().startswith("error: run_name=") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*")) == ["deep", "deep/cwd"]
+
+
 def test_an_unwritable_outputs_dir_is_one_line(tmp_path):
     """`outputs` that cannot hold run dirs (here: a file; root ignores permission bits): one line, exit 2."""
     (tmp_path / "outputs").write_text("not a dir")

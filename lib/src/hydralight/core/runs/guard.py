@@ -211,6 +211,39 @@ def _resolved_dir(config: DictConfig, key: str) -> Path:
         ) from error
 
 
+def check_run_name(run_name: object, log_dir: Path) -> None:
+    """`run_name` names one dir under `outputs/<task>/runs/`: no separator, no `.` or `..`, no absolute path, and no
+    longer than the filesystem takes (a name, not a path: `hydra.run.dir=<dir>` is for a dir elsewhere)."""
+    if run_name is None:
+        return
+    name = str(run_name)
+    limit = _name_max(log_dir)
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    problem = (
+        "is empty" if not name
+        else "is a path, not a name" if any(sep in name for sep in separators) or name in (".", "..")
+        else f"is {len(name.encode())} bytes long; this filesystem takes names of at most {limit}"
+        if len(name.encode()) > limit else None
+    )  # fmt: skip
+    if problem:
+        shown = name if len(name) <= 80 else name[:77] + "..."
+        raise UserError(
+            f"run_name={shown!r} {problem}. It names one dir under outputs/<task>/runs/: give a plain name "
+            "(letters, digits, -, _), or hydra.run.dir=<dir> for a run dir anywhere else."
+        )
+
+
+def _name_max(directory: Path) -> int:
+    """The longest file name the filesystem of `directory` (or its nearest existing parent) takes, in bytes."""
+    for candidate in (directory, *directory.parents):
+        if candidate.exists():
+            try:
+                return os.pathconf(candidate, "PC_NAME_MAX")
+            except (OSError, ValueError, AttributeError):  # no pathconf here (Windows), or no answer
+                break
+    return 255
+
+
 class RunDirGuard(HydraCallback):
     """Checks and locks the run dir before Hydra writes anything into it (`on_run_start` comes before `.hydra/`),
     and remembers what it held, so a refused run leaves it as it was."""
@@ -227,8 +260,9 @@ class RunDirGuard(HydraCallback):
         if not is_first_process():
             return  # other ranks join the dir rank 0 checked, locked and filled
         try:
-            run_dir = _resolved_dir(config, "hydra.run.dir")
             run_name = config.get("run_name")
+            check_run_name(run_name, Path(OmegaConf.select(config, "paths.log_dir", default=None) or "."))
+            run_dir = _resolved_dir(config, "hydra.run.dir")
             label = f"run_name={run_name!r}" if run_name else f"hydra.run.dir={str(run_dir)!r}"
             record = RunRecord(run_dir, RunLock(run_dir, label))
             check_run_dir(run_dir, config.task_name, config.get("resume", "auto"), label)
