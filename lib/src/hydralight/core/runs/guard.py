@@ -108,9 +108,10 @@ def _owner_is_gone(owner: dict[str, Any]) -> bool:
 class RunLock:
     """`<run dir>/.hydralight.lock`: one run at a time in a dir. Released at exit; a dead owner's lock is taken."""
 
-    def __init__(self, run_dir: Path, label: str) -> None:
+    def __init__(self, run_dir: Path, label: str, instead: str = "choose another run_name") -> None:
         self.path = run_dir / LOCK_FILE
         self.label = label
+        self.instead = instead  # what the refusal suggests
 
     def acquire(self) -> None:
         for _ in range(2):
@@ -121,7 +122,7 @@ class RunLock:
                 if not _owner_is_gone(owner):
                     raise UserError(
                         f"{self.label} is in use by another run (pid {owner.get('pid')} on {owner.get('host')}, "
-                        f"see {self.path}). Wait for it to end or choose another run_name; if no run uses that "
+                        f"see {self.path}). Wait for it to end or {self.instead}; if no run uses that "
                         "dir any more, delete the lock file."
                     ) from None
                 log.warning("Taking over the lock of an ended run (pid %s): %s", owner.get("pid"), self.path)
@@ -249,8 +250,11 @@ class RunDirGuard(HydraCallback):
     and remembers what it held, so a refused run leaves it as it was."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A sweep dir is locked like a run dir: two sweeps into one would write their jobs into the same dirs."""
         try:
-            _resolved_dir(config, "hydra.sweep.dir")
+            sweep_dir = _resolved_dir(config, "hydra.sweep.dir")
+            label = f"hydra.sweep.dir={str(sweep_dir)!r}"
+            RunLock(sweep_dir, label, instead="give this sweep another hydra.sweep.dir").acquire()
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(UserError.exit_code)

@@ -1,0 +1,52 @@
+"""A sweep dir is locked like a run dir: a second sweep into the dir of one still running is refused in one line
+(exit 2) and changes nothing there; the lock of a sweep that died is taken over."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from hydralight.core.runs.guard import LOCK_FILE, RunDirGuard
+
+
+def sweep_config(sweep_dir):
+    return OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}, "task_name": "train"})
+
+
+def lock_of(pid: int) -> str:
+    return json.dumps({"pid": pid, "host": socket.gethostname(), "slurm_job": None, "slurm_restart": "0"})
+
+
+def test_a_second_sweep_into_a_running_sweeps_dir_is_refused(tmp_path, capsys):
+    sweep_dir = tmp_path / "multiruns" / "shared"
+    sweep_dir.mkdir(parents=True)
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (sweep_dir / LOCK_FILE).write_text(lock_of(running.pid))
+        before = sorted(path.name for path in sweep_dir.iterdir())
+        with pytest.raises(SystemExit) as stop:
+            RunDirGuard().on_multirun_start(sweep_config(sweep_dir))
+        assert stop.value.code == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"error: hydra.sweep.dir={str(sweep_dir)!r} is in use by another run (pid {running.pid}")
+        assert "give this sweep another hydra.sweep.dir" in line
+        assert sorted(path.name for path in sweep_dir.iterdir()) == before
+        assert json.loads((sweep_dir / LOCK_FILE).read_text())["pid"] == running.pid
+    finally:
+        running.kill()
+        running.wait()
+
+
+def test_a_sweep_takes_over_the_lock_of_one_that_died(tmp_path):
+    sweep_dir = tmp_path / "multiruns" / "after-a-kill"
+    sweep_dir.mkdir(parents=True)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    (sweep_dir / LOCK_FILE).write_text(lock_of(ended.pid))
+    RunDirGuard().on_multirun_start(sweep_config(sweep_dir))
+    assert json.loads((sweep_dir / LOCK_FILE).read_text())["pid"] == os.getpid()
+    (sweep_dir / LOCK_FILE).unlink()  # as this process's exit would
