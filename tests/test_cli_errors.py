@@ -81,6 +81,14 @@ CASES = {
         OURS,
         ["async_checkpoint='maybe'", "true or false"],
     ),
+    "test=maybe": ("train.py", ["test=maybe"], OURS, ["test='maybe'", "true or false"]),
+    "init_from_strict=perhaps": ("train.py", ["init_from_strict=perhaps"], OURS, ["init_from_strict='perhaps'"]),
+    "trainer.limit_train_batches=0": (
+        "train.py",
+        ["trainer.limit_train_batches=0"],
+        OURS,
+        ["trainer.limit_train_batches=0 trains nothing", "untrained", "python eval.py ckpt_path=<file>"],
+    ),
     "trainer.devices=0": ("train.py", ["trainer.devices=0"], OURS, ["trainer.devices=0", "'auto'"]),
     "data.batch_size=0": ("train.py", ["data.batch_size=0"], OURS, ["data.batch_size=0", ">= 1"]),
     # A `_target_`'s argument it does not take (checked against its signature after torch is imported), and a value

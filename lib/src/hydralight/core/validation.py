@@ -42,6 +42,7 @@ PRECISIONS = (
 )  # fmt: skip
 CLIP_ALGORITHMS = ("norm", "value")
 RESUME_MODES = ("auto", "never")
+BOOLEAN_SWITCHES = ("test", "print_config", "init_from_strict", "keep_freed_memory", "async_checkpoint")
 MONITOR_MODES = ("max", "min")  # Lightning's ModelCheckpoint / EarlyStopping `mode`
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")  # Lightning's names; "gpu" is cuda or mps
@@ -94,10 +95,9 @@ def validate_switches(cfg: DictConfig) -> None:
         threads is None or (_is_int(threads) and threads >= 1),
         f"cpu_threads={threads!r} is not valid. Use a whole number >= 1, or null for torch's default.",
     )
-    keep = cfg.get("keep_freed_memory", False)
-    _require(isinstance(keep, bool), f"keep_freed_memory={keep!r} is not valid. Use true or false.")
-    background = cfg.get("async_checkpoint", False)
-    _require(isinstance(background, bool), f"async_checkpoint={background!r} is not valid. Use true or false.")
+    for key in BOOLEAN_SWITCHES:  # `test=maybe` would otherwise count as true
+        value = cfg.get(key, False)
+        _require(isinstance(value, bool), f"{key}={value!r} is not valid. Use true or false.")
 
 
 def validate_seed(seed: object) -> int:
@@ -216,6 +216,14 @@ def validate(cfg: DictConfig, *, ckpt_required: bool) -> None:
     """All checks that need no torch; raises UserError on the first problem."""
     validate_switches(cfg)
     validate_trainer(cfg)
+    if not ckpt_required:  # a training run
+        limit = cfg.trainer.get("limit_train_batches")
+        _require(
+            limit != 0,
+            f"trainer.limit_train_batches={limit!r} trains nothing, so the test after it would test an untrained "
+            "model. Use a number of batches >= 1 or a fraction in (0, 1]; to test a checkpoint: python eval.py "
+            "ckpt_path=<file>.",
+        )
     validate_data(cfg)
     ckpt_path = None if OmegaConf.is_missing(cfg, "ckpt_path") else cfg.ckpt_path
     validate_ckpt_path(ckpt_path, required=ckpt_required)
