@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from hydralight.core.errors import UserError
 from hydralight.core.evaluate import evaluate
@@ -72,6 +73,20 @@ EXPORTED = {"path", "format", "ckpt_path", "max_abs_diff"}
 def test_an_untampered_checkpoint_of_a_configured_net_loads_everywhere(tmp_path, entry_point, keys):
     """The control: the same module, its net from a config of the project's own package, loads and runs."""
     assert set(run_entry_point(entry_point, save_checkpoint(tmp_path / "good.ckpt"), tmp_path)) == keys
+
+
+def test_the_run_config_beside_a_checkpoint_keeps_hydras_interpolations(tmp_path):
+    """Hydra writes `.hydra/config.yaml` unresolved (`data_dir: ${paths.data_dir}`): eval of a checkpoint in its run
+    dir resolves them against its own config, as before; only the names in it are checked."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    ckpt = save_checkpoint(run / "checkpoints" / "best.ckpt")
+    data = {**DATA, "seed": "${seed}", "batch_size": "${oc.select:data_batch,8}"}
+    OmegaConf.save(OmegaConf.create({"task_name": "train", "data": data}), run / ".hydra" / "config.yaml")
+    cfg = compose("eval", tmp_path / "eval", ("trainer.accelerator=cpu", f"ckpt_path={ckpt}"))
+    assert set(evaluate(cfg, overrides=[])) == {"test/loss"}
+    assert (cfg.data.seed, cfg.data.batch_size) == (cfg.seed, 8)  # resolved here
 
 
 @pytest.mark.parametrize("entry_point", ["eval", "predict", "export"])

@@ -36,10 +36,9 @@ class Allowed:
             return True
         return target.split(".")[0] in self.packages and _is_own_class(target)
 
-    def check(self, node: object, where: str) -> None:
-        """UserError at the first `_target_` in `node` (plain containers from a file) that the project does not build,
-        or the first interpolation under a `_target_`: instantiating resolves it (more than once), and a resolver can
-        act (`${run_dir:...}` makes a dir), while a checkpoint's values are saved resolved."""
+    def check_names(self, node: object, where: str) -> None:
+        """UserError at the first `_target_` in `node` (plain containers) that the project does not build. Enough for
+        the run config beside a checkpoint, which Hydra writes with its interpolations unresolved."""
         for key, target in targets_in(node):
             if not isinstance(target, str) or not self.permits(target):
                 raise UserError(
@@ -48,6 +47,12 @@ class Allowed:
                     "packages) are built from one. Add a config that names it if it is yours, or put its conf/ on "
                     "hydra.searchpath."
                 )
+
+    def check(self, node: object, where: str) -> None:
+        """`check_names`, and a UserError at the first interpolation under a `_target_` of a checkpoint's contents:
+        instantiating resolves it (more than once), and a resolver can act (`${run_dir:...}` makes a dir), while a
+        checkpoint's values are saved resolved."""
+        self.check_names(node, where)
         for key, value in interpolations_in(node, under_target=False):
             raise UserError(
                 f"{where} holds an interpolation under a _target_ ({key}: {value!r}); a checkpoint's values are "

@@ -119,7 +119,6 @@ class TrainedTask:
     module: str | None  # the LightningModule's class path
     data: DictConfig | None  # the data config, unresolved when it comes from the run's config
     source: str  # for messages: the run's config file, or the checkpoint's own record
-    record: dict | None = None  # the checkpoint's own data record when `data` comes from it: checked before use
 
 
 def run_config(ckpt_path: str | Path) -> tuple[Path, DictConfig] | None:
@@ -152,7 +151,7 @@ def trained_task(ckpt_path: str | Path, checkpoint: dict[str, Any]) -> TrainedTa
     if isinstance(record.get("data"), dict):
         # `${` is escaped: a record is resolved when written, and a checkpoint's strings never reach a resolver.
         escaped = _escape_interpolations(record["data"])
-        return TrainedTask(module, OmegaConf.create(escaped), f"the record in {ckpt_path}", record=record["data"])
+        return TrainedTask(module, OmegaConf.create(escaped), f"the record in {ckpt_path}")
     return TrainedTask(module, None, str(ckpt_path))
 
 
@@ -167,7 +166,7 @@ def _escape_interpolations(node: object) -> object:
 def checked_class(path: object, base: type, what: str, allow: "Allowed") -> type:
     """The class at dotted `path`, refused unless the project allows the name (checked before anything is imported)
     and it is a subclass of `base`: a checkpoint names it, and a checkpoint is data (hydralight.core.trust)."""
-    allow.check({"_target_": path}, what)
+    allow.check_names({"_target_": path}, what)
     try:
         cls = locate(str(path))
     except Exception as error:  # a moved or uninstalled class
@@ -277,7 +276,8 @@ def trained_data_config(
             cfg.data = data
         _log(logging.INFO, "Data config: as trained, from %s", task.source)
     where = f"the data config (from {task.source})"
-    allow.check(OmegaConf.to_container(cfg.data, resolve=False), where)
+    # Names only: a run config keeps Hydra's interpolations, and a checkpoint's record has its own escaped.
+    allow.check_names(OmegaConf.to_container(cfg.data, resolve=False), where)
     try:
         OmegaConf.to_container(cfg.data, resolve=True)
     except OmegaConfBaseException as error:
