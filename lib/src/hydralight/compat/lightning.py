@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CSV_RECORD_NEW_KEYS",
+    "DDP_LAUNCHER_MODULE",
+    "DDP_LAUNCH_FUNCTIONS",
     "MODEL_SUMMARY_HOOK",
     "batches_that_stepped",
     "convert_params",
@@ -29,6 +31,8 @@ __all__ = [
     "optimizers_to_device",
     "rekey_optimizer_state_if_needed",
     "replace_clip_grad_by_norm",
+    "replace_ddp_launch",
+    "restore_ddp_launch",
     "save_at_every_epoch_end",
     "set_mlflow_run_id",
     "set_wandb_run_id",

@@ -26,7 +26,6 @@ from hydralight.compat.lightning import (
     wandb_run_id,
 )
 from hydralight.core import files
-from hydralight.core.files import atomic_path
 
 log = logging.getLogger(__name__)
 RUN_IDS_FILE = "loggers.json"  # in the run dir: the MLflow and W&B run ids a resumed run continues
@@ -104,7 +103,7 @@ def _drop_rows_from(metrics_csv: Path, step: int) -> None:
         reader = csv.DictReader(file)
         rows = [row for row in reader if not row.get("step") or int(row["step"]) < step]
         header = reader.fieldnames or []
-    with atomic_path(metrics_csv) as kept, kept.open("w", newline="") as file:
+    with files.atomic_path(metrics_csv) as kept, kept.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)

@@ -3,15 +3,19 @@ network is a config, a data module), a config dir of its own that trains it (`CO
 and the module contract any LightningModule can run (`hydralight.testing.contract`, needs pytest)."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydralight.testing.tasks import NetRegression, RegressionData, TinyNet
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 CONFIG_DIR = Path(__file__).parent / "conf"  # train/eval/predict/export of the regression task
 
 __all__ = ["CONFIG_DIR", "NetRegression", "RegressionData", "TinyNet", "compose"]
 
 
-def compose(config_name: str, output_dir: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> "DictConfig":  # noqa: F821
+def compose(config_name: str, output_dir: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> "DictConfig":
     """The config `python <config_name>.py <overrides>` gets in the testing project, writing into `output_dir`."""
     from hydralight.core.cli import compose_config
 

@@ -217,21 +217,20 @@ def check_run_name(run_name: object, log_dir: Path) -> None:
     longer than the filesystem takes (a name, not a path: `hydra.run.dir=<dir>` is for a dir elsewhere)."""
     if run_name is None:
         return
-    name = str(run_name)
-    limit = _name_max(log_dir)
-    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
-    problem = (
-        "is empty" if not name
-        else "is a path, not a name" if any(sep in name for sep in separators) or name in (".", "..")
-        else f"is {len(name.encode())} bytes long; this filesystem takes names of at most {limit}"
-        if len(name.encode()) > limit else None
-    )  # fmt: skip
-    if problem:
-        shown = name if len(name) <= 80 else name[:77] + "..."
-        raise UserError(
-            f"run_name={shown!r} {problem}. It names one dir under outputs/<task>/runs/: give a plain name "
-            "(letters, digits, -, _), or hydra.run.dir=<dir> for a run dir anywhere else."
-        )
+    name, limit = str(run_name), _name_max(log_dir)
+    if not name:
+        problem = "is empty"
+    elif name in (".", "..") or any(sep and sep in name for sep in ("/", os.sep, os.altsep)):
+        problem = "is a path, not a name"
+    elif len(name.encode()) > limit:
+        problem = f"is {len(name.encode())} bytes long; this filesystem takes names of at most {limit}"
+    else:
+        return
+    shown = name if len(name) <= 80 else name[:77] + "..."
+    raise UserError(
+        f"run_name={shown!r} {problem}. It names one dir under outputs/<task>/runs/: give a plain name "
+        "(letters, digits, -, _), or hydra.run.dir=<dir> for a run dir anywhere else."
+    )
 
 
 def _name_max(directory: Path) -> int:

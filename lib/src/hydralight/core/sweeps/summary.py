@@ -26,7 +26,6 @@ from omegaconf import DictConfig
 from hydralight.compat.hydra import BASIC_SWEEPER, job_return_value
 from hydralight.core import files
 from hydralight.core.errors import RunStopped
-from hydralight.core.files import atomic_path
 from hydralight.core.sweeps.groups import (
     GROUPS_CSV,
     differing_keys,
@@ -203,7 +202,7 @@ class SweepSummary(Callback):
 
     def write_csv(self, path: Path, records: list[dict[str, Any]], varied: list[str]) -> None:
         metrics = self.metric_names(records, everything=True)
-        with atomic_path(path) as tmp, tmp.open("w", newline="") as file:
+        with files.atomic_path(path) as tmp, tmp.open("w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["rank", "job", "status", *varied, *metrics, "error", "overrides", "dir"])
             for rank, record in enumerate(records, start=1):
