@@ -2,16 +2,15 @@
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 from omegaconf import DictConfig
 
 from hydralight.core import cli
-from tests import warm
+from hydralight import testing
+from hydralight.testing import assert_ok  # noqa: F401 (the project tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = str(ROOT / "conf")  # the project's own groups
@@ -61,42 +60,8 @@ def working_tree_files() -> list[str]:
 def run_cli(
     script: str, *args: str, timeout: float = 300, env: dict | None = None, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess:
-    """Run `python <script> <args>` in `cwd` (the repo root) as a user would; stdout and stderr captured as text.
-    A fork of the warm test interpreter where it can be (tests/warm.py), else a fresh `python`."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return warm.run([sys.executable, script, *args], cwd, env, timeout)
-
-
-def assert_ok(result: subprocess.CompletedProcess) -> None:
-    """A failed child shows its own stderr, not just an exit code."""
-    assert result.returncode == 0, f"exit {result.returncode}\n--- stderr ---\n{result.stderr[-6000:]}"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist, each worker and every process it starts get their share of the cores as torch threads.
-    torch's default of one thread per core in every process oversubscribes the cores as soon as two workers train at
-    once, and its spinning threads then make the whole suite slower by a third or more. An OMP_NUM_THREADS you set
-    yourself is kept."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        threads = os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
-        torch.set_num_threads(int(threads))
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The modules with a slow test first, each whole and in its order: pytest-xdist hands a worker a module (or a
-    class) at a time in this order (`--no-loadscope-reorder`), and the quick ones then fill the end evenly, where a
-    long module handed out last would leave the other workers idle until it ends. Then: `gpu` tests skip without
-    CUDA."""
-    with_slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in with_slow)
-    if torch.cuda.is_available():
-        return
-    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip_gpu)
+    """`python <script> <args>` in `cwd` (the repo root) as a user would type it (hydralight.testing.run_cli)."""
+    return testing.run_cli(script, *args, cwd=cwd, timeout=timeout, env=env)
 
 
 def prepare_dataset(out: Path, *overrides: str) -> Path:

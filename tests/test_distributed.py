@@ -23,7 +23,7 @@ from hydralight.core.errors import UserError
 from hydralight.core.resolvers import job_run_name, run_dir
 from hydralight.core.runs.guard import check_run_dir
 from hydralight.testing.contract import LOOPBACK, free_port  # shared with the contract's DDP check
-from tests import warm
+from hydralight.testing import warm
 from tests.conftest import ROOT, assert_ok, run_cli
 
 TINY = (
@@ -62,7 +62,7 @@ class Node:
 
 def torchrun(node_rank: int, nnodes: int, nproc: int, port: int, rdzv_id: str, cwd: Path, *args: str) -> Node:
     """`python -m torch.distributed.run ... train.py <args>`: torchrun's agent for one node, and its workers, warm
-    (tests/warm.py) where they can be."""
+    (hydralight.testing.warm) where they can be."""
     command = [
         sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc_per_node={nproc}",
         f"--node_rank={node_rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id={rdzv_id}",

@@ -32,7 +32,7 @@ import torch
 from omegaconf import OmegaConf
 
 from hydralight.core.runs.guard import LOCK_FILE
-from tests import warm
+from hydralight.testing import warm
 from tests.conftest import ROOT, working_tree_files
 
 README = ROOT / "README.md"

@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hydralight.core import cli
 from hydralight.core.errors import Interrupted, TrainingDiverged, UserError
 from hydralight.core.train import train
-from tests import warm
+from hydralight.testing import warm
 from tests.conftest import ROOT, TINY, assert_ok, compose_config, run_cli
 from tests.test_cli_errors import assert_user_error, snapshot
 

@@ -7,17 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from hydralight.testing import compose
-
-# Small and quick, on the CPU, quiet: what almost every test wants on top of the testing project's defaults.
-QUICK = (
-    "trainer.accelerator=cpu",
-    "trainer.max_epochs=1",
-    "~callbacks.progress_bar",
-    "~callbacks.model_summary",
-    "trainer.enable_progress_bar=false",  # else Lightning adds its own bar and summary back
-    "trainer.enable_model_summary=false",
-)
+from hydralight.testing import QUICK, compose, write_project
 
 
 @pytest.fixture
@@ -28,3 +18,10 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose(config_name, tmp_path / "run", (*(QUICK if quick else ()), *overrides))
 
     return make
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """The testing project written into a fresh dir (conf/, train.py, eval.py, ...): `run_cli("train.py", ...,
+    cwd=project)` is `python train.py ...` typed in it."""
+    return write_project(tmp_path / "project")

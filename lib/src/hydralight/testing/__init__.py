@@ -1,10 +1,13 @@
 """Task-agnostic fixtures for testing the machinery, and a project's own tests: a tiny regression task (a module whose
 network is a config, a data module), a config dir of its own that trains it (`CONFIG_DIR`, composed by `compose`),
-and the module contract any LightningModule can run (`hydralight.testing.contract`, needs pytest)."""
+and the module contract any LightningModule can run (`hydralight.testing.contract`, needs pytest), that project written
+to a dir with its entry scripts and its CLI run there (`write_project`, `run_cli`; hydralight.testing.warm forks
+the runs from a warm interpreter)."""
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hydralight.testing.project import QUICK, assert_ok, run_cli, write_project
 from hydralight.testing.tasks import NetRegression, RegressionData, TinyNet
 
 if TYPE_CHECKING:
@@ -12,7 +15,9 @@ if TYPE_CHECKING:
 
 CONFIG_DIR = Path(__file__).parent / "conf"  # train/eval/predict/export of the regression task
 
-__all__ = ["CONFIG_DIR", "NetRegression", "RegressionData", "TinyNet", "compose"]
+__all__ = [
+    "CONFIG_DIR", "QUICK", "NetRegression", "RegressionData", "TinyNet", "assert_ok", "compose", "run_cli", "write_project"
+]  # fmt: skip
 
 
 def compose(config_name: str, output_dir: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> "DictConfig":

@@ -1,4 +1,4 @@
-"""The warm test interpreter (tests/warm.py): a forked child runs an entrypoint as a fresh `python` would, and every
+"""The warm test interpreter (hydralight.testing.warm): a forked child runs an entrypoint as a fresh `python` would, and every
 command it could run differently runs cold."""
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import warm
+from hydralight.testing import warm
 
 # What an entrypoint can see of the interpreter it runs in. It sets up logging before importing Lightning, as Hydra
 # does in the CLI, so Lightning's loggers are configured by that state.

@@ -21,7 +21,7 @@ What a warm start cannot show, a fresh interpreter proves: that `--help` and con
 Warnings the libraries print while they import are printed again at the start of every child, as a fresh `python`
 would print them.
 
-Run as a script, this module is the server: `python tests/warm.py <socket path>`.
+Run as a script, this module is the server: `python hydralight.testing.warm <socket path>`.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class WarmChild:
         while not data.endswith(b"\n"):
             chunk = self.connection.recv(4096)
             if not chunk:
-                raise RuntimeError("the warm test interpreter died (its log: tests/warm.py's server stderr)")
+                raise RuntimeError("the warm test interpreter died (its log: hydralight.testing.warm's server stderr)")
             data += chunk
         return data.decode()
 
@@ -207,7 +207,7 @@ def server() -> Server:
     return _server
 
 
-# The server: `python tests/warm.py <socket path>`.
+# The server: `python hydralight.testing.warm <socket path>`.
 
 
 # Lightning's launchers of DDP ranks: each starts the ranks > 0 with `subprocess.Popen`.
