@@ -1,6 +1,5 @@
 """Shared fixtures: the real configs composed with Hydra's compose API, and the real CLI run as a subprocess."""
 
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -8,8 +7,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from hydralight.core import cli
 from hydralight import testing
+from hydralight.core import cli
 from hydralight.testing import assert_ok  # noqa: F401 (the project tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,16 @@ if TYPE_CHECKING:
 CONFIG_DIR = Path(__file__).parent / "conf"  # train/eval/predict/export of the regression task
 
 __all__ = [
-    "CONFIG_DIR", "QUICK", "NetRegression", "RegressionData", "TinyNet", "assert_ok", "compose", "run_cli", "write_project"
-]  # fmt: skip
+    "CONFIG_DIR",
+    "QUICK",
+    "NetRegression",
+    "RegressionData",
+    "TinyNet",
+    "assert_ok",
+    "compose",
+    "run_cli",
+    "write_project",
+]
 
 
 def compose(config_name: str, output_dir: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> "DictConfig":
