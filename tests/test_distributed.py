@@ -22,8 +22,8 @@ from lightning.pytorch import Callback
 from hydralight.core.errors import UserError
 from hydralight.core.resolvers import job_run_name, run_dir
 from hydralight.core.runs.guard import check_run_dir
-from hydralight.testing.contract import LOOPBACK, free_port  # shared with the contract's DDP check
 from hydralight.testing import warm
+from hydralight.testing.contract import LOOPBACK, free_port  # shared with the contract's DDP check
 from tests.conftest import ROOT, assert_ok, run_cli
 
 TINY = (

@@ -1,5 +1,5 @@
-"""The warm test interpreter (hydralight.testing.warm): a forked child runs an entrypoint as a fresh `python` would, and every
-command it could run differently runs cold."""
+"""The warm test interpreter (hydralight.testing.warm): a forked child runs an entrypoint as a fresh `python` would,
+and every command it could run differently runs cold."""
 
 import json
 import os
