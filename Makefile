@@ -17,8 +17,9 @@ INSTALLED := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-# Remade when either pyproject.toml changes; a first use that stopped midway left no stamp, so it runs again.
-$(INSTALLED): pyproject.toml lib/pyproject.toml
+# Remade when pyproject.toml (or the library's: lib/, in the template) changes; a first use that stopped midway left
+# no stamp, so it runs again.
+$(INSTALLED): pyproject.toml $(wildcard lib/pyproject.toml)
 	TORCH="$(TORCH)" bash .ci/install $(VENV) "$(EXTRAS)"
 
 install: ## make the venv if needed and install the library and the project (EXTRAS=..., TORCH=...)
@@ -37,8 +38,10 @@ test: $(INSTALLED) ## the whole test suite, slow tests included (what CI runs)
 test-fast: $(INSTALLED) ## the quick loop: every test not marked slow
 	$(PYTHON) -m pytest -m "not slow"
 
+# copier:template-only-start
 bench: $(INSTALLED) ## the benchmark against a plain PyTorch loop (README "Performance"; ARGS="--quick" for a 40 s check)
 	$(PYTHON) benchmarks/bench.py $(ARGS)
+# copier:template-only-end
 
 lint: $(INSTALLED) ## ruff lint and format check, no changes (what CI runs)
 	$(PYTHON) -m ruff check .

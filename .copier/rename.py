@@ -49,7 +49,7 @@ TEMPLATE_ONLY = re.compile(
     re.DOTALL | re.MULTILINE,
 )
 # The yes/no questions of copier.yml that parts of files depend on; a marker naming another stops the copy.
-CONDITIONS = ("gpt_example",)
+CONDITIONS = ("digits_example", "gpt_example")
 _COMMENT = r"(?:#|<!--)[ \t]*copier:"
 CONDITIONAL_BLOCK = re.compile(
     rf"^[ \t]*{_COMMENT}if (?P<question>\w+)[^\n]*\n(?P<body>.*?)^[ \t]*{_COMMENT}endif\b[^\n]*(?:\n|\Z)"
@@ -74,6 +74,20 @@ class Edit:
     required: bool = True  # a required edit that no longer matches stops the copy: the rule needs updating
 
 
+def digits_default(group: str, option: str, otherwise: str) -> Edit:
+    """The defaults-list entry `- <group>: <option>` of the digits example, `otherwise` in a copy without it."""
+    return Edit(
+        re.compile(rf"^  - {group}: {option}\b", re.M),
+        f"  - {group}: {{{{ '{option}' if digits_example else '{otherwise}' }}}}",
+    )
+
+
+TASK = (("data", "digits"), ("model", "classifier"))
+DIGITS_BEST = (
+    Edit(re.compile(r"^monitor: val/acc\b", re.M), "monitor: {{ 'val/acc' if digits_example else 'val/loss' }}"),
+    Edit(re.compile(r"^mode: max\b", re.M), "mode: {{ 'max' if digits_example else 'min' }}"),
+)
+
 FILE_EDITS: dict[str, tuple[Edit, ...]] = {
     "pyproject.toml": (
         Edit(re.compile(rf'^name = "{OLD_DIST}"$', re.M), 'name = "{{ dist_name }}"'),
@@ -93,6 +107,19 @@ FILE_EDITS: dict[str, tuple[Edit, ...]] = {
         # The title and the template's own pitch (the first paragraph) become the project's name and description.
         Edit(re.compile(rf"\A# {README_TITLE}\n\n(?:[^\n]+\n)+"), "# {{ project_name }}\n\n{{ description }}\n"),
         Edit(re.compile(r"Python >= 3\.\d+"), "Python >= {{ python_version }}", required=False),
+    ),
+    # Where the copy installs the library from: it has no lib/ (copier.yml's computed `hydralight_source`).
+    ".ci/install": (Edit(re.compile(r"library=\(-e \./lib\)"), "library=({{ hydralight_source | tojson }})"),),
+    # Without the digits example the project has no default task: `model: ???` makes `python train.py` say what to
+    # add (hydralight.core.cli.check_task_chosen); "best" is then the library's default, the lowest val/loss.
+    "conf/train.yaml": (*(digits_default(group, option, "???") for group, option in TASK), *DIGITS_BEST),
+    "conf/eval.yaml": (*(digits_default(group, option, "null") for group, option in TASK), *DIGITS_BEST),
+    "conf/predict.yaml": (digits_default("data", "digits", "null"),),
+    "conf/prepare.yaml": (
+        Edit(
+            re.compile(r"^  - source: digits\b", re.M),
+            "  - source: {{ 'digits' if digits_example else ('text' if gpt_example else 'folder') }}",
+        ),
     ),
     ".github/workflows/ci.yml": (
         # The test matrix: the project's oldest Python and a recent one.

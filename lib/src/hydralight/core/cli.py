@@ -150,9 +150,40 @@ def _prepare(cfg: DictConfig) -> dict[str, object]:
     return prepare(cfg)
 
 
+def check_task_chosen(conf: str, config_name: str, argv: Sequence[str]) -> None:
+    """A project with no task of its own yet (a copy made without the examples: `- model: ???` in its train.yaml)
+    and a command line that chooses none: one line saying what to add, in place of Hydra's "You must specify"."""
+    import yaml  # omegaconf's own YAML reader; OmegaConf.load would read `???` as a missing value
+
+    primary = Path(conf) / f"{config_name}.yaml"
+    entries = (yaml.safe_load(primary.read_text()) or {}).get("defaults", []) if primary.is_file() else []
+    unset = [
+        group for entry in entries if isinstance(entry, dict) for group, choice in entry.items() if choice == "???"
+    ]
+    chosen = {arg.split("=", 1)[0].lstrip("+~/") for arg in argv if "=" in arg}
+    missing = [group for group in unset if group not in chosen]
+    if not missing or "experiment" in chosen:  # an experiment chooses its own (Hydra names what it leaves unset)
+        return
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else f"{config_name}.py"
+    options = {group: sorted(path.stem for path in (Path(conf) / group).glob("*.yaml")) for group in missing}
+    have = "; ".join(f"{group}=<{'|'.join(names)}>" for group, names in options.items() if names)
+    raise UserError(
+        f"no {' and no '.join(missing)} chosen, and {config_name}.yaml has no default: "
+        + (f"choose one ({have}), or add your own: " if have else "this project has no task yet. Add ")
+        + "a LightningModule with conf/model/<name>.yaml and a LightningDataModule with conf/data/<name>.yaml "
+        f'(README "Add a task"), then: python {script} model=<name> data=<name> monitor=<metric> mode=min|max'
+    )
+
+
 def _hydra_main(task: Callable[[DictConfig], object], config_name: str) -> None:
+    try:
+        conf = config_dir()
+        check_task_chosen(conf, config_name, [arg for arg in sys.argv[1:] if not arg.startswith("-")])
+    except UserError as error:  # before Hydra: no run dir exists yet
+        print(f"{error.prefix}: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
     register_resolvers()
-    help_text = fast_help(config_dir(), config_name, Path(__file__).stem, sys.argv[1:])  # Hydra's own takes ~2 s
+    help_text = fast_help(conf, config_name, Path(__file__).stem, sys.argv[1:])  # Hydra's own takes ~2 s
     if help_text is not None:
         try:
             print(help_text)
@@ -163,7 +194,7 @@ def _hydra_main(task: Callable[[DictConfig], object], config_name: str) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(1)
         return
-    main = hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")
+    main = hydra.main(config_path=conf, config_name=config_name, version_base="1.3")
     main(report_user_errors(task))()
 
 
