@@ -77,8 +77,8 @@ class Edit:
 def digits_default(group: str, option: str, otherwise: str) -> Edit:
     """The defaults-list entry `- <group>: <option>` of the digits example, `otherwise` in a copy without it."""
     return Edit(
-        re.compile(rf"^  - {group}: {option}\b", re.M),
-        f"  - {group}: {{{{ '{option}' if digits_example else '{otherwise}' }}}}",
+        re.compile(rf"^  - optional {group}: {option}\b", re.M),
+        f"  - {{{{ {f'optional {group}: {option}'!r} if digits_example else {f'{group}: {otherwise}'!r} }}}}",
     )
 
 
@@ -115,12 +115,7 @@ FILE_EDITS: dict[str, tuple[Edit, ...]] = {
     "conf/train.yaml": (*(digits_default(group, option, "???") for group, option in TASK), *DIGITS_BEST),
     "conf/eval.yaml": (*(digits_default(group, option, "null") for group, option in TASK), *DIGITS_BEST),
     "conf/predict.yaml": (digits_default("data", "digits", "null"),),
-    "conf/prepare.yaml": (
-        Edit(
-            re.compile(r"^  - source: digits\b", re.M),
-            "  - source: {{ 'digits' if digits_example else ('text' if gpt_example else 'folder') }}",
-        ),
-    ),
+    "conf/prepare.yaml": (digits_default("source", "digits", "???"),),
     ".github/workflows/ci.yml": (
         # The test matrix: the project's oldest Python and a recent one.
         Edit(

@@ -150,25 +150,44 @@ def _prepare(cfg: DictConfig) -> dict[str, object]:
     return prepare(cfg)
 
 
-def check_task_chosen(conf: str, config_name: str, argv: Sequence[str]) -> None:
-    """A project with no task of its own yet (a copy made without the examples: `- model: ???` in its train.yaml)
-    and a command line that chooses none: one line saying what to add, in place of Hydra's "You must specify"."""
+def unchosen_groups(conf: str, config_name: str, groups: Sequence[str], argv: Sequence[str]) -> list[str]:
+    """Those of `groups` that neither the command line (`argv`: its overrides) nor `<config_name>.yaml` chooses: a
+    default of `???` (a copy made without the examples), an `optional` default whose file is gone (an example
+    deleted), or none at all. An `experiment=` chooses its own (Hydra names what it leaves unset)."""
     import yaml  # omegaconf's own YAML reader; OmegaConf.load would read `???` as a missing value
 
+    chosen = {arg.split("=", 1)[0].lstrip("+~/") for arg in argv if "=" in arg}
+    if "experiment" in chosen:
+        return []
     primary = Path(conf) / f"{config_name}.yaml"
     entries = (yaml.safe_load(primary.read_text()) or {}).get("defaults", []) if primary.is_file() else []
-    unset = [
-        group for entry in entries if isinstance(entry, dict) for group, choice in entry.items() if choice == "???"
-    ]
-    chosen = {arg.split("=", 1)[0].lstrip("+~/") for arg in argv if "=" in arg}
-    missing = [group for group in unset if group not in chosen]
-    if not missing or "experiment" in chosen:  # an experiment chooses its own (Hydra names what it leaves unset)
+    defaults = {
+        key.split()[-1]: (key, choice) for entry in entries if isinstance(entry, dict) for key, choice in entry.items()
+    }
+
+    def chosen_by_default(group: str) -> bool:
+        key, choice = defaults.get(group, ("", "???"))
+        optional_gone = key.startswith("optional ") and not (Path(conf) / group / f"{choice}.yaml").is_file()
+        return choice not in ("???", None) and not optional_gone
+
+    return [group for group in groups if group not in chosen and not chosen_by_default(group)]
+
+
+def check_task_chosen(conf: str, config_name: str, argv: Sequence[str]) -> None:
+    """`python train.py` in a project with no task of its own yet, or `python prepare.py` with no source: one line
+    saying what to choose or add, in place of Hydra's "You must specify" or an error at build time."""
+    required = {"train": ("data", "model"), "prepare": ("source",)}.get(config_name, ())
+    missing = unchosen_groups(conf, config_name, required, argv)
+    if not missing:
         return
     script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else f"{config_name}.py"
     options = {group: sorted(path.stem for path in (Path(conf) / group).glob("*.yaml")) for group in missing}
     have = "; ".join(f"{group}=<{'|'.join(names)}>" for group, names in options.items() if names)
+    unset = f"no {' and no '.join(missing)} chosen, and {config_name}.yaml has no default"
+    if config_name != "train":
+        raise UserError(f"{unset}: choose one ({have or 'conf/' + missing[0] + '/ has none'})")
     raise UserError(
-        f"no {' and no '.join(missing)} chosen, and {config_name}.yaml has no default: "
+        f"{unset}: "
         + (f"choose one ({have}), or add your own: " if have else "this project has no task yet. Add ")
         + "a LightningModule with conf/model/<name>.yaml and a LightningDataModule with conf/data/<name>.yaml "
         f'(README "Add a task"), then: python {script} model=<name> data=<name> monitor=<metric> mode=min|max'

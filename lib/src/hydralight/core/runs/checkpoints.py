@@ -253,6 +253,11 @@ def trained_data_config(
     if chosen:
         trained = task.data.get("_target_") if task.data is not None else "data it does not record"
         _log(logging.INFO, "Data config: %s as given (the checkpoint was trained on %s)", chosen[-1], trained)
+    elif task.data is None and cfg.get("data") is None:
+        raise UserError(
+            f"{ckpt_path} records no data config and has no run config beside it, and this project has no default "
+            "data: choose one with data=<option>"
+        )
     elif task.data is None:
         _log(
             logging.WARNING,
