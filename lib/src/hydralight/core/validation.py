@@ -165,6 +165,8 @@ def validate_trainer(cfg: DictConfig) -> None:
 
 def validate_data(cfg: DictConfig) -> None:
     """The loader keys most data modules take, where the data config has them (a task's own may have neither)."""
+    if cfg.get("data") is None:  # eval/predict in a project with no default data: the checkpoint's own is used
+        return
     if "batch_size" in cfg.data:
         batch_size = cfg.data.batch_size
         _require(
