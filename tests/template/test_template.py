@@ -354,6 +354,46 @@ def test_a_copy_without_examples_says_what_to_add_then_trains_the_task_added(tem
     assert "failed" not in tests.stdout.strip().splitlines()[-1], tests.stdout[-3000:]
 
 
+def readme_drop_commands(readme: str) -> dict[str, str]:
+    """The README's "Drop an example" commands, by the example each one drops (its trailing comment)."""
+    section = readme.split("### Drop an example", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = [re.sub(r"\s+# copier:if \w+$", "", line) for line in section.splitlines() if line]  # the template's
+    return {line.rsplit("# ", 1)[-1].strip(): line for line in lines}
+
+
+def test_the_readme_drops_each_example_by_the_files_copier_leaves_out(template):
+    """The files README "Drop an example" deletes for an example are exactly those copier.yml leaves out of a copy
+    without it."""
+    yaml = pytest.importorskip("yaml")
+    excluded = [entry for entry in yaml.safe_load((ROOT / "copier.yml").read_text())["_exclude"] if "{%" in entry]
+    by_question = {
+        re.search(r"if not (\w+) %", entry).group(1): entry.split("%}")[1].split("{%")[0].split()
+        for entry in excluded
+        if " and " not in entry
+    }
+    commands = readme_drop_commands((ROOT / "README.md").read_text())
+    examples = {"digits_example": "the digits classifier", "gpt_example": "the GPT"}
+    assert set(by_question) == set(examples)
+    for question, files in by_question.items():
+        command = commands[examples[question]].split("#")[0].split()
+        assert command[:2] == ["rm", "-r"] and sorted(command[2:]) == sorted(files), question
+
+
+def test_a_copy_whose_examples_are_deleted_as_the_readme_says_passes_its_suite(project, tmp_path):
+    """A copy made with the examples, then each dropped by README "Drop an example" as typed: nothing else to edit,
+    its suite passes, and `python train.py` says in one line what to add."""
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy)
+    for command in readme_drop_commands((copy / "README.md").read_text()).values():
+        run("bash", "-c", command, cwd=copy)
+    env = {**os.environ, "PYTHONPATH": str(copy / "src"), "HYDRA_FULL_ERROR": "0"}  # the copy, not installed here
+    tests = run(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", cwd=copy, env=env)
+    assert "failed" not in tests.stdout.strip().splitlines()[-1], tests.stdout[-3000:]
+    refused = subprocess.run([sys.executable, "train.py"], cwd=copy, capture_output=True, text=True, env=env,
+                             timeout=120)  # fmt: skip
+    assert refused.returncode == 2 and "no data and no model chosen" in refused.stderr, refused.stderr
+
+
 def test_copier_update_brings_a_later_template_change(template, tmp_path):
     """`copier update` brings a later template release into the copy, renamed, and keeps the copy's own edits."""
     # A clone of the template (tags included) and a copy of it at v0.1.0, so the other tests' fixtures stay as they are.
