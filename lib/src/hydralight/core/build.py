@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from hydralight.core.callbacks import MetricsJson
 from hydralight.core.console import info
 from hydralight.core.errors import UserError
+from hydralight.core.runs.checkpoint_io import checkpoint_plugins
 from hydralight.core.runs.saved_config import git_state, record_what_ran
 from hydralight.core.strategies import DataParallelStrategy, ShardedStrategy
 from hydralight.core.torch_settings import configure_torch
@@ -95,13 +96,7 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
             )
     if cfg.trainer.get("sync_batchnorm") and not torch.cuda.is_available():
         raise UserError("trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm); this machine has none.")
-    plugins = {}
-    if cfg.get("async_checkpoint"):
-        from hydralight.core.runs.async_checkpoint import BackgroundCheckpointIO, check_async_checkpoint
-
-        check_async_checkpoint(strategy)
-        configured = instantiate(cfg.trainer.plugins, _convert_="all") if cfg.trainer.get("plugins") else []
-        plugins["plugins"] = [*configured, BackgroundCheckpointIO()]  # kept: plugins the trainer config names
+    plugins = {"plugins": checkpoint_plugins(cfg, strategy)}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_FP16_ON_CPU_WARNING)
         try:

@@ -1,7 +1,8 @@
 """Exceptions that end a run with a documented exit code and one clear line instead of a traceback.
 
 Exit codes: 0 finished, 1 internal error (with traceback), 2 user error, 3 training diverged (non-finite loss or
-gradient), 75 preempted (a checkpoint was saved: re-run the same command to continue), 130 interrupted (Ctrl-C).
+gradient), 74 a checkpoint could not be written (a full disk: the ones on disk are intact), 75 preempted (a checkpoint
+was saved: re-run the same command to continue), 130 interrupted (Ctrl-C).
 """
 
 
@@ -22,6 +23,12 @@ class TrainingDiverged(RunStopped):
     """The loss or the gradients became NaN/inf; the checkpoints already written are the last good ones."""
 
     exit_code = 3
+
+
+class CheckpointNotWritten(RunStopped):
+    """Writing a checkpoint failed (a full disk, a quota): nothing was put in its place, the earlier ones are intact."""
+
+    exit_code = 74  # EX_IOERR
 
 
 class Preempted(RunStopped):

@@ -10,11 +10,13 @@ this subclass settles:
   ModelCheckpoint replaces its best while that best is still being written, the removal finds no file and the
   write then lands, leaving a stale checkpoint. And a load right after a save (the tuners' restore) finds no file.
 - An error from the background (a full disk) is raised once, at the next checkpoint operation or at the end of the
-  stage; Lightning raises it again at every teardown after.
+  stage; Lightning raises it again at every teardown after. And a remove submitted after a failed write is skipped:
+  ModelCheckpoint removes the previous best right after it asks for the new one, which then does not exist.
 
 Lightning calls `teardown` at the end of each stage (fit, test) and when a stage stops on an exception (a signal, a
 NaN, Ctrl-C), before control returns: by then every checkpoint submitted is on disk, the preemption checkpoint too.
-Each write is still Lightning's own `_atomic_save`, so a kill mid-write leaves the previous file intact.
+Each write is the wrapped CheckpointIO's (AtomicCheckpointIO: whole or not at all), so a kill mid-write leaves the
+previous file intact.
 """
 
 import concurrent.futures
@@ -66,15 +68,27 @@ class BackgroundCheckpointIO(AsyncCheckpointIO):
     def __init__(self, checkpoint_io: Any = None) -> None:
         super().__init__(checkpoint_io)
         self._pending: list[concurrent.futures.Future] = []
+        self._write_failed = False  # set on the background thread, read there: operations run in order
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         snapshot = cpu_snapshot(checkpoint)  # on the caller's thread, before training touches a tensor again
-        self._submit(self.checkpoint_io.save_checkpoint, snapshot, path, storage_options=storage_options)
+        self._submit(self._save, snapshot, path, storage_options)
 
     def remove_checkpoint(self, path: Any) -> None:
         if self._pending:
-            self._submit(self.checkpoint_io.remove_checkpoint, path)
+            self._submit(self._remove_unless_a_write_failed, path)
         else:  # nothing to wait for: at once, as a synchronous run would (no thread started for it)
+            self.checkpoint_io.remove_checkpoint(path)
+
+    def _save(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None) -> None:
+        try:
+            self.checkpoint_io.save_checkpoint(checkpoint, path, storage_options=storage_options)
+        except BaseException:
+            self._write_failed = True
+            raise
+
+    def _remove_unless_a_write_failed(self, path: Any) -> None:
+        if not self._write_failed:  # else the file it was to make way for is not there: keep it
             self.checkpoint_io.remove_checkpoint(path)
 
     def load_checkpoint(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
