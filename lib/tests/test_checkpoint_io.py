@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hydralight.core.errors import CheckpointNotWritten
+from hydralight.core.errors import DiskFull
 from hydralight.core.files import is_partial, remove_partials
 from hydralight.core.runs import checkpoint_io
 from hydralight.core.runs.async_checkpoint import BackgroundCheckpointIO
@@ -69,18 +69,18 @@ def test_a_save_puts_the_whole_file_in_place_and_leaves_nothing_else(saved, tmp_
 
 
 def test_a_full_disk_during_a_save_stops_in_one_error_and_keeps_the_previous_file(saved, monkeypatch):
-    """ENOSPC midway: CheckpointNotWritten (exit 74) saying the earlier checkpoints are intact, and they are: the
+    """ENOSPC midway: DiskFull (exit 74) saying the earlier checkpoints are intact, and they are: the
     previous file, byte for byte, and no partial one."""
     before = saved.read_bytes()
     monkeypatch.setattr(checkpoint_io, "open", FullDisk(room=100_000), raising=False)
-    with pytest.raises(CheckpointNotWritten, match="no space left") as stopped:
+    with pytest.raises(DiskFull, match="disk is full") as stopped:
         AtomicCheckpointIO().save_checkpoint(NEW, saved)
     assert stopped.value.exit_code == 74
     assert saved.read_bytes() == before and files_in(saved.parent) == ["last.ckpt"]
 
 
 def test_another_write_error_is_not_taken_for_a_full_disk(saved, monkeypatch):
-    """Only a full disk (or a quota) becomes CheckpointNotWritten; any other failure stays what it is."""
+    """Only a full disk (or a quota) becomes DiskFull; any other failure stays what it is."""
 
     def broken(path: Path, mode: str):
         raise PermissionError(errno.EACCES, "read-only")
@@ -99,7 +99,7 @@ def test_async_a_failed_new_best_keeps_the_previous_best(saved, monkeypatch):
     new_best = saved.with_name("epoch001.ckpt")
     background.save_checkpoint(NEW, new_best)
     background.remove_checkpoint(saved)
-    with pytest.raises(CheckpointNotWritten):
+    with pytest.raises(DiskFull):
         background.wait()
     background.teardown()
     assert files_in(saved.parent) == ["last.ckpt"]
@@ -175,13 +175,13 @@ class DiskFillsUp:
 
 
 def test_a_full_disk_mid_run_stops_it_with_the_earlier_checkpoints_whole(make_cfg, monkeypatch):
-    """The disk fills up after the first epoch's checkpoints: the run stops with CheckpointNotWritten (the CLI's
+    """The disk fills up after the first epoch's checkpoints: the run stops with DiskFull (the CLI's
     exit 74, one line), and the checkpoints of the first epoch are there and load."""
     from hydralight.core.train import train
 
     cfg = make_cfg("trainer.max_epochs=3")
     monkeypatch.setattr(checkpoint_io, "open", DiskFillsUp(saves=2), raising=False)
-    with pytest.raises(CheckpointNotWritten):
+    with pytest.raises(DiskFull):
         train(cfg)
     checkpoints = sorted(Path(cfg.paths.output_dir, "checkpoints").iterdir())
     assert checkpoints and not [path for path in checkpoints if is_partial(path)]

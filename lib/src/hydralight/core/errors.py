@@ -1,7 +1,7 @@
 """Exceptions that end a run with a documented exit code and one clear line instead of a traceback.
 
 Exit codes: 0 finished, 1 internal error (with traceback), 2 user error, 3 training diverged (non-finite loss or
-gradient), 74 a checkpoint could not be written (a full disk: the ones on disk are intact), 75 preempted (a checkpoint
+gradient), 74 the disk is full (what is on disk is intact), 75 preempted (a checkpoint
 was saved: re-run the same command to continue), 130 interrupted (Ctrl-C).
 """
 
@@ -25,8 +25,9 @@ class TrainingDiverged(RunStopped):
     exit_code = 3
 
 
-class CheckpointNotWritten(RunStopped):
-    """Writing a checkpoint failed (a full disk, a quota): nothing was put in its place, the earlier ones are intact."""
+class DiskFull(RunStopped):
+    """A write failed for want of space (a full disk, a quota): what was already on disk is intact (every file is
+    written whole or not at all), so the same command continues once there is space."""
 
     exit_code = 74  # EX_IOERR
 

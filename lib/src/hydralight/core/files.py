@@ -8,12 +8,14 @@ old file or the new one, never part of one. A temporary name that a dead process
 """
 
 import contextlib
+import errno
 import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 PARTIAL = ".partial"  # in every temporary name, so that a dead run's leftovers can be found and removed
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # what a full disk or a quota raises
 
 
 def partial_name(path: Path) -> Path:
@@ -91,3 +93,12 @@ def remove_partials(directory: str | Path) -> list[Path]:
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
+
+
+def out_of_space(error: BaseException | None) -> bool:
+    """Whether a failed write ran out of space: an OSError saying so, itself or anywhere in its chain."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -1,7 +1,6 @@
 """The train task: build everything from the config, fit (resuming if there is a checkpoint to continue from),
 test the best checkpoint, return the sweep metric."""
 
-import errno
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,8 +21,8 @@ from hydralight.core.build import (
 from hydralight.core.callbacks import Preemption, ResumeState, TaskRecord
 from hydralight.core.callbacks.metrics_json import best_metrics, monitoring_checkpoint
 from hydralight.core.console import info, print_config_tree, print_final_metrics, quiet_console
-from hydralight.core.errors import Interrupted, Preempted, UserError
-from hydralight.core.files import remove_partials
+from hydralight.core.errors import DiskFull, Interrupted, Preempted, UserError
+from hydralight.core.files import out_of_space, remove_partials
 from hydralight.core.hydra_mode import in_multirun
 from hydralight.core.loggers import continue_logging
 from hydralight.core.resolvers import created_dirs
@@ -36,14 +35,17 @@ from hydralight.core.validation import check_half_precision, instantiate, valida
 
 @contextmanager
 def disk_full_is_a_clear_error(trainer: pl.Trainer) -> Iterator[None]:
+    """A full disk anywhere in training (a log, metrics.json; a checkpoint's own writer says it itself): one line,
+    exit 74. Every file is written whole or not at all, so what is on disk is intact."""
     try:
         yield
     except OSError as error:
-        if error.errno != errno.ENOSPC:
+        if not out_of_space(error):
             raise
-        raise UserError(
-            f"the disk is full ({error.filename or checkpoint_dir(trainer)}). Checkpoints are written atomically, "
-            "so the ones already on disk are intact: free some space and re-run the same command to continue."
+        raise DiskFull(
+            f"the disk is full ({error.filename or checkpoint_dir(trainer)}). Every file is written whole or not at "
+            "all, so the checkpoints already on disk are intact: free some space and re-run the same command to "
+            "continue."
         ) from error
 
 

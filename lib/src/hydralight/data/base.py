@@ -282,6 +282,10 @@ class InMemoryDataModule(LightningDataModule):
         else:
             sampler = None
         fast = type(dataset) is TensorDataset  # a subclass may index differently: leave it to the default path
+        # A last training batch of one sample is dropped: it fails in BatchNorm ("more than 1 value per channel") and
+        # is one noisy step anyway. Only then: every other size keeps each sample.
+        per_shard = -(-len(dataset) // shards)  # DistributedSampler's share, padded
+        drop_last = name == "train" and self.batch_size > 1 and per_shard % self.batch_size == 1
         # Stateful: Lightning saves its position and shuffle order in every checkpoint, so a run resumed mid-epoch
         # sees exactly the batches it would have seen uninterrupted.
         return StatefulDataLoader(
@@ -289,6 +293,7 @@ class InMemoryDataModule(LightningDataModule):
             batch_size=self.batch_size,
             collate_fn=collate_batch if fast else None,
             sampler=sampler,
+            drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

@@ -5,25 +5,22 @@ it into place: with the run dir on another filesystem (a tmpfs, a network mount)
 name, so a kill during it leaves a torn `last.ckpt`, a full disk leaves a torn checkpoint for good, and each kill
 leaks a checkpoint-sized file into `$TMPDIR`. Here a local checkpoint is written beside its final name and renamed
 over it (hydralight.core.files.atomic_path): a kill leaves the previous file and a `.partial` one, which the next
-start removes; a full disk leaves the previous file and raises CheckpointNotWritten (exit 74). Remote paths (s3://,
+start removes; a full disk leaves the previous file and raises DiskFull (exit 74). Remote paths (s3://,
 ...) keep Lightning's own save.
 """
 
-import errno
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from hydralight.core.errors import CheckpointNotWritten
-from hydralight.core.files import atomic_path
+from hydralight.core.errors import DiskFull
+from hydralight.core.files import atomic_path, out_of_space
 
 if TYPE_CHECKING:
     from lightning.pytorch.strategies import Strategy
     from omegaconf import DictConfig
-
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -42,20 +39,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except (OSError, RuntimeError) as error:
             if not out_of_space(error):
                 raise
-            raise CheckpointNotWritten(
-                f"the checkpoint {path} could not be written: no space left on its device ({error.__class__.__name__}"
-                "). Nothing was put in its place and the checkpoints already there are intact: free some space, then "
-                "run the same command again to continue from them."
+            raise DiskFull(
+                f"the disk is full: the checkpoint {path} could not be written. Nothing was put in its place and the "
+                "checkpoints already there are intact: free some space, then run the same command to continue."
             ) from error
-
-
-def out_of_space(error: BaseException | None) -> bool:
-    """Whether a failed write ran out of space: an OSError saying so, itself or anywhere in its chain."""
-    while error is not None:
-        if isinstance(error, OSError) and error.errno in NO_SPACE:
-            return True
-        error = error.__cause__ or error.__context__
-    return False
 
 
 def checkpoint_plugins(cfg: "DictConfig", strategy: "Strategy | str") -> list[Any]:
