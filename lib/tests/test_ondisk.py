@@ -1,5 +1,7 @@
-"""Data larger than memory: `python prepare.py` writes a dataset to disk, `data=ondisk` reads it with loader workers,
-every row once per epoch on any number of processes, in an order fixed by the seed and the epoch."""
+"""Data larger than memory: `python prepare.py` writes a source's rows to disk, PreparedDataModule reads them with
+loader workers, every row once per epoch on any number of processes, in an order fixed by the seed and the epoch. The
+source is hydralight.testing's random images (`source=images`, what data=images holds in memory), never an example's.
+"""
 
 import itertools
 import json
@@ -12,14 +14,31 @@ import pytest
 import torch
 
 from hydralight.core.errors import UserError
-from tests.conftest import prepare_dataset
+from hydralight.testing import compose
+from hydralight.testing.images import PIXEL_MAX, ImageData, random_images
 
 pytest.importorskip("datasets", reason="the ondisk extra: pip install -e '.[ondisk]'")
 
 from hydralight.data.ondisk import PreparedDataModule, ShardedBatches
 from hydralight.data.transforms import GaussianNoise, RandomShift, ToUnit
 
-ONDISK = ("experiment=ondisk_images",)
+# data=ondisk_images reads the classes' shape and number from the dataset's prepared.json, as typed on a command line.
+ONDISK = ("data=ondisk_images", "model=image_classifier", "model.input_shape='${prepared:${data.path},input_shape}'",
+          "model.num_classes='${prepared:${data.path},num_classes}'")  # fmt: skip
+
+
+def prepare_dataset(out: Path, *overrides: str) -> Path:
+    """`python prepare.py out=<out> <overrides>` in hydralight.testing's project, in-process."""
+    from hydralight.core.prepare import prepare
+
+    prepare(compose("prepare", out.parent / "prepare-run", (f"out={out}", *overrides)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The random images prepared on disk (source=images: 105 train, 15 val, 30 test rows), read by most tests."""
+    return prepare_dataset(tmp_path_factory.mktemp("prepared") / "images")
 
 
 def shards(size: int, batch_size: int, world: int, epoch: int = 0, shuffle: bool = True) -> list[list[list[int]]]:
@@ -63,7 +82,7 @@ def test_the_order_is_a_function_of_the_seed_and_the_epoch():
 
 
 def module(path: Path, **kwargs) -> PreparedDataModule:
-    kwargs = {"columns": ["image", "label"], "transforms": [ToUnit("image", 16)], **kwargs}
+    kwargs = {"columns": ["image", "label"], "transforms": [ToUnit("image", PIXEL_MAX)], "batch_size": 16, **kwargs}
     data = PreparedDataModule(str(path), **kwargs)
     data.setup("fit")
     return data
@@ -73,40 +92,40 @@ def epoch_batches(data: PreparedDataModule) -> list[list[torch.Tensor]]:
     return list(data.train_dataloader())
 
 
-def test_workers_and_random_transforms_give_the_same_batches(prepared_digits):
+def test_workers_and_random_transforms_give_the_same_batches(prepared):
     """Random augmentations draw from (seed, epoch, row): 0 and 2 workers give bitwise the same epoch."""
     augment = [RandomShift("image", 1), GaussianNoise("image", 0.1)]
-    without = epoch_batches(module(prepared_digits, train_transforms=augment, num_workers=0))
-    with_workers = epoch_batches(module(prepared_digits, train_transforms=augment, num_workers=2))
-    assert len(without) == len(with_workers) == 20  # 1,258 training rows at 64
+    without = epoch_batches(module(prepared, train_transforms=augment, num_workers=0))
+    with_workers = epoch_batches(module(prepared, train_transforms=augment, num_workers=2))
+    assert len(without) == len(with_workers) == 7  # 105 training rows at 16
     for a, b in zip(without, with_workers, strict=True):
         assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-    plain = epoch_batches(module(prepared_digits, num_workers=0))
+    plain = epoch_batches(module(prepared, num_workers=0))
     assert not torch.equal(plain[0][0], without[0][0])  # the augmentation did change the images
     assert torch.equal(plain[0][1], without[0][1])  # on the same rows
 
 
-def test_keep_in_memory_reads_the_splits_into_ram_and_gives_the_same_batches(prepared_digits):
+def test_keep_in_memory_reads_the_splits_into_ram_and_gives_the_same_batches(prepared):
     """data.keep_in_memory=true: no split is memory-mapped from the dataset's files, and an epoch is bitwise the
     memory-mapped one."""
-    mapped, in_ram = module(prepared_digits, num_workers=0), module(prepared_digits, num_workers=0, keep_in_memory=True)
+    mapped, in_ram = module(prepared, num_workers=0), module(prepared, num_workers=0, keep_in_memory=True)
     assert all(split.cache_files for split in mapped.splits.values())
     assert not any(split.cache_files for split in in_ram.splits.values())
     for a, b in zip(epoch_batches(mapped), epoch_batches(in_ram), strict=True):
         assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_a_pipeline_of_batched_transforms_runs_once_per_batch_with_the_same_result(prepared_digits):
+def test_a_pipeline_of_batched_transforms_runs_once_per_batch_with_the_same_result(prepared):
     """ToUnit and NextToken say they are right on a whole batch: applied once, they give what they give applied to
     each sample in turn."""
     from hydralight.data.ondisk import PreparedRows
     from hydralight.data.transforms import NextToken, Pipeline
 
-    data = module(prepared_digits)
-    batched, per_sample = Pipeline([ToUnit("image", 16)]), Pipeline([ToUnit("image", 16)])
+    data = module(prepared)
+    batched, per_sample = Pipeline([ToUnit("image", PIXEL_MAX)]), Pipeline([ToUnit("image", PIXEL_MAX)])
     per_sample.batched = False
     assert batched.batched
-    key = (0, [5, 3, 900, 3])
+    key = (0, [5, 3, 100, 3])
     rows = [
         PreparedRows(data.splits["train"], data.shapes, data.columns, pipeline, 0) for pipeline in (batched, per_sample)
     ]
@@ -117,26 +136,26 @@ def test_a_pipeline_of_batched_transforms_runs_once_per_batch_with_the_same_resu
     assert torch.equal(whole["target"], ids[:, 1:])
 
 
-def test_prepared_digits_are_the_in_memory_digits_split_the_same_way(prepared_digits):
-    """prepare.py's digits are DigitsDataModule's, row for row, in the same train/val/test split."""
-    from my_project.data.digits import DigitsDataModule
-
-    memory = DigitsDataModule()
+def test_a_prepared_source_reads_back_row_for_row(prepared):
+    """What prepare.py wrote is its source's rows exactly, in each split's order: read back and scaled, the images
+    and labels of every split are bitwise those data=images holds in memory, split the same way."""
+    memory = ImageData()
     memory.setup("fit")
-    disk = module(prepared_digits, shuffle=False)
-    for split, loader in (("train", disk.train_dataloader()), ("test", disk.test_dataloader())):
-        images, labels = (torch.cat(column) for column in zip(*loader, strict=True))
-        expected_images, expected_labels = memory.splits[split].tensors
-        assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+    disk = module(prepared, shuffle=False, num_workers=0)
+    loaders = {"train": disk.train_dataloader(), "val": disk.val_dataloader(), "test": disk.test_dataloader()}
+    for split, loader in loaders.items():
+        samples, labels = (torch.cat(column) for column in zip(*loader, strict=True))
+        expected_samples, expected_labels = memory.splits[split].tensors
+        assert torch.equal(samples, expected_samples) and torch.equal(labels, expected_labels), split
 
 
-def test_data_sharded_under_ddp_reads_each_row_once(prepared_digits):
+def test_data_sharded_under_ddp_reads_each_row_once(prepared):
     """The loaders of 2 data-parallel processes (as Lightning's DDP strategy shards them) together read every row
     of every split exactly once."""
     for split in ("train", "val", "test"):
         seen = []
         for rank in range(2):
-            data = module(prepared_digits)
+            data = module(prepared)
             progress = SimpleNamespace(current=SimpleNamespace(processed=0, started=0))
             data.trainer = SimpleNamespace(
                 world_size=2, global_rank=rank, distributed_sampler_kwargs={"num_replicas": 2, "rank": rank},
@@ -144,13 +163,13 @@ def test_data_sharded_under_ddp_reads_each_row_once(prepared_digits):
             )  # fmt: skip
             loader = getattr(data, f"{split}_dataloader")()
             seen += [index for _, indices in loader.sampler for index in indices]
-        rows = json.loads((prepared_digits / "prepared.json").read_text())["rows"][split]
+        rows = json.loads((prepared / "prepared.json").read_text())["rows"][split]
         assert sorted(seen) == list(range(rows)), split
 
 
-def test_a_column_no_transform_makes_is_one_clear_error(prepared_digits):
+def test_a_column_no_transform_makes_is_one_clear_error(prepared):
     with pytest.raises(UserError, match=r"data.columns=\['image', 'labels'\] names \['labels'\].*have: \['image', "):
-        module(prepared_digits, columns=["image", "labels"])
+        module(prepared, columns=["image", "labels"])
 
 
 def test_a_path_without_a_prepared_dataset_is_one_clear_error(tmp_path):
@@ -158,7 +177,7 @@ def test_a_path_without_a_prepared_dataset_is_one_clear_error(tmp_path):
         module(tmp_path)
 
 
-def test_prepare_never_writes_over_what_is_there(prepared_digits, tmp_path):
+def test_prepare_never_writes_over_what_is_there(prepared, tmp_path):
     """An existing `out` is refused and left as it is; overwrite=true replaces a prepared dataset, and only that."""
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -169,24 +188,21 @@ def test_prepare_never_writes_over_what_is_there(prepared_digits, tmp_path):
         prepare_dataset(mine, "overwrite=true")
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
-    copy = shutil.copytree(prepared_digits, tmp_path / "digits")
+    copy = shutil.copytree(prepared, tmp_path / "images")
     prepare_dataset(copy, "overwrite=true", "source.test_fraction=0.5")
-    assert json.loads((copy / "prepared.json").read_text())["rows"]["test"] == 898  # half of 1,797
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits", "mine"]  # no leftovers
+    assert json.loads((copy / "prepared.json").read_text())["rows"]["test"] == 75  # half of 150
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "mine"]  # no leftovers
 
 
 def write_image_folder(root: Path, per_class: int = 6) -> None:
-    """A user's folder of images, one subfolder per class: the digits as 8-bit grey PNGs."""
+    """A user's folder of images, one subfolder per class: random 8x8 8-bit grey PNGs."""
     from PIL import Image
 
-    from my_project.data.digits import load_digits
-
-    images, labels = load_digits()
+    pixels = random_images(3 * per_class, seed=1)[0] * (255 // PIXEL_MAX)
     for label in (0, 1, 2):
         (root / f"class_{label}").mkdir(parents=True)
-        for i, image in enumerate(images[labels == label][:per_class]):
-            pixels = (image[0].numpy() * 255).round().astype(np.uint8)
-            Image.fromarray(pixels, mode="L").save(root / f"class_{label}" / f"{i}.png")
+        for i, image in enumerate(pixels[label * per_class : (label + 1) * per_class]):
+            Image.fromarray(image[0], mode="L").save(root / f"class_{label}" / f"{i}.png")
 
 
 def test_a_folder_of_images_becomes_a_dataset_with_its_classes(tmp_path):
@@ -213,38 +229,21 @@ def test_a_folder_image_of_another_size_is_one_clear_error(tmp_path):
     prepare_dataset(tmp_path / "prepared", "source=folder", f"source.path={tmp_path / 'pets'}", "source.size=[8,8]")
 
 
-# copier:if gpt_example
-def test_a_text_becomes_windows_that_hold_each_next_character_once(tmp_path):
-    (tmp_path / "texts").mkdir()
-    text = "".join(f"line {i}: the quick brown fox\n" for i in range(200))
-    (tmp_path / "texts" / "a.txt").write_text(text)
-    out = prepare_dataset(tmp_path / "prepared", "source=text", f"source.path={tmp_path / 'texts'}",
-                          "source.block_size=16")  # fmt: skip
-    description = json.loads((out / "prepared.json").read_text())
-    vocab = description["vocab"]
-    assert vocab == "".join(sorted(set(text))) and description["block_size"] == 16
-    from datasets import load_from_disk
-
-    train = load_from_disk(str(out))["train"].with_format("numpy")[:]["ids"]
-    assert train.shape[1] == 17
-    decoded = "".join(vocab[i] for i in train[0]) + "".join("".join(vocab[i] for i in row[1:]) for row in train[1:])
-    assert text.startswith(decoded) and len(decoded) > 0.85 * len(text)  # consecutive windows overlap by one
-
-
-# copier:endif
-def test_training_on_prepared_digits_as_typed(prepared_digits, make_cfg):
-    """experiment=ondisk_images: the classifier's input shape and classes come from prepared.json."""
+def test_training_on_a_prepared_dataset_as_typed(prepared, make_cfg):
+    """data=ondisk_images: the module's input shape and classes come from the dataset's prepared.json."""
     from hydralight.core.train import train
 
-    cfg = make_cfg(*ONDISK, f"data.path={prepared_digits}", "data.num_workers=0")
+    cfg = make_cfg(*ONDISK, f"data.path={prepared}")
     train(cfg)
+    assert (cfg.model.input_shape, cfg.model.num_classes) == ([1, 8, 8], 3)
     metrics = json.loads(Path(cfg.paths.output_dir, "metrics.json").read_text())
-    assert {"val/acc_best", "test/acc", "test/loss"} <= set(metrics)
+    assert {"val/loss_best", "test/loss"} <= set(metrics)
+    assert all(np.isfinite(value) for value in metrics.values())
 
 
-def test_an_experiment_without_its_prepared_dataset_is_one_clear_error(make_cfg, tmp_path, capsys):
-    """experiment=ondisk_images before `python prepare.py`: the resolver's line (naming data.path and the command
-    that writes the dataset), not omegaconf's wrapped error."""
+def test_a_config_without_its_prepared_dataset_is_one_clear_error(make_cfg, tmp_path, capsys):
+    """data=ondisk_images before `python prepare.py`: the resolver's line (naming data.path and the command that
+    writes the dataset), not omegaconf's wrapped error."""
     from hydralight.core.cli import _train, report_user_errors
 
     cfg = make_cfg(*ONDISK, f"data.path={tmp_path / 'nothing'}")

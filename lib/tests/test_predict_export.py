@@ -1,10 +1,10 @@
 """eval.py, predict.py and export.py rebuild the checkpoint's own task (its module class, the data it was trained on);
 predict writes one row per input from the module's predict_step, reading raw samples as training does; export writes
 TorchScript / ExportedProgram / ONNX files whose outputs match the checkpoint's within 1e-5; neither ever writes over
-a file that is already there."""
+a file that is already there. The task is hydralight.testing's image classifier (model=image_classifier
+data=images: raw pixels the data module scales, labels), never an example's; eval.py's own data is the regression."""
 
 import csv
-import gzip
 import json
 import logging
 import re
@@ -27,45 +27,50 @@ from hydralight.core.export import export as export_task
 from hydralight.core.predict import predict
 from hydralight.core.runs.checkpoints import TASK_KEY
 from hydralight.core.train import train
-from hydralight.data.base import split_indices
-from my_project.data.digits import PIXEL_MAX, load_digits
-from my_project.data.mnist import MNISTDataModule
-from my_project.models.classifier import Classifier
-from tests.conftest import ROOT, TINY, assert_ok, compose_config, run_cli
-from tests.test_data import VAL_SIZE, write_mnist
+from hydralight.testing import QUICK, assert_ok, compose, run_cli
+from hydralight.testing.images import PIXEL_MAX, ImageClassifier, random_images, split_rows
 
 TOLERANCE = 1e-5
-TEST_SPLIT_SIZE = 359  # data=digits: 20% of 1,797
-DIGITS_FILE = ROOT / "src" / "my_project" / "data" / "digits.csv.gz"
+IMAGES = ("data=images", "model=image_classifier")  # conf/data/images.yaml: 150 images, 20% of them the test split
+TEST_SPLIT_SIZE = 30
+IMAGE_DATA = "hydralight.testing.images.ImageData"
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """The best checkpoint of one tiny training run, shared by this module's tests."""
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    train(compose_config("train", run_dir, (*TINY, "test=false")))
+def best_of(run_dir: Path) -> Path:
     return next(path for path in (run_dir / "checkpoints").glob("*.ckpt") if path.name != "last.ckpt")
 
 
 @pytest.fixture(scope="module")
-def model(checkpoint) -> Classifier:
-    return Classifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True).eval()
+def trained(tmp_path_factory) -> tuple[Path, dict[str, float]]:
+    """One tiny run of the image classifier, shared by this module's tests, and the test metrics it reported."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    train(compose("train", run_dir, (*QUICK, *IMAGES)))
+    return run_dir, json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained) -> Path:
+    """The run's best checkpoint."""
+    return best_of(trained[0])
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint) -> ImageClassifier:
+    return ImageClassifier.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=True).eval()
 
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    """Twenty real digits as the model sees them: (20, 1, 8, 8) in [0, 1]."""
-    return load_digits()[0][:20]
+    """Twenty images as the model sees them: (20, 1, 8, 8) in [0, 1]."""
+    return torch.from_numpy(random_images(20, seed=5)[0]).float() / PIXEL_MAX
 
 
 @pytest.fixture(scope="module")
 def raw_test_split() -> np.ndarray:
-    """The digits test split as UCI rows: 64 raw pixel counts 0..16 and the label, straight from the embedded file."""
-    with gzip.open(DIGITS_FILE, "rt") as file:
-        table = np.loadtxt(file, delimiter=",")
-    n = len(table)
-    test = split_indices(n, [round(n * 0.2), round(n * 0.1)], seed=0)[0]  # conf/data/digits.yaml's split
-    return table[test.numpy()]
+    """The test split as raw rows, 64 pixel values 0..16 and the label, straight from the images data=images draws."""
+    raw, labels = random_images(150)
+    test = split_rows(150, val_fraction=0.1, test_fraction=0.2, split_seed=0)["test"].numpy()  # conf/data/images.yaml
+    return np.concatenate([raw[test].reshape(len(test), -1), labels[test, None]], axis=1)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -77,9 +82,10 @@ def predicted(rows: list[dict[str, str]]) -> list[int]:
     return [int(row["prediction"]) for row in rows]
 
 
-def run_in(cwd: Path, script: str, *args: str) -> subprocess.CompletedProcess:
-    """`python <repo>/<script> <args>` typed in `cwd`, with the default run dirs (outputs/ under `cwd`)."""
-    return run_cli(str(ROOT / script), *args, cwd=cwd)
+def run_in(project: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+    """`python <project>/<script> <args>` typed in the dir above the project, with the default run dirs (outputs/
+    there)."""
+    return run_cli(str(project / script), *args, cwd=project.parent)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *texts: str) -> None:
@@ -94,69 +100,51 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *texts: str) -> N
 # ---------------------------------------------------------------- the checkpoint's own task
 
 
-def mnist_overrides(data_dir: Path) -> tuple[str, ...]:
-    return (*TINY, "data=mnist", f"data.data_dir={data_dir}", f"data.val_size={VAL_SIZE}", "data.batch_size=16",
-            "model.net.hidden_sizes=[16]")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def mnist_run(tmp_path_factory) -> tuple[Path, dict[str, float]]:
-    """A tiny run on data=mnist (fake IDX files of 28x28 images), and the test metrics it reported."""
-    root = tmp_path_factory.mktemp("mnist")
-    write_mnist(root / "mnist")
-    train(compose_config("train", root / "run", mnist_overrides(root / "mnist")))
-    return root / "run", json.loads((root / "run" / "metrics.json").read_text())
-
-
-def best_of(run_dir: Path) -> Path:
-    return next(path for path in (run_dir / "checkpoints").glob("*.ckpt") if path.name != "last.ckpt")
-
-
-def test_checkpoints_load_weights_only_and_say_what_they_were_trained_on(mnist_run):
+def test_checkpoints_load_weights_only_and_say_what_they_were_trained_on(trained):
     """Every checkpoint of a run loads with torch.load(weights_only=True) and names its module class and data."""
-    run_dir, _ = mnist_run
-    for path in (run_dir / "checkpoints").glob("*.ckpt"):
+    run_dir, _ = trained
+    paths = list((run_dir / "checkpoints").glob("*.ckpt"))
+    assert len(paths) >= 2  # the best and last.ckpt
+    for path in paths:
         record = torch.load(path, map_location="cpu", weights_only=True)[TASK_KEY]
-        assert record["module"] == "my_project.models.classifier.Classifier"
-        assert record["data"]["_target_"] == "my_project.data.mnist.MNISTDataModule"
+        assert record["module"] == "hydralight.testing.images.ImageClassifier"
+        assert record["data"]["_target_"] == IMAGE_DATA
 
 
 @pytest.mark.parametrize("where", ["run dir", "copied out"])
-def test_eval_of_an_mnist_checkpoint_tests_on_mnist(make_cfg, mnist_run, tmp_path, where):
-    """eval.py with its default config (data=digits) tests an MNIST checkpoint on MNIST, reproducing the run's test
-    metric, with data.<key>= overrides on top: in its run dir, from the run's .hydra/config.yaml (which wins over
-    the checkpoint's record: here the data moved, and only the run's config says where), and copied out of its run
-    dir, from the checkpoint's own record."""
-    run_dir, metrics = mnist_run
+def test_eval_of_a_checkpoint_tests_on_the_data_it_was_trained_on(make_cfg, trained, tmp_path, where):
+    """eval.py with its default config (data=regression) tests an image classifier's checkpoint on its images,
+    reproducing the run's test metrics, with data.<key>= overrides on top: in its run dir, from the run's
+    .hydra/config.yaml (which wins over the checkpoint's record: here the record names other images, and only the
+    run's config the right ones), and copied out of its run dir, from the checkpoint's own record."""
+    run_dir, metrics = trained
     if where == "run dir":
         run = tmp_path / "run"
         (run / "checkpoints").mkdir(parents=True)
-        shutil.copytree(run_dir.parent / "mnist", tmp_path / "moved")
         saved = torch.load(best_of(run_dir), map_location="cpu", weights_only=True)
-        saved[TASK_KEY]["data"]["data_dir"] = str(tmp_path / "gone")
+        saved[TASK_KEY]["data"]["seed"] = 1  # other images, of another test loss
         ckpt = run / "checkpoints" / "best.ckpt"
         torch.save(saved, ckpt)
         (run / ".hydra").mkdir()
-        trained = compose_config("train", run, mnist_overrides(tmp_path / "moved"))
-        OmegaConf.save(trained, run / ".hydra" / "config.yaml")  # as Hydra writes it: unresolved
+        OmegaConf.save(compose("train", run, (*QUICK, *IMAGES)), run / ".hydra" / "config.yaml")  # unresolved
     else:
         ckpt = tmp_path / "copied.ckpt"
         shutil.copy(best_of(run_dir), ckpt)
     overrides = [f"ckpt_path={ckpt}", "data.batch_size=8"]
-    cfg = make_cfg(*overrides, "trainer.limit_test_batches=null", config_name="eval")
+    cfg = make_cfg(*overrides, config_name="eval")
     evaluated = evaluate(cfg, overrides=overrides)
-    assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     assert evaluated["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-5)
-    assert (cfg.data._target_, cfg.data.batch_size) == ("my_project.data.mnist.MNISTDataModule", 8)
+    assert (cfg.data._target_, cfg.data.batch_size) == (IMAGE_DATA, 8)
 
 
 def test_eval_reports_the_model_overrides_it_ignores(make_cfg, checkpoint, caplog):
-    """`eval.py ckpt_path=<mlp ckpt> model/net=cnn` tests the checkpoint's MLP and says the override was ignored."""
-    overrides = [f"ckpt_path={checkpoint}", "model/net=cnn", "model.net.dropout=0.5"]
+    """`eval.py ckpt_path=<classifier ckpt> model=image_classifier model.hidden=32` tests the checkpoint's classifier
+    of 16 hidden units and says the overrides were ignored."""
+    overrides = [f"ckpt_path={checkpoint}", "model=image_classifier", "model.hidden=32"]
     with caplog.at_level(logging.INFO):
-        assert "test/acc" in evaluate(make_cfg(*overrides, config_name="eval"), overrides=overrides)
+        assert "test/loss" in evaluate(make_cfg(*overrides, config_name="eval"), overrides=overrides)
     lines = [record.getMessage() for record in caplog.records if record.getMessage().startswith("ignored:")]
-    assert lines == ["ignored: model/net=cnn model.net.dropout=0.5: the model is rebuilt from the checkpoint"]
+    assert lines == ["ignored: model=image_classifier model.hidden=32: the model is rebuilt from the checkpoint"]
 
 
 @pytest.mark.parametrize(
@@ -164,12 +152,12 @@ def test_eval_reports_the_model_overrides_it_ignores(make_cfg, checkpoint, caplo
     [
         ({"module": "collections.OrderedDict"}, r"names 'collections.OrderedDict' \(_target_\), which this project"),
         (
-            {"module": "my_project.models.nets.mlp.MLP"},
-            r"names 'my_project.models.nets.mlp.MLP', which is not a LightningModule",
+            {"module": "hydralight.testing.tasks.TinyNet"},
+            r"names 'hydralight.testing.tasks.TinyNet', which is not a LightningModule",
         ),
         ({"data": {"_target_": "os.getcwd"}}, r"names 'os.getcwd' \(task.data._target_\), which this project"),
         (
-            {"data": {"_target_": "my_project.data.digits.DigitsDataModule", "extra": {"_target_": "os.system"}}},
+            {"data": {"_target_": IMAGE_DATA, "extra": {"_target_": "os.system"}}},
             r"names 'os.system' \(task.data.extra._target_\), which this project does not build",
         ),
     ],
@@ -189,8 +177,9 @@ def test_a_checkpoints_record_builds_only_lightning_classes(make_cfg, checkpoint
 
 
 def test_predict_defaults_to_the_test_split_one_row_per_sample(make_cfg, model, checkpoint):
-    """With no input, predict writes one row per test-split image, with its label, and the model's argmax."""
-    cfg = make_cfg(f"ckpt_path={checkpoint}", config_name="predict", tiny=False)
+    """With no input, predict writes one row per test-split image, with its label, the model's argmax and every
+    class's probability; the accuracy is the rows' own."""
+    cfg = make_cfg(f"ckpt_path={checkpoint}", config_name="predict", quick=False)
     result = predict(cfg)
     rows = read_rows(Path(cfg.output))
     assert len(rows) == result["count"] == TEST_SPLIT_SIZE
@@ -198,26 +187,26 @@ def test_predict_defaults_to_the_test_split_one_row_per_sample(make_cfg, model, 
     assert [int(row["index"]) for row in rows] == list(range(TEST_SPLIT_SIZE))
     labels = np.array([int(row["label"]) for row in rows])
     assert result["accuracy"] == pytest.approx(float((np.array(predicted(rows)) == labels).mean()))
-    probabilities = np.array([[float(row[f"prob_{k}"]) for k in range(10)] for row in rows])
+    probabilities = np.array([[float(row[f"prob_{k}"]) for k in range(3)] for row in rows])
     assert probabilities.sum(axis=1) == pytest.approx(np.ones(TEST_SPLIT_SIZE), abs=1e-5)
 
 
 @pytest.mark.parametrize("labelled", [True, False], ids=["with-labels", "pixels-only"])
-def test_predict_reads_raw_uci_rows_as_training_does(make_cfg, checkpoint, raw_test_split, tmp_path, labelled):
-    """A CSV of raw UCI digit rows (pixel counts 0..16, as the README's input=digits.csv) gives exactly the test
-    split's predictions, and with a label column its accuracy too."""
-    split = make_cfg(f"ckpt_path={checkpoint}", f"output={tmp_path / 'split.csv'}", config_name="predict", tiny=False)
+def test_predict_reads_raw_rows_as_training_does(make_cfg, checkpoint, raw_test_split, tmp_path, labelled):
+    """A CSV of raw rows (pixel values 0..16, as the dataset holds them) gives exactly the test split's predictions,
+    and with a label column its accuracy too."""
+    split = make_cfg(f"ckpt_path={checkpoint}", f"output={tmp_path / 'split.csv'}", config_name="predict", quick=False)
     expected = predict(split)
     rows = raw_test_split if labelled else raw_test_split[:, :-1]
-    np.savetxt(tmp_path / "digits.csv", rows, delimiter=",", fmt="%d")
-    cfg = make_cfg(f"ckpt_path={checkpoint}", f"input={tmp_path / 'digits.csv'}", config_name="predict", tiny=False)
+    np.savetxt(tmp_path / "images.csv", rows, delimiter=",", fmt="%d")
+    cfg = make_cfg(f"ckpt_path={checkpoint}", f"input={tmp_path / 'images.csv'}", config_name="predict", quick=False)
     result = predict(cfg)
     assert predicted(read_rows(Path(cfg.output))) == predicted(read_rows(tmp_path / "split.csv"))
     assert result == (expected if labelled else {"count": expected["count"]})
 
 
 def test_predict_reads_pt_npy_and_csv_inputs_alike(make_cfg, model, checkpoint, images, tmp_path):
-    """The same raw digits as a .pt (N,1,8,8), an .npy (N,64) and a .csv with a header give the same predictions,
+    """The same raw images as a .pt (N,1,8,8), an .npy (N,64) and a .csv with a header give the same predictions,
     one per input, equal to the checkpoint's own argmax on the training-scaled images."""
     raw = images * PIXEL_MAX
     torch.save(raw, tmp_path / "images.pt")
@@ -229,7 +218,7 @@ def test_predict_reads_pt_npy_and_csv_inputs_alike(make_cfg, model, checkpoint, 
     for name in ("images.pt", "images.npy", "images.csv"):
         output = tmp_path / f"{name}.predictions.csv"
         cfg = make_cfg(f"ckpt_path={checkpoint}", f"input={tmp_path / name}", f"output={output}",
-                       config_name="predict", tiny=False)  # fmt: skip
+                       config_name="predict", quick=False)  # fmt: skip
         assert predict(cfg) == {"count": len(images)}  # no labels in these files, so no accuracy
         rows = read_rows(output)
         assert "label" not in rows[0]
@@ -246,7 +235,7 @@ def test_predict_reads_pt_npy_and_csv_inputs_alike(make_cfg, model, checkpoint, 
         ("images.txt", "1,2,3", r"unknown file type.*\.pt, \.npy, \.csv"),
         ("nan.csv", "\n".join(["0," * 63 + "0"] * 2 + ["0," * 10 + "nan," + "0," * 52 + "0"]), r"NaN or inf in row 2"),
         ("inf.npy", np.array([[0.0] * 64, [np.inf] + [0.0] * 63]), r"NaN or inf in row 1"),
-        ("bad_label.csv", ",".join(["1"] * 64) + ",10\n", r"label 10 in row 0.*0\.\.9"),
+        ("bad_label.csv", ",".join(["1"] * 64) + ",3\n", r"label 3 in row 0.*0\.\.2"),  # 3 classes
     ],
 )
 def test_predict_bad_input_is_a_user_error_naming_it(make_cfg, checkpoint, tmp_path, name, content, message):
@@ -259,7 +248,7 @@ def test_predict_bad_input_is_a_user_error_naming_it(make_cfg, checkpoint, tmp_p
         torch.save(content, path)
     else:
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    cfg = make_cfg(f"ckpt_path={checkpoint}", f"input={path}", config_name="predict", tiny=False)
+    cfg = make_cfg(f"ckpt_path={checkpoint}", f"input={path}", config_name="predict", quick=False)
     with pytest.raises(UserError, match=rf"input={re.escape(repr(str(path)))}.*" + message):
         predict(cfg)
     assert not Path(cfg.output).exists()
@@ -274,11 +263,11 @@ def test_an_existing_output_is_refused_byte_identical_unless_overwrite(make_cfg,
     run = predict if task == "predict" else export_task
     output = tmp_path / ("mine.csv" if task == "predict" else "mine.pt")
     output.write_bytes(b"the user's own file\n")
-    cfg = make_cfg(f"ckpt_path={checkpoint}", f"output={output}", config_name=task, tiny=False)
+    cfg = make_cfg(f"ckpt_path={checkpoint}", f"output={output}", config_name=task, quick=False)
     with pytest.raises(UserError, match=rf"output={re.escape(repr(str(output)))} already exists.*overwrite=true"):
         run(cfg)
     assert output.read_bytes() == b"the user's own file\n"
-    run(make_cfg(f"ckpt_path={checkpoint}", f"output={output}", "overwrite=true", config_name=task, tiny=False))
+    run(make_cfg(f"ckpt_path={checkpoint}", f"output={output}", "overwrite=true", config_name=task, quick=False))
     assert output.read_bytes() != b"the user's own file\n"
     assert not [path for path in tmp_path.iterdir() if ".partial" in path.name]  # no temporary file left behind
 
@@ -288,27 +277,27 @@ def test_output_a_directory_or_the_checkpoint_is_refused(make_cfg, checkpoint, t
     """output=<a dir> is a one-line error; so is output=<the checkpoint>, even with overwrite=true."""
     run = predict if task == "predict" else export_task
     with pytest.raises(UserError, match=rf"output={re.escape(repr(str(tmp_path)))} is a directory; give a file path"):
-        run(make_cfg(f"ckpt_path={checkpoint}", f"output={tmp_path}", config_name=task, tiny=False))
+        run(make_cfg(f"ckpt_path={checkpoint}", f"output={tmp_path}", config_name=task, quick=False))
     before = checkpoint.read_bytes()
-    cfg = make_cfg(f"ckpt_path={checkpoint}", f"output={checkpoint}", "overwrite=true", config_name=task, tiny=False)
+    cfg = make_cfg(f"ckpt_path={checkpoint}", f"output={checkpoint}", "overwrite=true", config_name=task, quick=False)
     with pytest.raises(UserError, match="is the checkpoint being read"):
         run(cfg)
     assert checkpoint.read_bytes() == before
 
 
-def test_refused_outputs_from_the_command_line(checkpoint, tmp_path):
+def test_refused_outputs_from_the_command_line(checkpoint, project, tmp_path):
     """As typed in another directory: `export.py output=<the checkpoint>`, `predict.py output=<existing file>` and
     `predict.py output=<dir>` exit 2 with one line, no traceback, before torch is imported; the files are intact."""
     before = checkpoint.read_bytes()
-    assert_one_line_error(run_in(tmp_path, "export.py", f"ckpt_path={checkpoint}", f"output={checkpoint}"),
+    assert_one_line_error(run_in(project, "export.py", f"ckpt_path={checkpoint}", f"output={checkpoint}"),
                           "output=", "is the checkpoint being read")  # fmt: skip
     assert checkpoint.read_bytes() == before
-    (tmp_path / "digits.csv").write_text("mine\n")
-    assert_one_line_error(run_in(tmp_path, "predict.py", f"ckpt_path={checkpoint}", "output=digits.csv"),
-                          "output='digits.csv' already exists", "overwrite=true")  # fmt: skip
-    assert (tmp_path / "digits.csv").read_text() == "mine\n"
+    (tmp_path / "images.csv").write_text("mine\n")
+    assert_one_line_error(run_in(project, "predict.py", f"ckpt_path={checkpoint}", "output=images.csv"),
+                          "output='images.csv' already exists", "overwrite=true")  # fmt: skip
+    assert (tmp_path / "images.csv").read_text() == "mine\n"
     (tmp_path / "out").mkdir()
-    assert_one_line_error(run_in(tmp_path, "predict.py", f"ckpt_path={checkpoint}", "output=out"),
+    assert_one_line_error(run_in(project, "predict.py", f"ckpt_path={checkpoint}", "output=out"),
                           "output='out' is a directory")  # fmt: skip
 
 
@@ -317,12 +306,12 @@ def test_refused_outputs_from_the_command_line(checkpoint, tmp_path):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_export_round_trip_matches_the_checkpoint(make_cfg, model, checkpoint, images, fmt):
-    """Each export format, loaded back, gives the checkpoint's outputs within 1e-5 on real digits and on a batch
-    size other than the one it was exported with."""
+    """Each export format, loaded back, gives the checkpoint's outputs within 1e-5 on images like its data's and on a
+    batch size other than the one it was exported with."""
     if fmt == "onnx":
         for package in ("onnx", "onnxscript", "onnxruntime"):
             pytest.importorskip(package)
-    cfg = make_cfg(f"ckpt_path={checkpoint}", f"format={fmt}", config_name="export", tiny=False)
+    cfg = make_cfg(f"ckpt_path={checkpoint}", f"format={fmt}", config_name="export", quick=False)
     result = export_task(cfg)
     path = Path(result["path"])
     assert path.is_file() and path.parent == Path(cfg.paths.output_dir)
@@ -336,14 +325,14 @@ def test_export_round_trip_matches_the_checkpoint(make_cfg, model, checkpoint, i
 
 def test_export_needs_no_project_code_to_load(make_cfg, model, checkpoint, images, tmp_path):
     """The TorchScript file loads in a fresh python that never imports hydralight, and predicts the same classes."""
-    cfg = make_cfg(f"ckpt_path={checkpoint}", f"output={tmp_path / 'model.pt'}", config_name="export", tiny=False)
+    cfg = make_cfg(f"ckpt_path={checkpoint}", f"output={tmp_path / 'model.pt'}", config_name="export", quick=False)
     export_task(cfg)
     torch.save(images, tmp_path / "images.pt")
     script = (
         "import sys, torch; model = torch.jit.load(sys.argv[1]); x = torch.load(sys.argv[2], weights_only=True);"
         "print(model(x).argmax(-1).tolist()); assert not any(m.startswith('hydralight') for m in sys.modules)"
     )
-    result = run_cli("-c", script, str(tmp_path / "model.pt"), str(tmp_path / "images.pt"))
+    result = run_cli("-c", script, str(tmp_path / "model.pt"), str(tmp_path / "images.pt"), cwd=tmp_path)
     assert_ok(result)
     with torch.no_grad():
         assert result.stdout.strip() == str(model(images).argmax(dim=-1).tolist())
@@ -361,8 +350,8 @@ def test_export_of_any_lightning_module_takes_its_sample_shape(make_cfg, tmp_pat
     (tmp_path / "conf" / "model" / "boring.yaml").write_text(f"_target_: {BoringModel.__module__}.BoringModel\n")
     task = (f"ckpt_path={tmp_path / 'boring.ckpt'}", f"hydra.searchpath=[file://{tmp_path / 'conf'}]")
     with pytest.raises(UserError, match=r"input_shape: BoringModel has no example_input_array.*input_shape=\["):
-        export_task(make_cfg(*task, config_name="export", tiny=False))
-    cfg = make_cfg(*task, "input_shape=[32]", config_name="export", tiny=False)
+        export_task(make_cfg(*task, config_name="export", quick=False))
+    cfg = make_cfg(*task, "input_shape=[32]", config_name="export", quick=False)
     assert export_task(cfg)["max_abs_diff"] <= TOLERANCE
 
 
@@ -379,21 +368,7 @@ def test_export_of_any_lightning_module_takes_its_sample_shape(make_cfg, tmp_pat
         ("export.py", ["ckpt_path={tmp}/nope.ckpt"], ["ckpt_path=", "nope.ckpt", "no such file"]),
     ],
 )
-def test_bad_predict_and_export_options_are_one_line_errors(checkpoint, tmp_path, script, args, expected):
+def test_bad_predict_and_export_options_are_one_line_errors(checkpoint, project, tmp_path, script, args, expected):
     """A bad option of predict.py / export.py exits 2 with the key, the value and the choices, and no traceback."""
     args = [arg.format(ckpt=checkpoint, tmp=tmp_path) for arg in args]
-    assert_one_line_error(run_in(tmp_path, script, *args), *expected)
-
-
-def test_mnist_datamodule_reads_raw_predict_files_as_its_idx_files(tmp_path):
-    """MNIST predict rows are raw pixels 0..255 (with a 785th label column), scaled exactly like the IDX images."""
-    write_mnist(tmp_path)
-    datamodule = MNISTDataModule(data_dir=str(tmp_path), val_size=VAL_SIZE, batch_size=16)
-    datamodule.setup("test")
-    images, labels = datamodule.splits["test"].tensors
-    raw = (images.reshape(len(images), -1) * 255).round()
-    np.savetxt(tmp_path / "rows.csv", torch.cat([raw, labels[:, None].float()], dim=1).numpy(), delimiter=",", fmt="%d")
-    reader = MNISTDataModule(data_dir=str(tmp_path / "absent"), predict_path=str(tmp_path / "rows.csv"))
-    reader.setup("predict")  # the file alone: the IDX files of data_dir are not needed
-    read_images, read_labels = reader.splits["predict"].tensors
-    assert torch.equal(read_images, images) and torch.equal(read_labels, labels)
+    assert_one_line_error(run_in(project, script, *args), *expected)
