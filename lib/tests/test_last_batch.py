@@ -51,3 +51,26 @@ def test_batchnorm_trains_through_a_split_that_leaves_one_sample_over(make_cfg):
     train(cfg)
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert "test/acc" in json.dumps(metrics)
+
+
+def test_a_batch_of_one_from_a_users_own_loader_is_one_line(make_cfg, monkeypatch):
+    """A data module of the user's own that hands BatchNorm a batch of one: a UserError naming data.batch_size and
+    the two ways out, not torch's traceback."""
+    from hydralight.core.errors import UserError
+    from hydralight.data import base
+
+    monkeypatch.setattr(base.StatefulDataLoader, "__init__", keep_last_batch(base.StatefulDataLoader.__init__))
+    target = f"{BatchNormClassifier.__module__}.{BatchNormClassifier.__name__}"
+    cfg = make_cfg("data=images", "model=image_classifier", f"model._target_={target}", "data.batch_size=8",
+                   "monitor=val/acc", "mode=max")  # fmt: skip
+    with pytest.raises(UserError, match=r"batch of one sample reached BatchNorm \(data.batch_size=8"):
+        train(cfg)
+
+
+def keep_last_batch(init):
+    """A StatefulDataLoader.__init__ that keeps every last batch, as a loader of the user's own would."""
+
+    def init_keeping(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "drop_last": False})
+
+    return init_keeping

@@ -101,6 +101,22 @@ def unlogged_monitor_is_a_clear_error(trainer: pl.Trainer, model: pl.LightningMo
         ) from error
 
 
+@contextmanager
+def batch_of_one_is_a_clear_error(cfg: DictConfig) -> Iterator[None]:
+    """A data module of the user's own hands BatchNorm a training batch of one sample (a split that leaves one over;
+    the library's own drop it): torch's ValueError, with a traceback, at that step of every epoch. One line instead."""
+    try:
+        yield
+    except ValueError as error:
+        if "Expected more than 1 value per channel when training" not in str(error):
+            raise
+        raise UserError(
+            f"a training batch of one sample reached BatchNorm (data.batch_size={cfg.data.get('batch_size')!r} leaves "
+            "one sample over in the last batch). Choose a batch size that does not, or drop the last batch in your "
+            "train_dataloader (DataLoader(..., drop_last=True))."
+        ) from error
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train per `cfg`; returns `cfg.optimized_metric` from the final metrics (None if it was not logged)."""
     validate_targets(cfg)  # every `_target_`'s arguments against its signature, before anything is built
@@ -133,6 +149,7 @@ def train(cfg: DictConfig) -> float | None:
         disk_full_is_a_clear_error(trainer),
         ctrl_c_is_a_clear_stop(cfg, trainer),
         unlogged_monitor_is_a_clear_error(trainer, model),
+        batch_of_one_is_a_clear_error(cfg),
     ):
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
