@@ -1,28 +1,21 @@
-"""strategy=model_parallel and strategy=fsdp on the GPT, on CPU processes (gloo): tensor parallel (its Megatron plan)
-equals one process, FSDP2 equals DDP, a kill -9 resumes to bitwise the uninterrupted run, 2 x 2 on two torchrun
-"nodes", and the memory benchmark."""
+"""strategy=model_parallel on the GPT, on CPU processes (gloo): its own tensor-parallel plan (Megatron's) over 2
+processes equals one process, and the memory benchmark of benchmarks/sharding.py. (The strategies themselves, FSDP2,
+its resume and the 2-D mesh on torchrun "nodes": lib/tests/test_sharded.py.)"""
 
 import json
-import os
-import signal
-import uuid
-from pathlib import Path
 
 import pytest
 
 from hydralight.core.evaluate import evaluate
 from hydralight.core.train import train
+from hydralight.testing.numerics import assert_close_weights, load_last, read_metrics
 from tests.conftest import assert_ok, compose_config, run_cli
-from tests.test_distributed import finish, free_port, torchrun
 from tests.test_gpt_switches import GPT_TINY
-from tests.test_reliability import assert_identical_training_state, start_training, wait_for
-from tests.test_sharded import assert_close, last, metrics
 
 # GPT_TINY: one block of 2 heads (one per tensor-parallel process) over 16 characters, 8 windows a batch. Plain SGD
 # in fp32 without dropout, so equal arithmetic gives equal weights. 20 batches in pairs (accumulation) make 10
-# optimizer steps in one process or a tensor-parallel pair; 10 batches each on 2 data-parallel processes, 5 steps.
-# The clip value is below the gradient norm (every step clips) and each step moves the weights far (lr 1): the
-# losses fall.
+# optimizer steps. The clip value is below the gradient norm (every step clips) and each step moves the weights far
+# (lr 1): the losses fall.
 COMMON = (
     *GPT_TINY,
     "data.samples_per_epoch=160",
@@ -42,7 +35,6 @@ COMMON = (
     "~callbacks.progress_bar",
     "trainer.enable_progress_bar=false",
 )
-TWO_EPOCHS = (*COMMON, "trainer.max_epochs=2", "test=false")
 
 
 @pytest.mark.slow
@@ -55,67 +47,16 @@ def test_tensor_parallel_over_two_processes_equals_one_process(tmp_path):
     assert_ok(result)
     train(compose_config("train", single, COMMON))
 
-    assert last(parallel)["global_step"] == last(single)["global_step"] == 10
-    assert metrics(single)["val/loss"] < 3.9  # it learned (4.18 at the start): equal weights are not equal inits
-    assert_close(last(parallel)["state_dict"], last(single)["state_dict"], rtol=1e-5)
+    assert load_last(parallel)["global_step"] == load_last(single)["global_step"] == 10
+    assert read_metrics(single)["val/loss"] < 3.9  # it learned (4.18 at the start): equal weights are not equal inits
+    assert_close_weights(load_last(parallel)["state_dict"], load_last(single)["state_dict"], rtol=1e-5)
     for key in ("train/loss", "val/loss", "test/loss"):
-        assert metrics(parallel)[key] == pytest.approx(metrics(single)[key], rel=1e-5), key
+        assert read_metrics(parallel)[key] == pytest.approx(read_metrics(single)[key], rel=1e-5), key
     # The checkpoint is one consolidated file: eval rebuilds the module on one process and reproduces the test loss.
     ckpt = parallel / "checkpoints" / "last.ckpt"
     eval_cfg = compose_config("eval", tmp_path / "eval", (f"ckpt_path={ckpt}", "trainer.limit_test_batches=2"))
     evaluated = evaluate(eval_cfg, overrides=[])
-    assert evaluated["test/loss"] == pytest.approx(metrics(parallel)["test/loss"], rel=1e-6)
-
-
-@pytest.fixture(scope="module")
-def fsdp_run(tmp_path_factory) -> Path:
-    """Two epochs of strategy=fsdp over 2 processes, uninterrupted."""
-    run_dir = tmp_path_factory.mktemp("fsdp") / "run"
-    assert_ok(run_cli("train.py", *TWO_EPOCHS, "strategy=fsdp", "trainer.devices=2", f"hydra.run.dir={run_dir}"))
-    return run_dir
-
-
-@pytest.mark.slow
-def test_fsdp_over_two_processes_equals_ddp_over_two(fsdp_run, tmp_path):
-    """Sharded parameters, gradients and optimizer state; the same clipped, accumulated steps as DDP, to 1e-6."""
-    ddp = tmp_path / "ddp"
-    assert_ok(run_cli("train.py", *TWO_EPOCHS, "strategy=ddp", "trainer.devices=2", f"hydra.run.dir={ddp}"))
-    assert last(fsdp_run)["global_step"] == last(ddp)["global_step"] == 10
-    assert_close(last(fsdp_run)["state_dict"], last(ddp)["state_dict"], rtol=1e-6)
-    assert metrics(fsdp_run)["train/loss"] == pytest.approx(metrics(ddp)["train/loss"], rel=1e-6)
-
-
-@pytest.mark.slow
-def test_fsdp_run_killed_then_the_same_command_ends_bitwise_equal(fsdp_run, tmp_path):
-    """kill -9 after the first epoch's checkpoint; the same command resumes the sharded run from its consolidated
-    checkpoint (weights and sharded optimizer state) to exactly the uninterrupted run's weights and state."""
-    resumed = tmp_path / "resumed"
-    command = (*TWO_EPOCHS, "strategy=fsdp", "trainer.devices=2")
-    process = start_training(resumed, *command)
-    wait_for(resumed / "checkpoints" / "last.ckpt", process, timeout=240)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=30)
-    assert last(resumed)["global_step"] < 10
-
-    result = run_cli("train.py", *command, f"hydra.run.dir={resumed}")
-    assert_ok(result)
-    assert "Resuming from" in result.stdout + result.stderr
-    assert_identical_training_state(fsdp_run / "checkpoints" / "last.ckpt", resumed / "checkpoints" / "last.ckpt")
-
-
-@pytest.mark.slow
-def test_two_by_two_on_two_torchrun_nodes_equals_one_process_of_the_doubled_batch(tmp_path):
-    """Two torchrun "nodes" of 2 processes on loopback, both sizes auto: tensor parallel within a node, FSDP2 across
-    the nodes. It trains, and equals one process on the doubled batch to 1e-5."""
-    rdzv_id, port = f"job-{uuid.uuid4().hex[:8]}", free_port()
-    args = (*COMMON, "strategy=model_parallel", "trainer.num_nodes=2", "trainer.devices=2", "test=false",
-            f"paths.log_dir={tmp_path / 'outputs'}")  # fmt: skip
-    finish([torchrun(rank, 2, 2, port, rdzv_id, tmp_path, *args) for rank in (0, 1)])
-    grid = tmp_path / "outputs" / "train" / "runs" / f"torchrun-{rdzv_id}"
-    single = tmp_path / "single"
-    train(compose_config("train", single, (*COMMON, "data.batch_size=16", "test=false")))
-    assert last(grid)["global_step"] == last(single)["global_step"] == 5
-    assert_close(last(grid)["state_dict"], last(single)["state_dict"], rtol=1e-5)
+    assert evaluated["test/loss"] == pytest.approx(read_metrics(parallel)["test/loss"], rel=1e-6)
 
 
 @pytest.mark.slow

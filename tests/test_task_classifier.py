@@ -4,6 +4,7 @@ from the real configs, shrunk."""
 from functools import cache
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch import LightningModule
 from omegaconf import DictConfig
@@ -55,3 +56,18 @@ def test_the_plateau_schedule_follows_monitor_and_mode():
     """`monitor=`/`mode=` reach the classifier's plateau scheduler as they reach the library's callbacks."""
     cfg = config("monitor=val/loss", "mode=min", "model/scheduler=plateau")
     assert (cfg.model.scheduler.monitor, cfg.model.scheduler.scheduler.mode) == ("val/loss", "min")
+
+
+def test_the_cnns_activation_checkpointing_gives_the_same_gradients():
+    """model.net.activation_checkpointing=true recomputes activations in backward: same loss, same gradients."""
+    from my_project.models.nets.cnn import ResNetCNN
+
+    torch.manual_seed(0)
+    plain = ResNetCNN((1, 8, 8), 10, channels=(8, 16), dropout=0.0)
+    checkpointed = ResNetCNN((1, 8, 8), 10, channels=(8, 16), dropout=0.0, activation_checkpointing=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(16, 1, 8, 8)
+    for net in (plain, checkpointed):
+        net(x).square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name

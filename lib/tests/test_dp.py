@@ -1,6 +1,6 @@
-"""strategy=dp: the project's own DataParallel strategy (Lightning 2 removed its own)."""
+"""strategy=dp: the library's own DataParallel strategy (Lightning 2 removed its own), on hydralight.testing's
+regression."""
 
-import json
 import logging
 from pathlib import Path
 
@@ -16,15 +16,11 @@ from hydralight.core.errors import UserError
 from hydralight.core.evaluate import evaluate
 from hydralight.core.strategies import DataParallelStrategy
 from hydralight.core.train import train
-from my_project.models.classifier import Classifier
-from my_project.models.nets.mlp import MLP
-from tests.conftest import TINY, compose_config
+from hydralight.testing import QUICK, NetRegression, TinyNet, compose
+from hydralight.testing.blocks import BlockNet
+from hydralight.testing.numerics import read_metrics
 
 NO_CUDA_WARNING = "strategy=dp: no CUDA device"
-
-
-def read_metrics(run_dir: Path) -> dict[str, float]:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 class WrapProbe(Callback):
@@ -54,7 +50,7 @@ class WrapProbe(Callback):
         self._record("predict", trainer, pl_module)
 
 
-def fit(cfg, *extra_callbacks: Callback, model: Classifier | None = None):
+def fit(cfg, *extra_callbacks: Callback, model: pl.LightningModule | None = None):
     """What train() does up to and including fit, keeping the model, trainer and datamodule for inspection."""
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
@@ -69,7 +65,7 @@ def fit(cfg, *extra_callbacks: Callback, model: Classifier | None = None):
 def dp_run(tmp_path_factory) -> Path:
     """One tiny `strategy=dp` training run (fit + test) on CPU, shared by the checkpoint tests."""
     run_dir = tmp_path_factory.mktemp("dp") / "run"
-    train(compose_config("train", run_dir, (*TINY, "strategy=dp", "trainer.max_epochs=2")))
+    train(compose("train", run_dir, (*QUICK, "strategy=dp", "trainer.max_epochs=2")))
     return run_dir
 
 
@@ -79,8 +75,8 @@ def test_dp_trains_on_cpu_and_warns_once(make_cfg, caplog):
     with caplog.at_level(logging.WARNING, logger="hydralight.core.strategies.dp"):
         returned = train(cfg)
     metrics = read_metrics(Path(cfg.paths.output_dir))
-    assert {"val/acc_best", "test/acc", "test/loss"} <= metrics.keys()
-    assert returned == pytest.approx(metrics["val/acc_best"])
+    assert {"val/loss_best", "test/loss"} <= metrics.keys()
+    assert returned == pytest.approx(metrics["val/loss_best"])
     warnings = [r for r in caplog.records if r.name == "hydralight.core.strategies.dp" and NO_CUDA_WARNING in r.message]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert warnings[0].levelno == logging.WARNING
@@ -99,25 +95,24 @@ def test_dp_checkpoints_have_plain_keys_and_load_weights_only(dp_run, make_cfg):
 
 
 def test_dp_checkpoint_loads_into_the_default_strategy_model(dp_run):
-    """Classifier.load_from_checkpoint(weights_only=True) rebuilds the plain net with the dp run's weights."""
+    """NetRegression.load_from_checkpoint(weights_only=True) rebuilds the plain net with the dp run's weights."""
     path = dp_run / "checkpoints" / "last.ckpt"
-    model = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    assert type(model.net) is MLP
+    model = NetRegression.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    assert type(model.net) is TinyNet
     saved = torch.load(path, weights_only=True, map_location="cpu")["state_dict"]
     for key, value in model.state_dict().items():
         assert torch.equal(value, saved[key]), key
 
 
-def test_eval_reproduces_the_dp_runs_test_accuracy(dp_run, tmp_path):
+def test_eval_reproduces_the_dp_runs_test_loss(dp_run, tmp_path):
     """eval on the dp run's best checkpoint (default strategy) reproduces the dp run's test metrics."""
     best = next(path for path in (dp_run / "checkpoints").glob("*.ckpt") if path.name != "last.ckpt")
     eval_dir = tmp_path / "eval"
-    overrides = (f"ckpt_path={best}", "trainer.accelerator=cpu", "trainer.limit_test_batches=2",  # as in its test
-                 "~callbacks.progress_bar", "logger=none")  # fmt: skip
-    evaluate(compose_config("eval", eval_dir, overrides))
+    overrides = (f"ckpt_path={best}", "trainer.accelerator=cpu", "~callbacks.progress_bar", "logger=none")
+    evaluate(compose("eval", eval_dir, overrides))
     trained, evaluated = read_metrics(dp_run), read_metrics(eval_dir)
-    assert evaluated["test/acc"] == pytest.approx(trained["test/acc"], abs=1e-6)
-    assert evaluated["test/loss"] == pytest.approx(trained["test/loss"], abs=1e-5)
+    assert trained["test/loss"] > 0
+    assert evaluated["test/loss"] == pytest.approx(trained["test/loss"], rel=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:The dirpath has changed:UserWarning")  # a new run dir, as intended
@@ -141,11 +136,11 @@ def test_net_is_wrapped_during_each_stage_and_unwrapped_after(make_cfg):
     probe = WrapProbe()
     model, trainer, datamodule = fit(make_cfg("strategy=dp"), probe)
     assert isinstance(trainer.strategy, DataParallelStrategy)
-    assert type(model.net) is MLP  # unwrapped after fit
+    assert type(model.net) is TinyNet  # unwrapped after fit
     trainer.test(model, datamodule=datamodule)
-    assert type(model.net) is MLP
+    assert type(model.net) is TinyNet
     trainer.predict(model, datamodule=datamodule)
-    assert type(model.net) is MLP
+    assert type(model.net) is TinyNet
     assert probe.net_types == {stage: {nn.DataParallel} for stage in ("train", "val", "test", "predict")}
     # While wrapped the module's own keys carry `net.module.`; what the strategy saves does not.
     assert any(key.startswith("net.module.") for key in probe.live_keys)
@@ -158,21 +153,18 @@ def test_net_is_wrapped_during_each_stage_and_unwrapped_after(make_cfg):
 def test_dp_predictions_equal_the_unwrapped_net(make_cfg):
     """trainer.predict under strategy=dp gives exactly the plain net's outputs (CPU DataParallel is a pass-through)."""
     model, trainer, datamodule = fit(make_cfg("strategy=dp"))
-    predictions = trainer.predict(model, datamodule=datamodule)
-    probs = torch.cat([batch["prob"] for batch in predictions])
-    preds = torch.cat([batch["prediction"] for batch in predictions])
+    predictions = torch.cat([batch["prediction"] for batch in trainer.predict(model, datamodule=datamodule)])
 
     net = model.net.eval()
-    assert type(net) is MLP
+    assert type(net) is TinyNet
     with torch.no_grad():  # the same batches, so the same float operations
-        expected = torch.cat([net(x).softmax(dim=-1) for x, _ in datamodule.predict_dataloader()])
-    assert len(probs) == len(datamodule.splits["test"])
-    assert torch.equal(probs, expected)
-    assert torch.equal(preds, expected.argmax(dim=-1))
+        expected = torch.cat([net(x).squeeze(-1) for x, _ in datamodule.predict_dataloader()])
+    assert len(predictions) == len(datamodule.splits["test"])
+    assert torch.equal(predictions, expected)
 
     plain = Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
-    default_probs = torch.cat([batch["prob"] for batch in plain.predict(model, datamodule=datamodule)])
-    assert torch.equal(probs, default_probs)
+    default = torch.cat([batch["prediction"] for batch in plain.predict(model, datamodule=datamodule)])
+    assert torch.equal(predictions, default)
 
 
 @pytest.mark.parametrize("module_name", ["nope", "hparams"])
@@ -182,12 +174,12 @@ def test_module_name_that_is_no_module_fails_naming_it(make_cfg, module_name):
     cfg = make_cfg("strategy=dp", f"strategy.module_name={module_name}")
     with pytest.raises(UserError, match=rf"strategy\.module_name='{module_name}'") as error:
         train(cfg)
-    assert f"Classifier.{module_name}" in str(error.value)
+    assert f"NetRegression.{module_name}" in str(error.value)
     assert "Choose one of: net" in str(error.value)
 
 
 class DeviceProbe(Callback):
-    """Records the loss's device and the train metrics' state devices at each training batch."""
+    """Records the loss's device and the train loss metric's state devices at each training batch."""
 
     def __init__(self) -> None:
         self.loss_devices: set[torch.device] = set()
@@ -199,7 +191,8 @@ class DeviceProbe(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.loss_devices.add(outputs["loss"].device)
-        self.metric_devices |= {pl_module.accuracy["train_"].tp.device, pl_module.mean_loss["train_"].weight.device}
+        mean = pl_module.losses["train_"]  # hydralight.testing.blocks.BlockRegression's
+        self.metric_devices |= {mean.total.device, mean.weight.device}
 
 
 @pytest.mark.gpu
@@ -207,7 +200,7 @@ def test_dp_on_two_gpus_scatters_each_batch(make_cfg):
     """strategy=dp on 2 GPUs: the net's forward runs on both devices, loss and metrics stay on cuda:0."""
     if torch.cuda.device_count() < 2:
         pytest.skip("needs at least 2 CUDA GPUs")
-    cfg = make_cfg("strategy=dp", "trainer.accelerator=gpu", "trainer.devices=2", "data.batch_size=32")
+    cfg = make_cfg("model=blocks", "strategy=dp", "trainer.accelerator=gpu", "trainer.devices=2", "data.batch_size=32")
     model = instantiate(cfg.model)
     forward_devices: set[torch.device] = set()
     model.net.register_forward_hook(lambda module, args, output: forward_devices.add(args[0].device))
@@ -219,5 +212,5 @@ def test_dp_on_two_gpus_scatters_each_batch(make_cfg):
     assert probe.loss_devices == {root}
     assert probe.metric_devices == {root}
     trainer.test(model, datamodule=datamodule)
-    assert type(model.net) is MLP
-    assert {"test/acc", "test/loss"} <= read_metrics(Path(cfg.paths.output_dir)).keys()
+    assert type(model.net) is BlockNet
+    assert "test/loss" in read_metrics(Path(cfg.paths.output_dir))
