@@ -165,5 +165,24 @@ class BatchSizeFinder(LightningBatchSizeFinder):
     def scale_batch_size(self, trainer: Trainer, pl_module: LightningModule) -> None:
         with quiet_trials():
             super().scale_batch_size(trainer, pl_module)
+        most = samples_per_process(trainer)
+        if self.optimal_batch_size is not None and most is not None and self.optimal_batch_size > most:
+            # Lightning's doubling stops only once the size is past the split: a batch larger than every sample a
+            # process has trains exactly as one that holds them all, and only that size is valid on the next run.
+            log.info("tune=batch_size: %d is more than the %d training samples of a process: using %d",
+                     self.optimal_batch_size, most, most)  # fmt: skip
+            lightning_setattr(pl_module, self._batch_arg_name, most)
+            self.optimal_batch_size = most
         if self.optimal_batch_size is not None and hasattr(trainer.datamodule, self._batch_arg_name):
             record_what_ran(trainer.default_root_dir, {f"data.{self._batch_arg_name}": self.optimal_batch_size})
+
+
+def samples_per_process(trainer: Trainer) -> int | None:
+    """How many training samples one process's loader draws from per epoch; None where the loader cannot say."""
+    loader = trainer.train_dataloader
+    dataset = getattr(loader, "dataset", None)
+    try:
+        total = len(dataset)
+    except TypeError:  # no loader yet, several loaders, or an iterable dataset
+        return None
+    return -(-total // max(trainer.world_size, 1))

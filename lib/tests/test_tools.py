@@ -5,25 +5,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from hydralight.core.callbacks.tuning import steepest_descent
 from hydralight.core.train import train
-
-# tune/ is not in train.yaml's defaults list yet, so the tests append it as a user would today (`+tune=...`).
-TUNE = "tune"
+from hydralight.testing import QUICK, assert_ok, run_cli
 
 
 def test_lr_find_trains_with_the_suggested_learning_rate(make_cfg):
     """tune=lr_find writes lr_find.json, and the run's optimizer and saved hparams carry the suggested rate."""
-    cfg = make_cfg(f"{TUNE}=lr_find", "callbacks.lr_find.num_training_steps=30", "test=false")
+    cfg = make_cfg("tune=lr_find", "callbacks.lr_find.num_training_steps=30", "test=false")
     train(cfg)
     run_dir = Path(cfg.paths.output_dir)
     report = json.loads((run_dir / "lr_find.json").read_text())
-    assert len(report["lr"]) == len(report["loss"]) == 30  # more steps than the 4-batch epoch: max_epochs is lifted
+    assert len(report["lr"]) == len(report["loss"]) == 30  # more steps than the 2-batch epoch: max_epochs is lifted
     suggestion = report["suggestion"]
     assert 1e-6 < suggestion < 1.0
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["hyper_parameters"]["optimizer"]["lr"] == pytest.approx(suggestion)
+    assert last["hyper_parameters"]["lr"] == pytest.approx(suggestion)  # the module's own `lr` argument
     assert [group["lr"] for group in last["optimizer_states"][0]["param_groups"]] == [pytest.approx(suggestion)]
 
 
@@ -36,14 +35,16 @@ def test_lr_find_suggests_the_steepest_fall_per_decade():
     assert steepest_descent({"lr": lrs[:5], "loss": losses[:5]}) is None  # too few points to tell
 
 
-def test_batch_size_finder_grows_the_batch_up_to_the_training_set(make_cfg):
-    """tune=batch_size doubles data.batch_size while it fits (on CPU: until the training set) and trains with it."""
-    cfg = make_cfg(f"{TUNE}=batch_size", "callbacks.batch_size_finder.steps_per_trial=1", "test=false")
-    train(cfg)
-    last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    # At batch size 64 the epoch would take limit_train_batches=4 steps; one batch now holds the whole training set.
-    assert cfg.trainer.limit_train_batches == 4
-    assert last["global_step"] == 1
+def test_batch_size_finder_grows_the_batch_up_to_the_training_split_and_no_further(project):
+    """tune=batch_size doubles data.batch_size while it fits (on CPU, 12 -> 24 -> 48: Lightning's doubling stops only
+    past the 32-sample training split), then trains with the split's size, and the run's config says so: a value the
+    next run (a resume, eval) accepts."""
+    tune = ("tune=batch_size", "data.batch_size=12", "callbacks.batch_size_finder.steps_per_trial=1")
+    result = run_cli("train.py", *tune, "test=false", "run_name=tuned", *QUICK, cwd=project)
+    assert_ok(result)
+    run_dir = project / "outputs" / "train" / "runs" / "tuned"
+    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").data.batch_size == 32  # the regression's 96 in thirds
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
 
 
 @pytest.mark.parametrize(
@@ -58,8 +59,7 @@ def test_batch_size_finder_grows_the_batch_up_to_the_training_set(make_cfg):
 def test_profiler_options_write_their_reports_into_the_run_dir(make_cfg, option, reports):
     """debug=profiler / profiler_advanced / profiler_pytorch leave their reports (and the Chrome trace) in the run dir,
     like every other log of the run."""
-    cfg = make_cfg(f"debug={option}", "logger=none", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-                   "trainer.limit_test_batches=1")  # fmt: skip
+    cfg = make_cfg(f"debug={option}", "logger=none")
     train(cfg)
     run_dir = Path(cfg.paths.output_dir)
     for pattern in reports:
