@@ -16,19 +16,12 @@ import torch
 from hydralight.core.build import build_loggers, build_trainer
 from hydralight.core.errors import UserError
 from hydralight.core.train import train
-from tests.conftest import ROOT, compose_config
+from hydralight.testing import compose
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="about a machine without CUDA")
 
 # A default run's console, shortened: the real callbacks (model summary, progress bar) and the final table.
-SHORT = (
-    "trainer.accelerator=cpu",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-    "logger=none",
-)
+SHORT = ("trainer.accelerator=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=2", "logger=none")
 
 
 class Records(logging.Handler):
@@ -42,7 +35,8 @@ class Records(logging.Handler):
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory) -> tuple[Path, str, list[str]]:
-    """One short run with the default callbacks: its run dir, what it printed and what it logged."""
+    """One short run with the default callbacks, of a module holding metric objects: its run dir, what it printed
+    and what it logged."""
     run_dir = tmp_path_factory.mktemp("a-run-dir-whose-path-is-longer-than-the-final-metrics-table") / "run"
     records, root = Records(), logging.getLogger()
     level = root.level
@@ -51,7 +45,7 @@ def default_run(tmp_path_factory) -> tuple[Path, str, list[str]]:
     stdout = io.StringIO()
     try:
         with contextlib.redirect_stdout(stdout):
-            train(compose_config("train", run_dir, SHORT))
+            train(compose("train", run_dir, (*SHORT, "model=configured_regression")))
     finally:
         root.removeHandler(records)
         root.setLevel(level)
@@ -75,8 +69,8 @@ def test_lightning_says_nothing_the_user_can_do_nothing_about(default_run):
 def test_the_model_summary_lists_layers_not_metric_objects(default_run):
     """torchmetrics' Metric objects (and the ModuleDicts holding them) are no layers of the model."""
     _, out, _ = default_run
-    assert "net.layers" in out  # the summary was printed
-    for metric in ("accuracy", "mean_loss", "val_acc_best", "ModuleDict"):
+    assert "net.0" in out  # the summary was printed, a layer of the net in it
+    for metric in ("mse.", "MeanSquaredError", "ModuleDict"):  # `mse`, the ModuleDict, and what it holds
         assert metric not in out
 
 
@@ -85,8 +79,8 @@ def test_the_model_summary_of_a_mixed_precision_run_warns_of_nothing(tmp_path):
     estimate "will not be accurate" is wrong there, and not printed."""
     with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(io.StringIO()) as out:
         warnings.simplefilter("always")
-        train(compose_config("train", tmp_path / "run", (*SHORT, "precision=bf16-mixed", "test=false")))
-    assert "net.layers" in out.getvalue()  # the summary was printed
+        train(compose("train", tmp_path / "run", (*SHORT, "precision=bf16-mixed", "test=false")))
+    assert "net.0" in out.getvalue()  # the summary was printed
     assert not [w for w in caught if "not supported by the model summary" in str(w.message)]
 
 
@@ -119,14 +113,21 @@ def test_16_true_with_adams_eps_is_refused_before_training_saying_what_to_use(ma
     """precision=16-true with Adam's eps (0 in float16) used to diverge at step 1 (exit 3): one line instead,
     naming the key, the value and what to use."""
     with pytest.raises(UserError, match=r"model\.optimizer\.eps=1e-08 .* is 0.*precision=16-mixed") as error:
-        train(make_cfg("precision=16-true"))
+        train(make_cfg("model=configured_regression", "precision=16-true"))
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("fix", ["model.optimizer.eps=1e-4", "model/optimizer=sgd"])
+@pytest.mark.parametrize(
+    "fix",
+    [
+        ("model.optimizer.eps=1e-4",),
+        ("model.optimizer._target_=torch.optim.SGD", "~model.optimizer.betas", "~model.optimizer.eps"),
+    ],
+    ids=["eps=1e-4", "sgd"],
+)
 def test_16_true_trains_with_an_eps_float16_can_hold(make_cfg, fix):
-    """What the refusal suggests does train in float16 (no divergence, finite metrics)."""
-    metric = train(make_cfg("precision=16-true", fix, "test=false"))
+    """What the refusal suggests does train in float16 (no divergence, finite metrics); SGD has no eps at all."""
+    metric = train(make_cfg("model=configured_regression", "precision=16-true", *fix, "test=false"))
     assert metric is not None and torch.isfinite(torch.tensor(metric))
 
 
@@ -144,11 +145,11 @@ def test_wandb_offline_prints_no_anonymous_login_warning(make_cfg, capfd):
     assert "anonymous" not in capfd.readouterr().err.lower()
 
 
-def test_help_into_a_closed_pipe_prints_no_traceback():
+def test_help_into_a_closed_pipe_prints_no_traceback(project):
     """`python train.py --help | head -1`: the reader closed the pipe early; no BrokenPipeError, no traceback."""
     read_end, write_end = os.pipe()
     child = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), "--help"], stdout=write_end, stderr=subprocess.PIPE, text=True
+        [sys.executable, "train.py", "--help"], cwd=project, stdout=write_end, stderr=subprocess.PIPE, text=True
     )
     os.close(write_end)
     os.close(read_end)  # before the child writes: its first write finds the pipe closed

@@ -1,6 +1,7 @@
 """logger=tensorboard / mlflow / wandb / many: each trains one tiny epoch offline, writes its files into the run dir
-and receives the resolved config and the git commit as hyperparameters."""
+and receives the resolved config and the git commit of the project the run started in as hyperparameters."""
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -9,17 +10,24 @@ import yaml
 
 from hydralight.core.runs.saved_config import git_state
 from hydralight.core.train import train
-from tests.conftest import ROOT
 
 
-def head_commit() -> str | None:
-    """What the loggers should report: the checkout's HEAD, or None where the tests run outside git."""
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+def git(*args: str, cwd: Path) -> str:
+    config = ("-c", "user.name=test", "-c", "user.email=test@example.com")
+    return subprocess.run(["git", *config, *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture
+def commit(tmp_path: Path) -> str | None:
+    """The run's project (tmp_path, where make_cfg's runs start) as a git checkout of one commit: its HEAD, what the
+    loggers should report; None without git."""
+    if shutil.which("git") is None:
         return None
+    git("init", "-q", cwd=tmp_path)
+    (tmp_path / "train.py").write_text("# the project's code\n")
+    git("add", "train.py", cwd=tmp_path)
+    git("commit", "-q", "-m", "first", cwd=tmp_path)
+    return git("rev-parse", "HEAD", cwd=tmp_path)
 
 
 @pytest.fixture
@@ -36,22 +44,22 @@ def closed_wandb_runs(monkeypatch) -> list[dict]:
         if wandb.run is not None:
             run = wandb.run
             closed.append({"mode": run.settings.mode, "dir": run.dir, "config": dict(run.config),
-                           "val/acc": run.summary.get("val/acc")})  # fmt: skip
+                           "val/loss": run.summary.get("val/loss")})  # fmt: skip
         return real_finish(*args, **kwargs)
 
     monkeypatch.setattr(wandb, "finish", finish)
     return closed
 
 
-def assert_tensorboard(run_dir: Path) -> None:
+def assert_tensorboard(run_dir: Path, commit: str | None) -> None:
     log_dir = run_dir / "tensorboard"
     assert list(log_dir.glob("events.out.tfevents.*")), f"no event file in {log_dir}"
     hparams = yaml.safe_load((log_dir / "hparams.yaml").read_text())
-    assert hparams["git"]["commit"] == head_commit()
+    assert hparams["git"]["commit"] == commit
     assert hparams["trainer"]["max_epochs"] == 1  # the resolved config, not only the model's hparams
 
 
-def assert_mlflow(run_dir: Path) -> None:
+def assert_mlflow(run_dir: Path, commit: str | None) -> None:
     from mlflow.tracking import MlflowClient
 
     assert (run_dir / "mlflow.db").is_file()
@@ -59,22 +67,22 @@ def assert_mlflow(run_dir: Path) -> None:
     (experiment,) = [e for e in client.search_experiments() if e.name == "train"]
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
-    assert run.data.params["git/commit"] == str(head_commit())
+    assert run.data.params["git/commit"] == str(commit)
     assert run.data.params["trainer/max_epochs"] == "1"
-    assert {"val/acc", "test/acc"} <= run.data.metrics.keys()
+    assert {"val/loss", "test/loss"} <= run.data.metrics.keys()
     assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(run_dir)  # artifacts stay in the run dir
 
 
-def assert_wandb(run_dir: Path, closed: list[dict]) -> None:
+def assert_wandb(run_dir: Path, commit: str | None, closed: list[dict]) -> None:
     import wandb
 
     assert wandb.run is None  # the task closed its run
     (run,) = closed
     assert run["mode"] in ("offline", "dryrun")  # nothing is sent
     assert Path(run["dir"]).is_relative_to(run_dir / "wandb")
-    assert run["config"]["git"]["commit"] == head_commit()
+    assert run["config"]["git"]["commit"] == commit
     assert run["config"]["trainer"]["max_epochs"] == 1  # the resolved config, not only the model's hparams
-    assert run["val/acc"] is not None
+    assert run["val/loss"] is not None
     (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
     assert list(offline_run.glob("run-*.wandb"))  # what `wandb sync` uploads later
 
@@ -92,7 +100,8 @@ PACKAGES = {"tensorboard": ["tensorboard"], "mlflow": ["mlflow", "sqlalchemy", "
         pytest.param("many", marks=pytest.mark.slow),
     ],
 )
-def test_logger_option_trains_offline_and_logs_config_and_commit(make_cfg, closed_wandb_runs, monkeypatch, option):
+def test_logger_option_trains_offline_and_logs_config_and_commit(make_cfg, commit, closed_wandb_runs, monkeypatch,
+                                                                option):  # fmt: skip
     """logger=<option> trains one epoch with no network, writes its files in the run dir, with config + commit."""
     loggers = ["tensorboard", "mlflow", "wandb"] if option == "many" else [option]
     for name in loggers:
@@ -105,24 +114,33 @@ def test_logger_option_trains_offline_and_logs_config_and_commit(make_cfg, close
     for name in loggers:
         for check in CHECKS[name]:
             if name == "wandb":
-                check(run_dir, closed_wandb_runs)
+                check(run_dir, commit, closed_wandb_runs)
             else:
-                check(run_dir)
+                check(run_dir, commit)
     if option == "many":
         assert (run_dir / "csv" / "metrics.csv").is_file()
 
 
-def test_a_list_of_options_combines_loggers(make_cfg):
+def test_a_list_of_options_combines_loggers(make_cfg, commit):
     """logger=[csv,tensorboard] (Hydra's list of options) composes both loggers, each writing its own files."""
     pytest.importorskip("tensorboard")
     cfg = make_cfg("logger=[csv,tensorboard]")
     assert list(cfg.logger) == ["csv", "tensorboard"]
     train(cfg)
     assert (Path(cfg.paths.output_dir) / "csv" / "metrics.csv").is_file()
-    assert_tensorboard(Path(cfg.paths.output_dir))
+    assert_tensorboard(Path(cfg.paths.output_dir), commit)
 
 
 def test_git_state_outside_a_repository_is_none(tmp_path):
     """Outside a git checkout the commit is None (logged as such), not an error."""
-    assert git_state(tmp_path) == {"commit": None, "dirty": None}
-    assert git_state(ROOT)["commit"] == head_commit()
+    (tmp_path / "plain").mkdir()
+    assert git_state(tmp_path / "plain") == {"commit": None, "dirty": None}
+    if shutil.which("git"):
+        git("init", "-q", cwd=tmp_path / "plain")
+        (tmp_path / "plain" / "a.txt").write_text("a\n")
+        git("add", "a.txt", cwd=tmp_path / "plain")
+        git("commit", "-q", "-m", "first", cwd=tmp_path / "plain")
+        assert git_state(tmp_path / "plain") == {"commit": git("rev-parse", "HEAD", cwd=tmp_path / "plain"),
+                                                 "dirty": False}  # fmt: skip
+        (tmp_path / "plain" / "a.txt").write_text("b\n")
+        assert git_state(tmp_path / "plain")["dirty"] is True

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from hydralight.core.train import train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PICTURES = ("learning_curves.png", "confusion_matrix_val.png", "confusion_matrix_test.png")
+CLASSIFIER = ("model=image_classifier", "data=images")  # 3 classes; logs <stage>/loss and <stage>/acc
 
 
 @pytest.fixture
@@ -30,7 +32,7 @@ def no_matplotlib(monkeypatch):
 def test_plots_callback_writes_three_pngs_into_the_run_dir(make_cfg):
     """train callbacks=plots leaves learning curves and val/test confusion matrices as PNG files in <run dir>/plots."""
     pytest.importorskip("matplotlib")
-    cfg = make_cfg("callbacks=plots", "trainer.max_epochs=2")
+    cfg = make_cfg(*CLASSIFIER, "callbacks=plots", "trainer.max_epochs=2")
     train(cfg)
     plots = Path(cfg.paths.output_dir) / "plots"
     assert sorted(path.name for path in plots.iterdir()) == sorted(PICTURES)
@@ -38,11 +40,25 @@ def test_plots_callback_writes_three_pngs_into_the_run_dir(make_cfg):
         assert (plots / name).read_bytes()[:8] == PNG_MAGIC, name
 
 
+def test_a_task_that_is_no_classifier_gets_its_learning_curves_and_says_why_no_more(make_cfg, caplog):
+    """The regression's batches hold float targets: no confusion matrix, one line saying why, the curves still."""
+    pytest.importorskip("matplotlib")
+    cfg = make_cfg("callbacks=plots", "trainer.max_epochs=2")
+    with caplog.at_level(logging.INFO, logger="hydralight.core.callbacks.plots"):
+        train(cfg)
+    assert [path.name for path in (Path(cfg.paths.output_dir) / "plots").iterdir()] == ["learning_curves.png"]
+    lines = [record.getMessage() for record in caplog.records if "no confusion matrix" in record.getMessage()]
+    assert lines == [
+        "callbacks=plots: no confusion matrix for NetRegression: its batches are not (inputs, integer class labels); "
+        "it gets its learning curves."
+    ]
+
+
 def test_confusion_matrix_agrees_with_the_logged_accuracy_and_history_is_checkpointed(make_cfg):
     """The test confusion matrix counts every test sample once and its diagonal gives test/acc; the per-epoch
     history is saved in the checkpoint, weights-only loadable."""
     pytest.importorskip("matplotlib")
-    cfg = make_cfg("callbacks=plots", "trainer.max_epochs=2", "trainer.limit_test_batches=3")
+    cfg = make_cfg(*CLASSIFIER, "callbacks=plots", "trainer.max_epochs=2")
     datamodule = build_datamodule(cfg.data)
     model = instantiate(cfg.model)
     loggers = build_loggers(cfg.get("logger"))
@@ -53,8 +69,8 @@ def test_confusion_matrix_agrees_with_the_logged_accuracy_and_history_is_checkpo
     (plots,) = [callback for callback in callbacks if isinstance(callback, TrainingPlots)]
 
     matrix = plots.confusion["test"]
-    assert matrix.shape == (10, 10)
-    assert matrix.sum() == 3 * cfg.data.batch_size  # three full test batches
+    assert matrix.shape == (3, 3)
+    assert matrix.sum() == len(datamodule.splits["test"])  # every test sample once, the short last batch too
     test_acc = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())["test/acc"]
     assert np.trace(matrix) / matrix.sum() == pytest.approx(test_acc, abs=1e-6)
     assert [row["epoch"] for row in plots.history] == [0.0, 1.0]
@@ -68,7 +84,7 @@ def test_learning_curve_rows_hold_their_own_epochs_metrics(make_cfg):
     """Each history row (one per epoch, one point of the learning curves) has that epoch's train and val metrics,
     the values the CSV logger wrote for the same epoch: no curve lags an epoch behind."""
     pytest.importorskip("matplotlib")
-    cfg = make_cfg("callbacks=plots", "trainer.max_epochs=3", "test=false")
+    cfg = make_cfg(*CLASSIFIER, "callbacks=plots", "trainer.max_epochs=3", "test=false")
     train(cfg)
     with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as file:
         logged = [row for row in csv.DictReader(file)]
@@ -105,7 +121,7 @@ def test_default_training_needs_no_matplotlib(make_cfg, no_matplotlib):
     """The default config trains and tests with matplotlib unimportable: nothing on that path imports it."""
     cfg = make_cfg()
     train(cfg)
-    assert "test/acc" in json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert "test/loss" in json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
 
 
 def test_pictures_are_sent_to_tensorboard(make_cfg):
@@ -114,7 +130,7 @@ def test_pictures_are_sent_to_tensorboard(make_cfg):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = make_cfg("callbacks=plots", "logger=tensorboard")
+    cfg = make_cfg(*CLASSIFIER, "callbacks=plots", "logger=tensorboard")
     train(cfg)
     tags = set()
     for events in (Path(cfg.paths.output_dir) / "tensorboard").glob("events.out.tfevents.*"):

@@ -14,13 +14,6 @@ from hydralight.core.build import build_trainer
 from hydralight.core.torch_settings import compiled_state
 from hydralight.core.train import train
 
-# What shortens a CLI run, and nothing else.
-SHORT = (
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=2",
-    "trainer.limit_val_batches=1",
-    "trainer.limit_test_batches=1",
-)
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="16-mixed stays 16-mixed on a CUDA machine")
 
 
@@ -86,24 +79,33 @@ def test_the_trainer_line_states_strategy_devices_accumulation_and_clipping(make
 
 @pytest.mark.slow  # torch.compile imports torch._dynamo
 def test_the_model_line_says_whether_the_net_is_compiled(make_cfg):
-    """model.compile=true compiles the net (torch.compile, in place); the log line says so, and which part."""
-    assert compiled_state(instantiate(make_cfg("model.compile=true").model)) == "compiled (net)"
-    assert compiled_state(instantiate(make_cfg().model)) == "not compiled"
+    """A module that compiles its net (torch.compile, in place, as a `compile: true` switch of a task does): the log
+    line says so, and which part."""
+    model = instantiate(make_cfg().model)
+    assert compiled_state(model) == "not compiled"
+    model.net.compile()
+    assert compiled_state(model) == "compiled (net)"
     assert compiled_state(torch.compile(torch.nn.Linear(2, 2))) == "compiled (the whole model)"
 
 
 @pytest.mark.slow  # a finder's trials, then training
-def test_lr_find_records_the_learning_rate_it_chose_in_the_saved_config(make_cfg):
-    """tune=lr_find: the saved config's model.optimizer.lr is the suggestion training used, nothing else changes."""
-    cfg = make_cfg("tune=lr_find", "callbacks.lr_find.num_training_steps=20", "test=false")
+@pytest.mark.parametrize(
+    ("model", "key", "configured"),
+    [("configured_regression", "model.optimizer.lr", 0.001), ("regression", "model.lr", 0.05)],
+    ids=["optimizer-config", "lr-argument"],
+)
+def test_lr_find_records_the_learning_rate_it_chose_in_the_saved_config(make_cfg, model, key, configured):
+    """tune=lr_find: the saved config's learning rate (the optimizer config's, else the module's `lr` argument) is
+    the suggestion training used, nothing else changes."""
+    cfg = make_cfg(f"model={model}", "tune=lr_find", "callbacks.lr_find.num_training_steps=20", "test=false")
     path = save_like_hydra(cfg)
     before = path.read_text()
     train(cfg)
     suggestion = json.loads((Path(cfg.paths.output_dir) / "lr_find.json").read_text())["suggestion"]
-    assert suggestion != pytest.approx(0.001)
-    assert OmegaConf.load(path).model.optimizer.lr == pytest.approx(suggestion)
+    assert suggestion != pytest.approx(configured)
+    assert OmegaConf.select(OmegaConf.load(path), key) == pytest.approx(suggestion)
     ((old, new),) = changed_lines(before, path.read_text())
-    assert old.strip() == "lr: 0.001" and new.strip().startswith("lr: ")
+    assert old.strip() == f"lr: {configured}" and new.strip().startswith("lr: ")
     metrics = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert all(isinstance(value, float) for value in metrics.values())  # metrics.json stays floats only
 
@@ -114,6 +116,7 @@ def test_batch_size_finder_records_the_batch_size_it_chose_in_the_saved_config(m
     `init_val: ${data.batch_size}` keeps the size it started from."""
     cfg = make_cfg(
         "tune=batch_size",
+        "data.n_samples=768",  # a training split larger than the sizes tried
         "callbacks.batch_size_finder.steps_per_trial=1",
         "callbacks.batch_size_finder.max_trials=2",
         "test=false",
@@ -121,5 +124,5 @@ def test_batch_size_finder_records_the_batch_size_it_chose_in_the_saved_config(m
     path = save_like_hydra(cfg)
     train(cfg)
     saved = OmegaConf.load(path)
-    assert saved.data.batch_size > 64
-    assert saved.callbacks.batch_size_finder.init_val == 64
+    assert saved.data.batch_size > 16
+    assert saved.callbacks.batch_size_finder.init_val == 16

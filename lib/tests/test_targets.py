@@ -9,11 +9,14 @@ from hydralight.core.errors import UserError
 from hydralight.core.train import train
 from hydralight.core.validation import validate, validate_targets
 
+CONFIGURED = "model=configured_regression"  # a module whose net and optimizer are configs (`_recursive_: false`)
+IMAGES = ("model=image_classifier", "data=images")  # a data module passing `**kwargs` to InMemoryDataModule
+
 
 def test_unknown_argument_on_the_command_line_names_key_target_and_the_closest_one(make_cfg):
     """`+model.optimizer.weight_decy=0.1` (under the model's `_recursive_: false`) is refused before anything is
     built, suggesting weight_decay and listing the valid arguments."""
-    cfg = make_cfg("+model.optimizer.weight_decy=0.1")
+    cfg = make_cfg(CONFIGURED, "+model.optimizer.weight_decy=0.1")
     with pytest.raises(UserError) as caught:
         validate_targets(cfg)
     message = str(caught.value)
@@ -28,15 +31,15 @@ def test_unknown_argument_in_a_users_yaml_file_is_named_by_its_key(make_cfg, tmp
     (tmp_path / "mine" / "experiment" / "typo.yaml").write_text(
         "# @package _global_\nmodel:\n  optimizer:\n    weight_decy: 0.1\n"
     )
-    cfg = make_cfg(f"hydra.searchpath=[file://{tmp_path / 'mine'}]", "experiment=typo")
+    cfg = make_cfg(CONFIGURED, f"hydra.searchpath=[file://{tmp_path / 'mine'}]", "+experiment=typo")
     with pytest.raises(UserError, match=r"^model\.optimizer\.weight_decy=0\.1 .*did you mean weight_decay\?"):
         validate_targets(cfg)
 
 
 def test_keywords_a_class_passes_to_its_base_are_checked_against_the_base(make_cfg):
-    """DigitsDataModule takes `**kwargs` for InMemoryDataModule: a typo there is caught with the base's names."""
+    """ImageData takes `**kwargs` for InMemoryDataModule: a typo there is caught with the base's names."""
     with pytest.raises(UserError, match=r"^data\.batch_sise=32 is not an argument .*did you mean batch_size\?"):
-        validate_targets(make_cfg("+data.batch_sise=32"))
+        validate_targets(make_cfg(*IMAGES, "+data.batch_sise=32"))
 
 
 @pytest.mark.parametrize(
@@ -62,35 +65,31 @@ def test_keywords_a_class_passes_to_its_base_are_checked_against_the_base(make_c
 def test_optimizer_values_are_tried_before_training(make_cfg, override, expected):
     """The optimizer is built only inside fit; its values are tried on a dummy parameter first, named by key."""
     with pytest.raises(UserError, match=expected):
-        validate_targets(make_cfg(override))
+        validate_targets(make_cfg(CONFIGURED, override))
 
 
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
         pytest.param(
-            ["model.net.dropout=2"],
+            [CONFIGURED, "model.net.dropout=2"],
             r"^model\.net\.dropout=2 is not valid: dropout probability has to be between 0 and 1, but got 2 "
-            r"\(my_project\.models\.nets\.mlp\.MLP\)$",
+            r"\(hydralight\.testing\.configured\.DropoutNet\)$",
             id="dropout=2",
         ),
         pytest.param(
-            ["data.val_fraction=1.5"],
-            r"^data\.val_fraction=1\.5 is not valid: .*\[0, 1\)",
-            id="val_fraction=1.5",
+            [*IMAGES, "data.num_folds=1"],
+            r"^data\.num_folds=1 is not valid: num_folds must be a whole number >= 2 .*"
+            r"\(hydralight\.testing\.images\.ImageData\)$",
+            id="num_folds=1",
         ),
         pytest.param(
-            ["data.test_fraction=-0.1"],
-            r"^data\.test_fraction=-0\.1 is not valid: .*\[0, 1\)",
-            id="test_fraction=-0.1",
+            [*IMAGES, "data.fold=-1", "data.num_folds=3"],
+            r"^data\.num_folds=3, data\.fold=-1 are not valid together: fold must be one of 0\.\.2",
+            id="fold-of-folds",
         ),
         pytest.param(
-            ["data.val_fraction=0.6", "data.test_fraction=0.5"],
-            r"^data\.val_fraction=0\.6, data\.test_fraction=0\.5 are not valid together: .* < 1",
-            id="fractions-sum",
-        ),
-        pytest.param(
-            ["trainer.devices=-1"],  # TINY sets trainer.accelerator=cpu
+            ["trainer.devices=-1"],  # QUICK sets trainer.accelerator=cpu
             r"^trainer\.devices=-1 means all GPUs, and this run has none\. .*from 1 \(the default\) to \d+",
             id="devices=-1-on-cpu",
         ),
@@ -103,10 +102,10 @@ def test_values_a_constructor_refuses_are_named_by_their_key(make_cfg, overrides
         train(make_cfg(*overrides))
 
 
-def test_fractions_are_checked_by_the_data_module_itself(make_cfg):
-    """Built outside train (eval and predict build the data module too), the fraction is still named by its key."""
-    with pytest.raises(UserError, match=r"^data\.val_fraction=1\.5 is not valid"):
-        build_datamodule(make_cfg("data.val_fraction=1.5").data)
+def test_folds_are_checked_by_the_data_module_itself(make_cfg):
+    """Built outside train (eval and predict build the data module too), the value is still named by its key."""
+    with pytest.raises(UserError, match=r"^data\.num_folds=1 is not valid"):
+        build_datamodule(make_cfg(*IMAGES, "data.num_folds=1").data)
 
 
 @pytest.mark.parametrize("max_epochs", [0, -5])

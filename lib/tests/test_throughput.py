@@ -14,9 +14,7 @@ from lightning.pytorch.demos.boring_classes import BoringDataModule, BoringModel
 from torch.utils.data import DataLoader
 
 from hydralight.core.train import train
-from tests.conftest import TINY, compose_config
 
-OUTSIDE = Path(__file__).resolve().parent / "outside_task"
 KEYS = {"train/samples_per_s", "train/step_s", "train/peak_memory_mib"}
 
 
@@ -29,13 +27,13 @@ def assert_positive_finite(metrics: dict[str, float], keys: set[str]) -> None:
     assert all(math.isfinite(metrics[key]) and metrics[key] > 0 for key in keys), {key: metrics[key] for key in keys}
 
 
-def test_the_classifier_writes_samples_per_s_step_time_and_peak_memory(make_cfg):
-    """Digits batches of 64: samples/s x seconds per step is the batch size, and the peak memory is the process's."""
+def test_a_run_writes_samples_per_s_step_time_and_peak_memory(make_cfg):
+    """Batches of 16: samples/s x seconds per step is the batch size, and the peak memory is the process's."""
     cfg = make_cfg()
     train(cfg)
     metrics = read_metrics(cfg)
     assert_positive_finite(metrics, KEYS)
-    assert "train/tokens_per_s" not in metrics  # the classifier says nothing of tokens
+    assert "train/tokens_per_s" not in metrics  # no length_fn: nothing said of tokens
     assert metrics["train/samples_per_s"] * metrics["train/step_s"] == pytest.approx(cfg.data.batch_size, rel=1e-6)
     assert metrics["train/peak_memory_mib"] > 50  # the RSS of a process that imported torch, not bytes or GiB
 
@@ -48,23 +46,22 @@ def test_step_time_is_per_optimizer_step(make_cfg):
     assert metrics["train/samples_per_s"] * metrics["train/step_s"] == pytest.approx(2 * cfg.data.batch_size, rel=1e-6)
 
 
-# copier:if gpt_example
-def test_the_gpt_writes_tokens_per_s_as_samples_per_s_times_the_block_size(make_cfg):
-    cfg = make_cfg("experiment=shakespeare_gpt")
+def test_length_fn_writes_items_per_s_as_samples_per_s_times_each_samples_length(make_cfg):
+    """length_fn=first_tensor_numel counts the elements of a batch's first tensor (the tokens of (B, T) input ids,
+    here the 4 features of each sample), under the name items_name gives them."""
+    length_fn = "{_target_:hydra.utils.get_method,path:hydralight.core.callbacks.throughput.first_tensor_numel}"
+    cfg = make_cfg(f"callbacks.throughput.length_fn={length_fn}", "callbacks.throughput.items_name=features")
     train(cfg)
     metrics = read_metrics(cfg)
-    assert_positive_finite(metrics, KEYS | {"train/tokens_per_s"})
-    expected = metrics["train/samples_per_s"] * cfg.data.block_size
-    assert metrics["train/tokens_per_s"] == pytest.approx(expected, rel=1e-6)
-
-
-# copier:endif
+    assert_positive_finite(metrics, KEYS | {"train/features_per_s"})
+    expected = metrics["train/samples_per_s"] * cfg.data.in_features
+    assert metrics["train/features_per_s"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_the_csv_logger_gets_a_row_on_every_log_step_and_at_the_epochs_end(make_cfg):
     """4 steps, trainer.log_every_n_steps=2: rows at steps 2 and 4 (Lightning writes step - 1) and the epoch's row;
     metrics.json holds the epoch's figures."""
-    cfg = make_cfg("trainer.log_every_n_steps=2")
+    cfg = make_cfg("trainer.log_every_n_steps=2", "data.batch_size=8")  # 32 training samples: 4 steps
     train(cfg)
     with open(Path(cfg.paths.output_dir) / "csv" / "metrics.csv") as file:
         rows = [row for row in csv.DictReader(file) if row["train/samples_per_s"]]
@@ -111,36 +108,34 @@ class LayoutModel(BoringModel):
         self.log("val/loss", self.step(batch))
 
 
-def layout_cfg(tmp_path: Path, layout: str):
-    return compose_config(
-        "train",
-        tmp_path / "run",
-        (
-            *TINY,
-            f"hydra.searchpath=[file://{OUTSIDE / 'conf'}]",
-            "model=boring",
-            "data=boring",
-            f"model._target_={__name__}.LayoutModel",
-            f"data._target_={__name__}.LayoutData",
-            f"+data.layout={layout}",
-            "monitor=val/loss",
-            "mode=min",
-        ),
+def layout_cfg(make_cfg, tmp_path: Path, layout: str):
+    """model=layout data=layout, from a config dir of their own on Hydra's search path."""
+    for group, name in (("model", "LayoutModel"), ("data", "LayoutData")):
+        (tmp_path / "layout" / group).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "layout" / group / "layout.yaml").write_text(f"_target_: {__name__}.{name}\n")
+    return make_cfg(
+        f"hydra.searchpath=[file://{tmp_path / 'layout'}]",
+        "model=layout",
+        "data=layout",
+        f"+data.layout={layout}",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
     )
 
 
 @pytest.mark.parametrize("layout", ["tensor", "dict"])
-def test_a_bare_tensor_or_a_dict_batch_is_counted_by_its_first_tensor(tmp_path, layout):
-    cfg = layout_cfg(tmp_path, layout)
+def test_a_bare_tensor_or_a_dict_batch_is_counted_by_its_first_tensor(make_cfg, tmp_path, layout):
+    cfg = layout_cfg(make_cfg, tmp_path, layout)
     train(cfg)
     metrics = read_metrics(cfg)
     assert_positive_finite(metrics, KEYS)
     assert metrics["train/samples_per_s"] * metrics["train/step_s"] == pytest.approx(4, rel=1e-6)
 
 
-def test_a_batch_it_cannot_count_still_trains_and_says_so_once(tmp_path, caplog):
+def test_a_batch_it_cannot_count_still_trains_and_says_so_once(make_cfg, tmp_path, caplog):
     """No samples/s then, but the step time and the memory."""
-    cfg = layout_cfg(tmp_path, "opaque")
+    cfg = layout_cfg(make_cfg, tmp_path, "opaque")
     with caplog.at_level(logging.INFO, logger="hydralight.core.callbacks.throughput"):
         train(cfg)
     lines = [record.getMessage() for record in caplog.records if "cannot tell" in record.getMessage()]
