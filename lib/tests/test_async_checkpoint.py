@@ -1,7 +1,8 @@
 """async_checkpoint=true: each checkpoint written by a background thread holds exactly its own step (bitwise the
 synchronous run's), a resume from it ends equal to an uninterrupted run, preemption, the NaN guard and a full disk
 still find their checkpoints on disk, a kill -9 mid-write leaves the previous file intact, and the strategies that
-write sharded checkpoints themselves are refused in one line.
+write sharded checkpoints themselves are refused in one line. The task is hydralight.testing's stateful one (Adam's
+moments, dropout's RNG: a checkpoint with every kind of state).
 
 Most runs here hold every background write until the code under test waits for it (`held_writes`): the slowest
 disk there can be, on which training always runs ahead of every pending checkpoint. What a test asserts then holds
@@ -22,17 +23,19 @@ from typing import Any
 import pytest
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig
+from test_cli_errors import assert_user_error
+from test_reliability import QUIET, assert_identical_training_state, load_state
 
 from hydralight.core.build import build_trainer
-from hydralight.core.errors import Preempted, TrainingDiverged, UserError
+from hydralight.core.errors import DiskFull, Preempted, TrainingDiverged, UserError
 from hydralight.core.runs.async_checkpoint import BackgroundCheckpointIO, cpu_snapshot
 from hydralight.core.train import train
-from tests.conftest import ROOT, TINY, compose_config, run_cli
-from tests.test_cli_errors import assert_user_error
-from tests.test_reliability import QUIET, assert_identical_training_state, load_state
+from hydralight.testing import QUICK, compose, run_cli
 
+# Adam, dropout, the library's in-memory loaders; 4 steps an epoch.
+STATEFUL = ("model=stateful", "data=stateful", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
+            "trainer.limit_test_batches=2")  # fmt: skip
 HELD_AT_MOST = 30.0  # s: a write nobody waits for lands after this (only a broken writer waits that long)
 ASYNC = "async_checkpoint=true"
 # Every optimizer step its own file, kept: the checkpoints of two runs compared step by step.
@@ -70,7 +73,7 @@ def held_writes(monkeypatch):
 
 
 def config(tmp_path: Path, name: str, *overrides: str) -> DictConfig:
-    return compose_config("train", tmp_path / name, (*TINY, "logger=none", *overrides))
+    return compose("train", tmp_path / name, (*QUICK, "logger=none", *STATEFUL, *overrides))
 
 
 def assert_same_contents(a: Any, b: Any, where: str = "checkpoint") -> None:
@@ -134,17 +137,6 @@ def test_checkpoints_replaced_while_their_write_is_pending_are_gone(tmp_path, he
     assert sorted(path.name for path in (tmp_path / "run" / "steps").iterdir()) == ["step003.ckpt", "step004.ckpt"]
 
 
-class CrashAt(Callback):
-    """Test helper: an error at the start of one training step (a bug, a lost node), nothing saved for it."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
-        if trainer.global_step == self.step:
-            raise RuntimeError(f"crash at step {self.step}")
-
-
 def test_a_crashed_async_run_resumes_from_its_last_step_checkpoint_bitwise_equal(tmp_path, held_writes):
     """Step checkpoints every 3 steps, a crash at step 7 while the step-6 checkpoint is still being written: the
     step-6 file is on disk by the time the error reaches the caller, and the same config again resumes from it,
@@ -152,7 +144,7 @@ def test_a_crashed_async_run_resumes_from_its_last_step_checkpoint_bitwise_equal
     run = ("trainer.max_epochs=2", "trainer.deterministic=true", "callbacks.last_checkpoint.every_n_train_steps=3",
            "test=false")  # fmt: skip
     train(config(tmp_path, "uninterrupted", *run))
-    crash = ("+callbacks.crash._target_=tests.test_async_checkpoint.CrashAt", "+callbacks.crash.step=7")
+    crash = ("+callbacks.crash._target_=hydralight.testing.faults.CrashAt", "+callbacks.crash.step=7")
     with pytest.raises(RuntimeError, match="crash at step 7"):
         train(config(tmp_path, "resumed", *run, ASYNC, *crash))
     assert load_state(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["global_step"] == 6
@@ -163,21 +155,10 @@ def test_a_crashed_async_run_resumes_from_its_last_step_checkpoint_bitwise_equal
     assert_identical_training_state(tmp_path / "uninterrupted" / "checkpoints" / "last.ckpt", final)
 
 
-class SigtermAt(Callback):
-    """Test helper: SIGTERM to this process at one training step, as a cluster's preemption sends it."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def test_preemption_checkpoint_is_complete_on_disk_before_the_run_stops(tmp_path, held_writes):
     """SIGTERM at step 5: preempted.ckpt, whose write starts only after the stop began, is on disk and loads when
     the run raises Preempted (exit 75), before any exit; it holds the step the run stopped at."""
-    sigterm = ("+callbacks.sigterm._target_=tests.test_async_checkpoint.SigtermAt", "+callbacks.sigterm.step=5")
+    sigterm = ("+callbacks.sigterm._target_=hydralight.testing.faults.SigtermAt", "+callbacks.sigterm.step=5")
     with pytest.raises(Preempted, match="stopped by a signal at step 5"):
         train(config(tmp_path, "run", "trainer.max_epochs=3", ASYNC, *sigterm))
     assert load_state(tmp_path / "run" / "checkpoints" / "preempted.ckpt")["global_step"] == 5
@@ -186,7 +167,7 @@ def test_preemption_checkpoint_is_complete_on_disk_before_the_run_stops(tmp_path
 def test_nan_guard_names_a_checkpoint_still_being_written(tmp_path, held_writes):
     """A NaN at the first step of epoch 1, while epoch 0's checkpoints are still being written: the message names
     the last good checkpoint (it waits for them), not 'none was written yet'."""
-    nan = ("+callbacks.inject_nan._target_=tests.test_reliability.InjectNaN", "+callbacks.inject_nan.at_step=4")
+    nan = ("+callbacks.inject_nan._target_=hydralight.testing.faults.InjectNaN", "+callbacks.inject_nan.at_step=4")
     with pytest.raises(TrainingDiverged) as stopped:
         train(config(tmp_path, "run", "trainer.max_epochs=2", ASYNC, *nan))
     last_good = tmp_path / "run" / "checkpoints" / "last.ckpt"
@@ -195,7 +176,7 @@ def test_nan_guard_names_a_checkpoint_still_being_written(tmp_path, held_writes)
 
 
 def test_a_full_disk_in_the_background_is_the_same_clear_error(tmp_path, monkeypatch):
-    """ENOSPC raised by the writer thread reaches the run as the synchronous run's UserError; what was written before
+    """ENOSPC raised by the writer thread reaches the run as the synchronous run's DiskFull; what was written before
     loads intact."""
     import errno
 
@@ -208,7 +189,7 @@ def test_a_full_disk_in_the_background_is_the_same_clear_error(tmp_path, monkeyp
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save_until_the_disk_fills)
-    with pytest.raises(UserError, match="disk is full"):
+    with pytest.raises(DiskFull, match="disk is full"):
         train(config(tmp_path, "run", "trainer.max_epochs=2", ASYNC, "test=false"))
     monkeypatch.undo()
     assert load_state(tmp_path / "run" / "checkpoints" / "last.ckpt")["epoch"] == 0
@@ -302,8 +283,9 @@ def test_a_strategy_saving_sharded_checkpoints_is_refused_naming_what_works(tmp_
 
 
 @pytest.mark.slow
-def test_the_refusal_is_one_line_through_the_cli(tmp_path):
-    result = run_cli("train.py", *QUIET, ASYNC, *SHARDED_SAVE, f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+def test_the_refusal_is_one_line_through_the_cli(project, tmp_path):
+    result = run_cli("train.py", *QUIET, ASYNC, *SHARDED_SAVE, f"hydra.run.dir={tmp_path / 'run'}", cwd=project,
+                     timeout=120)  # fmt: skip
     assert_user_error(result, 2, [f"error: {REFUSAL}"])
     assert not (tmp_path / "run" / "checkpoints").exists()
 
@@ -353,7 +335,7 @@ def test_a_kill_mid_write_leaves_the_previous_checkpoint_intact(tmp_path):
     target, marker, staging = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "mid-write", tmp_path / "tmp"
     staging.mkdir()
     env = {**os.environ, "TMPDIR": str(staging)}  # where fsspec stages the file before the rename
-    child = subprocess.Popen([sys.executable, "-c", KILLED_MID_WRITE, str(target), str(marker)], cwd=ROOT, env=env,
+    child = subprocess.Popen([sys.executable, "-c", KILLED_MID_WRITE, str(target), str(marker)], cwd=tmp_path, env=env,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 120
     while not marker.exists():
@@ -370,24 +352,3 @@ def test_a_kill_mid_write_leaves_the_previous_checkpoint_intact(tmp_path):
     (partial,) = list(staging.iterdir())
     assert 0 < partial.stat().st_size < len(before), "the kill did not land mid-write"
     assert sorted(path.name for path in target.parent.iterdir()) == ["last.ckpt"]
-
-
-# ---- The benchmark (benchmarks/async_checkpoint.py) runs end to end; no timing is asserted.
-
-
-@pytest.mark.slow
-def test_quick_async_checkpoint_benchmark_reports_every_number(tmp_path):
-    import json
-    import math
-
-    out = tmp_path / "async.json"
-    result = run_cli("benchmarks/async_checkpoint.py", "--quick", "--json", str(out), timeout=600)
-    assert result.returncode == 0, result.stderr[-6000:]
-    assert "| sync |" in result.stdout and "| async |" in result.stdout and "async/sync: " in result.stdout
-    report = json.loads(out.read_text())["results"]
-    assert set(report["variants"]) == {"none", "sync", "async"}
-    for variant in report["variants"].values():
-        (run,) = variant["runs"]
-        assert len(run["epochs_s"]) == 2 and all(math.isfinite(s) and s > 0 for s in run["epochs_s"])
-    assert math.isfinite(report["async/sync"]) and report["async/sync"] > 0
-    assert report["checkpoint_mb"] > 0 and report["saves_per_epoch"] >= 1

@@ -1,5 +1,7 @@
 """The error contract: a user error exits non-zero with one clear message on stderr (key, value, valid choices) and
-no Python traceback; config errors never import torch; a failed run leaves earlier runs alone."""
+no Python traceback; config errors never import torch; a failed run leaves earlier runs alone. The runs are
+hydralight.testing's project (its regression, and its stateful task where a case needs an optimizer, a net with
+dropout or the library's in-memory data module)."""
 
 import os
 from pathlib import Path
@@ -12,25 +14,21 @@ from omegaconf.errors import OmegaConfBaseException
 from hydralight.core import cli
 from hydralight.core.cli import USER_ERROR_EXIT_CODE
 from hydralight.core.errors import UserError
-from tests.conftest import assert_ok, run_cli
+from hydralight.testing import assert_ok, run_cli
 
 CUDA = torch.cuda.is_available()
 needs_no_cuda = pytest.mark.skipif(CUDA, reason="this machine has CUDA: the no-GPU error cannot happen here")
 
 # Our own validation (UserError): exit code 2 exactly. Hydra's composition errors: any non-zero code.
 OURS, HYDRA = USER_ERROR_EXIT_CODE, None
+STATEFUL = ["model=stateful", "data=stateful"]  # Adam, a net with dropout, InMemoryDataModule (loaders, k-fold)
 
 # (script, args, exit code, substrings stderr must contain). "{tmp}" becomes the test's tmp_path.
 CASES = {
     # Unknown group options: Hydra names the group, the option and lists the available ones.
     "strategy=foo": ("train.py", ["strategy=foo"], HYDRA, ["strategy", "foo", "auto", "ddp", "dp", "fsdp"]),
-    "model/optimizer=adagrad": (
-        "train.py",
-        ["model/optimizer=adagrad"],
-        HYDRA,
-        ["model/optimizer", "adagrad", "adam", "adamw", "sgd", "rmsprop"],
-    ),
-    "data=cifar": ("train.py", ["data=cifar"], HYDRA, ["data", "cifar", "digits", "mnist"]),
+    "logger=foo": ("train.py", ["logger=foo"], HYDRA, ["logger", "foo", "csv", "tensorboard", "mlflow", "wandb"]),
+    "data=cifar": ("train.py", ["data=cifar"], HYDRA, ["data", "cifar", "regression", "stateful"]),
     # Unknown keys (open set: no choices to list, but the key and how to add it).
     "trainer.max_epoch=3": ("train.py", ["trainer.max_epoch=3"], HYDRA, ["trainer.max_epoch", "+trainer.max_epoch=3"]),
     "foo=1": ("train.py", ["foo=1"], HYDRA, ["'foo'", "+foo=1"]),
@@ -95,11 +93,16 @@ CASES = {
     # its constructor refuses while the model builds its net: still one line, exit 2.
     "+model.optimizer.weight_decy=0.1": (
         "train.py",
-        ["+model.optimizer.weight_decy=0.1"],
+        [*STATEFUL, "+model.optimizer.weight_decy=0.1"],
         OURS,
         ["model.optimizer.weight_decy=0.1", "torch.optim.Adam", "did you mean weight_decay?"],
     ),
-    "model.net.dropout=2": ("train.py", ["model.net.dropout=2"], OURS, ["model.net.dropout=2", "between 0 and 1"]),
+    "model.net.dropout=2": (
+        "train.py",
+        [*STATEFUL, "model.net.dropout=2"],
+        OURS,
+        ["model.net.dropout=2", "between 0 and 1"],
+    ),
     "init_from=missing": ("train.py", ["init_from={tmp}/nope.ckpt"], OURS, ["init_from=", "nope.ckpt", "no such file"]),
     "init_from+ckpt_path": (
         "train.py",
@@ -120,9 +123,9 @@ CASES = {
         OURS,
         ["callbacks.freeze.modules", "not given", "callbacks.freeze.modules=<value>"],
     ),
-    "data.num_folds=1": ("train.py", ["data.num_folds=1"], OURS, ["data.num_folds=1", ">= 2", "null"]),
-    "data.fold=5": ("train.py", ["data.num_folds=5", "data.fold=5"], OURS, ["data.fold=5", "0..4"]),
-    "data.fold=2 without num_folds": ("train.py", ["data.fold=2"], OURS, ["data.fold=2", "num_folds"]),
+    "data.num_folds=1": ("train.py", [*STATEFUL, "data.num_folds=1"], OURS, ["data.num_folds=1", ">= 2", "null"]),
+    "data.fold=5": ("train.py", [*STATEFUL, "data.num_folds=5", "data.fold=5"], OURS, ["data.fold=5", "0..4"]),
+    "data.fold=2 without num_folds": ("train.py", [*STATEFUL, "data.fold=2"], OURS, ["data.fold=2", "num_folds"]),
     # Eval without a usable checkpoint.
     "eval:no-ckpt_path": ("eval.py", [], OURS, ["ckpt_path", "required", ".ckpt"]),
     "eval:ckpt_path=missing": (
@@ -166,7 +169,7 @@ CASES = {
     ),
     # Lightning's own check, reached when the switch is bypassed: still one line, exit 2.
     "trainer.precision=8-mixed": ("train.py", ["trainer.precision=8-mixed"], OURS, ["8-mixed", "bf16-mixed"]),
-    "data.num_workers=-1": ("train.py", ["data.num_workers=-1"], OURS, ["data.num_workers=-1", ">= 0"]),
+    "data.num_workers=-1": ("train.py", [*STATEFUL, "data.num_workers=-1"], OURS, ["data.num_workers=-1", ">= 0"]),
     "train:ckpt_path=garbage": (
         "train.py",
         ["ckpt_path={tmp}/garbage.ckpt", "trainer.max_epochs=1"],
@@ -229,12 +232,12 @@ def test_user_error_names_the_key_the_value_and_the_choices(make_cfg, tmp_path, 
 
 
 @pytest.mark.parametrize(("script", "args", "exit_code", "expected"), params(THROUGH_THE_CLI))
-def test_user_error_is_one_clear_message(tmp_path, script, args, exit_code, expected):
+def test_user_error_is_one_clear_message(project, tmp_path, script, args, exit_code, expected):
     """Through the real CLI: non-zero exit (exactly 2 for our own checks), the message on stderr, no traceback."""
     make_bad_files(tmp_path)
     args = [arg.format(tmp=tmp_path) for arg in args]
     expected = [text.format(tmp=tmp_path) for text in expected]
-    result = run_cli(script, *args, f"hydra.run.dir={tmp_path / 'run'}", timeout=120)
+    result = run_cli(script, *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=project, timeout=120)
     assert_user_error(result, exit_code, expected)
 
 
@@ -249,9 +252,11 @@ HEAVY_MODULES = ("torch", "lightning")
         pytest.param(["precision=8-mixed"], USER_ERROR_EXIT_CODE, id="config-error"),
     ],
 )
-def test_light_paths_never_import_torch(tmp_path, args, exit_code):
-    """`--help`, `--cfg job` and a config error finish without importing torch or lightning (-X importtime)."""
-    result = run_cli("train.py", *args, f"hydra.run.dir={tmp_path / 'run'}", env={"PYTHONPROFILEIMPORTTIME": "1"})
+def test_light_paths_never_import_torch(project, tmp_path, args, exit_code):
+    """`--help`, `--cfg job` and a config error finish without importing torch or lightning (-X importtime; a
+    fresh `python`, which hydralight.testing.warm starts for this environment)."""
+    result = run_cli("train.py", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=project,
+                     env={"PYTHONPROFILEIMPORTTIME": "1"})  # fmt: skip
     assert result.returncode == exit_code, result.stderr[-4000:]
     imported = [
         line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
@@ -261,11 +266,11 @@ def test_light_paths_never_import_torch(tmp_path, args, exit_code):
     assert not heavy, f"imported {heavy}"
 
 
-def test_help_lists_the_groups():
-    """`--help` succeeds and lists the config groups a user can pick from."""
-    result = run_cli("train.py", "--help")
+def test_help_lists_the_groups(project):
+    """`--help` succeeds and lists the config groups a user can pick from: the library's and the project's."""
+    result = run_cli("train.py", "--help", cwd=project)
     assert_ok(result)
-    for group in ("strategy", "model/optimizer", "data", "trainer"):
+    for group in ("strategy", "logger", "callbacks", "model", "data", "trainer"):
         assert group in result.stdout
 
 
@@ -289,19 +294,19 @@ def snapshot(folder: Path) -> dict[Path, tuple[bytes | None, int]]:
         ),
     ],
 )
-def test_failed_run_leaves_earlier_run_untouched(tmp_path, script, bad_args):
+def test_failed_run_leaves_earlier_run_untouched(project, tmp_path, script, bad_args):
     """A failing command run beside an earlier run dir changes none of its files (bytes, mtime, listing)."""
     earlier = tmp_path / "runs" / "earlier"
     (earlier / "checkpoints").mkdir(parents=True)
     (earlier / "checkpoints" / "last.ckpt").write_bytes(b"not really a checkpoint\x00\x01\x02" * 100)
-    (earlier / "metrics.json").write_text('{"test/acc": 0.5}\n')
+    (earlier / "metrics.json").write_text('{"test/loss": 0.5}\n')
     old = 1_000_000_000  # 2001: any write would move it
     for path in earlier.rglob("*"):
         os.utime(path, (old, old))
     before = snapshot(earlier)
 
     args = [arg.format(earlier=earlier) for arg in bad_args]
-    result = run_cli(script, *args, f"hydra.run.dir={tmp_path / 'runs' / 'bad'}", timeout=120)
+    result = run_cli(script, *args, f"hydra.run.dir={tmp_path / 'runs' / 'bad'}", cwd=project, timeout=120)
 
     assert result.returncode != 0, result.stderr[-4000:]
     assert snapshot(earlier) == before

@@ -1,10 +1,10 @@
 """A run killed with SIGKILL mid-training and resumed with the same command continues the runs its loggers wrote:
 the same TensorBoard dir, MLflow run and W&B run id, and every step once in metrics.csv and TensorBoard, though the
-killed run had logged steps after its last checkpoint. One killed + resumed run covers the four loggers at once."""
+killed run had logged steps after its last checkpoint. One killed + resumed run covers the four loggers at once.
+The task is hydralight.testing's stateful one, which logs train/loss_step at every step."""
 
 import csv
 import json
-import os
 import signal
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Callback
 
 from hydralight.core.build import build_loggers
 from hydralight.core.loggers import RUN_IDS_FILE, continue_logging
-from tests.conftest import assert_ok, run_cli
+from hydralight.testing import assert_ok, run_cli, write_project
 
 MLFLOW = ["mlflow", "sqlalchemy", "alembic"]  # the SQLite store needs all three
 PACKAGES = {"csv": [], "tensorboard": ["tensorboard"], "mlflow": MLFLOW, "wandb": ["wandb"]}
@@ -24,6 +23,8 @@ INSTALLED = [name for name, packages in PACKAGES.items() if all(find_spec(packag
 STEPS_PER_EPOCH, EPOCHS = 4, 3
 KILL_AT = 6  # in epoch 1: last.ckpt holds step 4, and steps 4 and 5 were logged after it
 SHORT = (
+    "model=stateful",
+    "data=stateful",
     "trainer.accelerator=cpu",
     f"trainer.max_epochs={EPOCHS}",
     f"trainer.limit_train_batches={STEPS_PER_EPOCH}",
@@ -35,24 +36,8 @@ SHORT = (
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 )
-KILLED = ("+callbacks.kill._target_=tests.test_logger_resume.KillAt", f"+callbacks.kill.at_step={KILL_AT}")
-TIMINGS = ("train/samples_per_s", "train/step_s", "train/peak_memory_mib")  # differ from run to run
+KILLED = ("+callbacks.kill._target_=hydralight.testing.faults.KillAt", f"+callbacks.kill.at_step={KILL_AT}")
 pytestmark = pytest.mark.slow  # three trainings with every logger, one of them killed
-
-
-class KillAt(Callback):
-    """Test helper: SIGKILL the run as it reaches `at_step`, unless it resumed: the same command then finishes."""
-
-    def __init__(self, at_step: int) -> None:
-        self.at_step = at_step
-        self.resumed = False
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.resumed = trainer.global_step > 0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if not self.resumed and trainer.global_step == self.at_step:
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -81,9 +66,10 @@ def runs(tmp_path_factory) -> Runs:
 
 def interrupted_and_resumed(tmp_path_factory) -> Runs:
     root = tmp_path_factory.mktemp("logger-resume")
+    project = write_project(root / "project")
     resumed, uninterrupted = root / "resumed", root / "uninterrupted"
     command = ("train.py", f"logger=[{','.join(INSTALLED)}]", *SHORT, *KILLED, f"hydra.run.dir={resumed}")
-    killed = run_cli(*command)
+    killed = run_cli(*command, cwd=project)
     assert killed.returncode == -signal.SIGKILL, f"exit {killed.returncode}\n{killed.stderr[-6000:]}"
     checkpoint = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     state = Runs(
@@ -92,11 +78,12 @@ def interrupted_and_resumed(tmp_path_factory) -> Runs:
         # The ids of the loggers that have one (MLflow's, W&B's): no file when only the loggers extra's are missing.
         json.loads((resumed / RUN_IDS_FILE).read_text()) if (resumed / RUN_IDS_FILE).exists() else {},
     )  # fmt: skip
-    second = run_cli(*command)
+    second = run_cli(*command, cwd=project)
     assert_ok(second)
     assert "Resuming from" in second.stderr + second.stdout
     reference = ["csv", "tensorboard"] if "tensorboard" in INSTALLED else ["csv"]
-    assert_ok(run_cli("train.py", f"logger=[{','.join(reference)}]", *SHORT, f"hydra.run.dir={uninterrupted}"))
+    command = ("train.py", f"logger=[{','.join(reference)}]", *SHORT, f"hydra.run.dir={uninterrupted}")
+    assert_ok(run_cli(*command, cwd=project))
     return state
 
 

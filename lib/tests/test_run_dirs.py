@@ -1,24 +1,29 @@
 """Run dirs on the path users take (default dirs, `run_name=`): the guard runs, one run per dir at a time, and a
-run refused before it trains leaves what was on disk exactly as it was."""
+run refused before it trains leaves what was on disk exactly as it was. The project is hydralight.testing's, its
+train.py run from another dir as a user types `python <project>/train.py` there."""
 
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from hydralight.core.errors import UserError
 from hydralight.core.runs.guard import LOCK_FILE, RunLock, RunRecord, check_run_dir
-from tests.conftest import ROOT, run_cli
+from hydralight.testing import run_cli, write_project
 
 QUIET = ("trainer.max_epochs=1", "~callbacks.progress_bar", "trainer.enable_progress_bar=false")
 
 
-def train_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """`python train.py <args>` as typed, started in `cwd`, with the default run dirs under `<cwd>/outputs`."""
-    return run_cli(str(ROOT / "train.py"), *args, cwd=cwd)
+@pytest.fixture(scope="module")
+def train_cli(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., subprocess.CompletedProcess]:
+    """train_cli(cwd, *args): `python <project>/train.py <args>` as typed, started in `cwd`, with the default run
+    dirs under `<cwd>/outputs`."""
+    script = write_project(tmp_path_factory.mktemp("project")) / "train.py"
+    return lambda cwd, *args: run_cli(str(script), *args, cwd=cwd)
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
@@ -26,10 +31,10 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def earlier_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished `python train.py run_name=mlp` in a scratch cwd: the run users come back to."""
+def earlier_run(tmp_path_factory: pytest.TempPathFactory, train_cli) -> Path:
+    """A finished `python train.py run_name=earlier` in a scratch cwd: the run users come back to."""
     cwd = tmp_path_factory.mktemp("cwd")
-    result = train_cli(cwd, "run_name=mlp", *QUIET)
+    result = train_cli(cwd, "run_name=earlier", *QUIET)
     assert result.returncode == 0, result.stderr[-4000:]
     return cwd
 
@@ -37,22 +42,22 @@ def earlier_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (("run_name=mlp", "model/net=cnn"), "was written by another model"),  # refused inside the task, after torch
-        (("run_name=mlp", "resume=never"), "resume=never"),  # refused by the guard, before Hydra writes
+        (("run_name=earlier", "model.net.hidden=16"), "was written by another model"),  # refused inside the task
+        (("run_name=earlier", "resume=never"), "resume=never"),  # refused by the guard, before Hydra writes
     ],
     ids=["other-architecture", "resume-never"],
 )
-def test_a_refused_resume_leaves_the_earlier_run_byte_identical(earlier_run, args, expected):
-    run_dir = earlier_run / "outputs" / "train" / "runs" / "mlp"
+def test_a_refused_resume_leaves_the_earlier_run_byte_identical(train_cli, earlier_run, args, expected):
+    run_dir = earlier_run / "outputs" / "train" / "runs" / "earlier"
     before = snapshot(run_dir)
     result = train_cli(earlier_run, *args, *QUIET)
     assert result.returncode == UserError.exit_code, result.stderr[-4000:]
     assert expected in result.stderr and "Traceback" not in result.stderr
-    assert "run_name='mlp'" in result.stderr or "runs/mlp" in result.stderr
+    assert "run_name='earlier'" in result.stderr or "runs/earlier" in result.stderr
     assert snapshot(run_dir) == before, "config.yaml, overrides.yaml, train.log, checkpoints: all as they were"
 
 
-def test_a_run_refused_by_validation_leaves_no_new_run_dir(tmp_path):
+def test_a_run_refused_by_validation_leaves_no_new_run_dir(train_cli, tmp_path):
     result = train_cli(tmp_path, "trainer.max_epochs=abc")
     assert result.returncode == UserError.exit_code
     assert "trainer.max_epochs='abc'" in result.stderr
@@ -61,7 +66,7 @@ def test_a_run_refused_by_validation_leaves_no_new_run_dir(tmp_path):
 
 
 @pytest.mark.parametrize("run_name", ["../../escaped", "a/../../b", "ABSOLUTE", "n" * 300])
-def test_a_run_name_that_is_no_plain_name_is_one_line_and_writes_nothing(tmp_path, run_name):
+def test_a_run_name_that_is_no_plain_name_is_one_line_and_writes_nothing(train_cli, tmp_path, run_name):
     """run_name names one dir under outputs/<task>/runs: a path or an over-long name stops before any dir is made,
     inside or outside the cwd."""
     cwd = tmp_path / "deep" / "cwd"
@@ -74,7 +79,7 @@ def test_a_run_name_that_is_no_plain_name_is_one_line_and_writes_nothing(tmp_pat
     assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*")) == ["deep", "deep/cwd"]
 
 
-def test_an_unwritable_outputs_dir_is_one_line(tmp_path):
+def test_an_unwritable_outputs_dir_is_one_line(train_cli, tmp_path):
     """`outputs` that cannot hold run dirs (here: a file; root ignores permission bits): one line, exit 2."""
     (tmp_path / "outputs").write_text("not a dir")
     for args in ((), ("-m", "seed=1,2")):
@@ -84,17 +89,17 @@ def test_an_unwritable_outputs_dir_is_one_line(tmp_path):
         assert len(lines) == 1 and "paths.log_dir=" in lines[0] and "Traceback" not in result.stderr, lines
 
 
-def test_a_second_run_in_the_same_dir_at_once_is_refused(earlier_run):
+def test_a_second_run_in_the_same_dir_at_once_is_refused(train_cli, earlier_run):
     """A run holds its dir's lock while it runs: another `run_name=` run into that dir stops with a message naming
     the holder, before it writes anything, and the dir is left as it was."""
-    run_dir = earlier_run / "outputs" / "train" / "runs" / "mlp"
+    run_dir = earlier_run / "outputs" / "train" / "runs" / "earlier"
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (run_dir / LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
         before = snapshot(run_dir)
-        result = train_cli(earlier_run, "run_name=mlp", *QUIET)
+        result = train_cli(earlier_run, "run_name=earlier", *QUIET)
         assert result.returncode == UserError.exit_code, result.stderr[-4000:]
-        assert "run_name='mlp' is in use by another run" in result.stderr and f"pid {holder.pid}" in result.stderr
+        assert "run_name='earlier' is in use by another run" in result.stderr and f"pid {holder.pid}" in result.stderr
         assert snapshot(run_dir) == before
     finally:
         holder.kill()
