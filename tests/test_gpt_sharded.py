@@ -1,8 +1,6 @@
 """strategy=model_parallel on the GPT, on CPU processes (gloo): its own tensor-parallel plan (Megatron's) over 2
-processes equals one process, and the memory benchmark of benchmarks/sharding.py. (The strategies themselves, FSDP2,
-its resume and the 2-D mesh on torchrun "nodes": lib/tests/test_sharded.py.)"""
-
-import json
+processes equals one process. (The strategies themselves, FSDP2, its resume and the 2-D mesh on torchrun "nodes":
+lib/tests/test_sharded.py; the memory benchmark of benchmarks/sharding.py: tests/template/test_benchmark_sharding.py.)"""
 
 import pytest
 
@@ -57,17 +55,3 @@ def test_tensor_parallel_over_two_processes_equals_one_process(tmp_path):
     eval_cfg = compose_config("eval", tmp_path / "eval", (f"ckpt_path={ckpt}", "trainer.limit_test_batches=2"))
     evaluated = evaluate(eval_cfg, overrides=[])
     assert evaluated["test/loss"] == pytest.approx(read_metrics(parallel)["test/loss"], rel=1e-6)
-
-
-@pytest.mark.slow
-def test_sharding_benchmark_measures_fsdp_holding_a_share_of_the_training_state(tmp_path):
-    """benchmarks/sharding.py --quick --only fsdp: each of the two processes holds about half of the model's
-    parameters (and as much in gradients, twice as much in AdamW's state), and the run reports its speed."""
-    out = tmp_path / "sharding.json"
-    result = run_cli("benchmarks/sharding.py", "--quick", "--only", "fsdp", "--json", str(out), timeout=600)
-    assert_ok(result)
-    assert "state = parameters + gradients + optimizer state" in result.stdout
-    fsdp = json.loads(out.read_text())["fsdp"]
-    assert 0.45 < fsdp["params"] / fsdp["all_params"] < 0.55
-    assert fsdp["grads"] == fsdp["params"] and fsdp["optimizer"] == pytest.approx(2 * fsdp["params"], rel=0.01)
-    assert fsdp["tokens_per_s"] > 0 and fsdp["peak_rss"] > 0 and fsdp["activations"] > 0

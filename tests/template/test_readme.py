@@ -669,7 +669,7 @@ FIVE_EPOCHS = ("trainer.max_epochs=5", *LIMITS)  # room to be killed after the f
 ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     # Quickstart.
     "make train": Covered(
-        "tests/test_make.py::test_the_first_make_train_installs_then_trains_and_the_next_only_trains",
+        "tests/template/test_make.py::test_the_first_make_train_installs_then_trains_and_the_next_only_trains",
         "what it runs; .ci/run runs it as typed in a fresh clone, and this suite inside the venv it made",
     ),
     "make test": NotRun("this suite itself: .ci/run runs it as typed in a fresh clone"),
@@ -679,7 +679,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     "make test [3]": Same("make test"),
     "make test-fast": NotRun("this suite, its quick part: .ci/run runs it in a venv with the dev extra alone"),
     "make train TORCH=torch==2.13.0": Covered(
-        "tests/test_make.py::test_torch_is_installed_first_when_given", "the install command it runs"
+        "tests/template/test_make.py::test_torch_is_installed_first_when_given", "the install command it runs"
     ),
     "python train.py": (
         Run(quickstart_as_typed, extra=(), where="repo"),  # as typed, from the repo root
@@ -725,7 +725,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
         written_in_the_background
     ),
     "python benchmarks/async_checkpoint.py": Covered(
-        "tests/test_async_checkpoint.py::test_quick_async_checkpoint_benchmark_reports_every_number",
+        "tests/template/test_async_checkpoint_benchmark.py::test_quick_async_checkpoint_benchmark_reports_every_number",
         "runs it with --quick (a narrow MLP, one run per variant); the full one is 9 trainings of a wide MLP",
     ),
     # Fine-tuning: from the quickstart's checkpoint.
@@ -752,22 +752,22 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     'pip install -e ".[slurm]"': NotRun("CI's own install step (the slurm extra)"),
     "sbatch": NotRun("no SLURM here; the script it submits runs the srun line below"),
     "srun python train.py strategy=ddp trainer.num_nodes=M trainer.devices=N": NotRun(
-        "no SLURM here; the slurm-<job id> run dir is unit-tested in tests/test_distributed.py"
+        "no SLURM here; the slurm-<job id> run dir is unit-tested in lib/tests/test_distributed.py"
     ),
     # Performance.
     "python benchmarks/bench.py --threads 1": Covered(
-        "tests/test_benchmark.py::test_quick_benchmark_reports_every_number",
+        "tests/template/test_benchmark.py::test_quick_benchmark_reports_every_number",
         "runs it with --quick --sizes digits, the shortened form this line's comment names",
     ),
     # copier:if gpt_example
     "python benchmarks/sharding.py": Covered(
-        test="tests/test_gpt_sharded.py::test_sharding_benchmark_measures_fsdp_holding_a_share_of_the_training_state",
+        test="tests/template/test_benchmark_sharding.py::test_sharding_benchmark_measures_fsdp_holding_a_share_of_the_training_state",
         why="runs it with --quick --only fsdp: the whole table is five trainings (four of 2 processes) of a wider GPT",
     ),
     # copier:endif
     "python benchmarks/bench.py --switches digits,mnist60k": NotRun(
         "timing runs: 79 s here even with --quick --sizes digits --only cpu_threads=1; bench.py's checks of "
-        "--switches/--only are in tests/test_benchmark.py"
+        "--switches/--only are in tests/template/test_benchmark.py"
     ),
     'python -c "import lightning"': Run(succeeded, extra=()),
     # Sweeps.
@@ -789,38 +789,44 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     # Start your own project.
     'pip install -e ".[template]"': NotRun("CI's own install step (the template extra)"),
     "python train.py model=<name> data=<name> monitor=val/loss mode=min": Covered(
-        "tests/test_outside_task.py::test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric",
+        "lib/tests/test_outside_task.py::test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric",
         "placeholders for a user's task: that test trains two such tasks (a regression and Lightning's boring "
         "classes) with only `_target_` + arguments configs, monitor=<its metric> mode=min",
     ),
     "cd their_project": Covered(
-        "tests/test_outside_task.py::test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric",
+        "lib/tests/test_outside_task.py::test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric",
         "that test's commands run from a copy of tests/outside_task/, an outside project",
     ),
     "PYTHONPATH=. python <hydralight>/train.py 'hydra.searchpath=[file://conf]' model=<name> data=<name> "
     "monitor=val/loss mode=min": Covered(
-        "tests/test_outside_task.py::test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric",
+        "lib/tests/test_outside_task.py::test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric",
         "exactly this command, placeholders filled, from the outside project's dir with default run dirs",
     ),
     # copier:template-only-start
     "copier copy --trust <path or git URL of hydralight> my-project": Covered(
-        "tests/test_template.py::test_the_copy_is_the_template_renamed",
+        "tests/template/test_template.py::test_the_copy_is_the_template_renamed",
         "copier copy of this working tree (a throwaway git repo of it), then every file of the copy compared",
     ),
     'cd my-project && git init && git add -A && git commit -m "New project from hydralight"': Covered(
-        "tests/test_template.py::test_copier_update_brings_a_later_template_change",
+        "tests/template/test_template.py::test_copier_update_brings_a_later_template_change",
         "git init, add and commit in a fresh copy, as this line does",
     ),
-    'pip install -e ./lib -e ".[dev]" && python train.py && pytest': Covered(
-        "tests/test_template.py::test_the_copy_installs_trains_and_passes_its_tests",
-        "installs a copy into a fresh virtualenv (not this one, whose editable install is this checkout)",
+    "make train && make test": Covered(
+        "tests/template/test_template.py::test_the_copy_installs_the_library_by_version_trains_and_passes_its_tests",
+        "installs a copy into a fresh virtualenv as its .ci/install does (hydralight from the template's lib/ at the "
+        "copy's commit, then the copy), trains and runs its tests",
     ),
+    "copier update [2]": Same("copier update --trust"),
+    "python train.py [2]": Same("python train.py"),
     "copier update": Same("copier update --trust"),
     'pip install -e ".[template]" [2]': NotRun("the install step above, again"),
     # copier:template-only-end
+    "python train.py [3]": Same("python train.py"),
+    "make": NotRun("the tool's name, in prose (`make train`: the quickstart's)"),
+    "make train [4]": Same("make train"),
     "copier copy": NotRun("the name of the command that made a copy, in prose (the template's tests make copies)"),
     "copier update --trust": NotRun(
-        "copier's own command on a copy; the template's tests/test_template.py merges a later template tag into one"
+        "copier's own command on a copy; tests/template/test_template.py merges a later template tag into one"
     ),
     "copier update --trust --data <question>=<new answer>": NotRun(
         "copier's own option to change an answer; needs a copy made by copier copy, which test_template.py has"
@@ -869,11 +875,22 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
 # The tests.
 
 COMMANDS = readme_commands(README.read_text())
+# "Drop an example": one `rm -r` of an example's files each, run as typed in a copy by that test.
+ENTRIES.update(
+    {
+        command: Covered(
+            "tests/template/test_template.py::test_a_copy_whose_examples_are_deleted_as_the_readme_says_passes_its_suite",
+            "run as typed in a fresh copy, whose suite then passes; the files are those copier.yml leaves out",
+        )
+        for command in COMMANDS
+        if command.startswith("rm -r src/my_project/")
+    }
+)
 
 
 def missing_message(commands: list[str]) -> str:
     return (
-        "README.md shows commands tests/test_readme.py does not run: add an entry to ENTRIES for each, saying how "
+        "README.md shows commands test_readme.py does not run: add an entry to ENTRIES for each, saying how "
         "it runs here (Run) or why it cannot (NotRun, Covered):\n  " + "\n  ".join(commands)
     )
 
