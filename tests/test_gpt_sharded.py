@@ -1,6 +1,6 @@
 """strategy=model_parallel on the GPT, on CPU processes (gloo): its own tensor-parallel plan (Megatron's) over 2
 processes equals one process. (The strategies themselves, FSDP2, its resume and the 2-D mesh on torchrun "nodes":
-lib/tests/test_sharded.py; the memory benchmark of benchmarks/sharding.py: tests/template/test_benchmark_sharding.py.)"""
+lib/tests/test_sharded.py; benchmarks/sharding.py: tests/template/test_benchmark_sharding.py.)"""
 
 import pytest
 
