@@ -795,7 +795,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     ),
     "cd their_project": Covered(
         "lib/tests/test_outside_task.py::test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric",
-        "that test's commands run from a copy of tests/outside_task/, an outside project",
+        "that test's commands run from a copy of lib/tests/outside_task/, an outside project",
     ),
     "PYTHONPATH=. python <hydralight>/train.py 'hydra.searchpath=[file://conf]' model=<name> data=<name> "
     "monitor=val/loss mode=min": Covered(
