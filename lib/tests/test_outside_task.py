@@ -1,12 +1,13 @@
-"""A task defined outside the project, as a user adds one: a package of their own (tests/outside_task/my_task: a
+"""A task defined outside the project, as a user adds one: a package of their own (lib/tests/outside_task/my_task: a
 regression, and Lightning's BoringModel/BoringDataModule) and a config dir of their own whose files hold only
 `_target_` and the class's own arguments, found through `hydra.searchpath`. The harness trains it, evaluates its
-checkpoints, runs it under DDP and sweeps it, with `monitor=<its metric> mode=min` and no edit to the project.
+checkpoints, runs it under DDP and sweeps it, with `monitor=<its metric> mode=min` and no edit to the project (here
+the testing project of hydralight.testing, written to a dir of its own).
 
 The commands run as a user types them, from the outside project's own dir with default run dirs:
 
-    cd my_project
-    PYTHONPATH=. python <hydralight>/train.py 'hydra.searchpath=[file://conf]' model=regression data=regression \\
+    cd their_project
+    PYTHONPATH=. python <project>/train.py 'hydra.searchpath=[file://conf]' model=my_regression data=my_regression \\
         monitor=val/mse mode=min
 """
 
@@ -27,14 +28,15 @@ from hydralight.core.errors import UserError
 from hydralight.core.evaluate import evaluate
 from hydralight.core.strategies import DataParallelStrategy
 from hydralight.core.train import train
-from tests.conftest import ROOT, TINY, assert_ok, compose_config, run_cli
+from hydralight.testing import QUICK, assert_ok, compose, run_cli, write_project
 
 OUTSIDE = Path(__file__).resolve().parent / "outside_task"
 SEARCHPATH = "hydra.searchpath=[file://conf]"  # relative to the dir the command starts in, as a user types it
 # Each task, the metric it logs for `monitor`, and its test metric.
-TASKS = {"regression": ("val/mse", "test/mse"), "boring": ("val/loss", "test/loss")}
+TASKS = {"my_regression": ("val/mse", "test/mse"), "boring": ("val/loss", "test/loss")}
 SHORT = ("trainer.max_epochs=2",)  # only what shortens a run
-SHORTER = {"regression": (), "boring": ("trainer.limit_train_batches=16", "trainer.limit_val_batches=16")}
+SHORTER = {"my_regression": (), "boring": ("trainer.limit_train_batches=16", "trainer.limit_val_batches=16")}
+TINY = (*QUICK, "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")
 
 
 def task_args(name: str) -> list[str]:
@@ -44,7 +46,7 @@ def task_args(name: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# In process: the harness's own parts on a task that is no classifier.
+# In process: the harness's own parts on tasks the project knows nothing of.
 
 
 @pytest.fixture
@@ -55,15 +57,16 @@ def outside_cfg(tmp_path, monkeypatch):
 
     def make(*overrides: str, config_name: str = "train"):
         searchpath = f"hydra.searchpath=[file://{OUTSIDE / 'conf'}]"
-        return compose_config(config_name, tmp_path / "run", (*TINY, searchpath, *overrides))
+        return compose(config_name, tmp_path / "run", (*TINY, searchpath, *overrides))
 
     return make
 
 
 def test_a_monitor_the_module_does_not_log_is_one_line_naming_what_it_logs(outside_cfg):
-    """The default monitor (val/acc) on a regression: one line naming what it does log, not Lightning's traceback."""
-    with pytest.raises(UserError, match=r"monitor='val/acc': RegressionModule logs no metric of that name") as error:
-        train(outside_cfg("model=regression", "data=regression"))
+    """The project's monitor (val/loss) on a task that logs val/mse: one line naming what it does log, not
+    Lightning's traceback."""
+    with pytest.raises(UserError, match=r"monitor='val/loss': RegressionModule logs no metric of that name") as error:
+        train(outside_cfg("model=my_regression", "data=my_regression"))
     assert "val/mse, train/mse" in str(error.value)
     assert "monitor=val/mse mode=min (a loss, an error) or mode=max" in str(error.value)
 
@@ -76,15 +79,13 @@ def test_eval_reproduces_a_test_whose_data_comes_from_the_global_rng(outside_cfg
     best = next((Path(trained.paths.output_dir) / "checkpoints").glob("epoch*.ckpt"))
     train_metrics = json.loads((Path(trained.paths.output_dir) / "metrics.json").read_text())
     searchpath = f"hydra.searchpath=[file://{OUTSIDE / 'conf'}]"
-    cfg = compose_config(
-        "eval", tmp_path / "eval", (*TINY, searchpath, f"ckpt_path={best}", "trainer.limit_test_batches=8")
-    )
+    cfg = compose("eval", tmp_path / "eval", (*TINY, searchpath, f"ckpt_path={best}", "trainer.limit_test_batches=8"))
     assert evaluate(cfg, overrides=[])["test/loss"] == train_metrics["test/loss"]
 
 
 def test_plots_on_a_regression_draw_its_curves_and_say_why_there_is_no_confusion_matrix(outside_cfg, caplog):
     pytest.importorskip("matplotlib")
-    cfg = outside_cfg(*task_args("regression"), "callbacks=plots")
+    cfg = outside_cfg(*task_args("my_regression"), "callbacks=plots")
     with caplog.at_level(logging.INFO, logger="hydralight.core.callbacks.plots"):
         train(cfg)
     plots = Path(cfg.paths.output_dir) / "plots"
@@ -99,7 +100,7 @@ def test_plots_on_a_regression_draw_its_curves_and_say_why_there_is_no_confusion
 def test_lr_find_sets_a_plain_lr_argument_and_the_optimizer(outside_cfg):
     """A module with an `lr` argument (no optimizer config): the suggestion reaches its hparams (so checkpoints
     record it) and the optimizer it trains with."""
-    cfg = outside_cfg(*task_args("regression"), "tune=lr_find", "callbacks.lr_find.num_training_steps=20")
+    cfg = outside_cfg(*task_args("my_regression"), "tune=lr_find", "callbacks.lr_find.num_training_steps=20")
     train(cfg)
     run_dir = Path(cfg.paths.output_dir)
     suggestion = json.loads((run_dir / "lr_find.json").read_text())["suggestion"]
@@ -130,7 +131,7 @@ def test_batch_size_finder_on_data_without_a_batch_size_is_one_line(outside_cfg)
 
 def test_dp_wraps_the_one_network_of_a_module_without_net(outside_cfg):
     """strategy=dp on a module whose network is `self.model`: trained, tested, and saved with plain keys."""
-    cfg = outside_cfg(*task_args("regression"), "strategy=dp")
+    cfg = outside_cfg(*task_args("my_regression"), "strategy=dp")
     train(cfg)
     last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     assert sorted(last["state_dict"]) == ["model.0.bias", "model.0.weight", "model.2.bias", "model.2.weight"]
@@ -161,11 +162,11 @@ def test_dp_network_is_net_else_the_one_sub_module_with_parameters_else_a_clear_
 def test_help_lists_the_outside_options_with_the_projects(tmp_path):
     """`--help` with an outside search path lists its options in their groups (Hydra's own help lists none)."""
     project = outside_project(tmp_path)
-    result = run_outside(project, "train.py", SEARCHPATH, "model=regression", "data=regression", "--help")
+    result = run_outside(project, "train.py", SEARCHPATH, "model=my_regression", "data=my_regression", "--help")
     assert_ok(result)
-    for group, own in (("data", "digits"), ("model", "classifier")):  # the project's options and the outside ones
+    for group in ("data", "model"):  # the project's option (regression) and the outside ones
         (options,) = re.findall(rf"^{group}: (.*)$", result.stdout, re.MULTILINE)
-        assert {own, "boring", "regression"} <= set(options.split(", ")), options
+        assert {"regression", "boring", "my_regression"} <= set(options.split(", ")), options
     assert "_target_: my_task.RegressionModule" in result.stdout
 
 
@@ -174,15 +175,18 @@ def test_help_lists_the_outside_options_with_the_projects(tmp_path):
 
 
 def outside_project(tmp_path: Path) -> Path:
-    """A copy of the outside project (its package and its conf/), the dir the user works in."""
-    project = tmp_path / "my_project"
+    """A copy of the outside project (its package and its conf/), the dir the user works in, beside the testing
+    project (tmp_path/hydralight) whose entry scripts the user runs."""
+    write_project(tmp_path / "hydralight")
+    project = tmp_path / "their_project"
     shutil.copytree(OUTSIDE, project, ignore=shutil.ignore_patterns("__pycache__"))
     return project
 
 
 def run_outside(project: Path, script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """`PYTHONPATH=. python <hydralight>/<script> <args>` started in `project`."""
-    return run_cli(str(ROOT / script), *args, timeout=timeout, env={"PYTHONPATH": "."}, cwd=project)
+    entry = project.parent / "hydralight" / script
+    return run_cli(str(entry), *args, timeout=timeout, env={"PYTHONPATH": "."}, cwd=project)
 
 
 def only_dir(parent: Path) -> Path:
@@ -233,7 +237,9 @@ def test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric(
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two CPU processes need two cores")
 def test_outside_task_trains_under_ddp_on_two_cpu_processes(tmp_path):
     project = outside_project(tmp_path)
-    result = run_outside(project, "train.py", SEARCHPATH, *task_args("regression"), "strategy=ddp", "trainer.devices=2")
+    result = run_outside(
+        project, "train.py", SEARCHPATH, *task_args("my_regression"), "strategy=ddp", "trainer.devices=2"
+    )
     assert_ok(result)
     run_dir = only_dir(project / "outputs" / "train" / "runs")  # both ranks, one run dir
     log = (run_dir / "train.log").read_text()
@@ -245,7 +251,7 @@ def test_outside_task_trains_under_ddp_on_two_cpu_processes(tmp_path):
 @pytest.mark.sweeps
 def test_outside_task_sweep_summary_ranks_by_its_metric_ascending(tmp_path):
     project = outside_project(tmp_path)
-    result = run_outside(project, "train.py", "-m", SEARCHPATH, *task_args("regression"), "model.lr=0.01,0.1")
+    result = run_outside(project, "train.py", "-m", SEARCHPATH, *task_args("my_regression"), "model.lr=0.01,0.1")
     assert_ok(result)
     assert "best first by val/mse_best (minimize)" in result.stdout
     summary = json.loads((only_dir(project / "outputs" / "train" / "multiruns") / "summary.json").read_text())

@@ -1,8 +1,9 @@
-"""Hydra multirun sweeps as a user runs them: grid, Optuna (in memory and sqlite), over DDP jobs, failures; the summary
-and its groups, and the share of the machine parallel jobs get (joblib itself: tests/test_readme.py).
+"""Hydra multirun sweeps as a user runs them: grid, Optuna (its sqlite storage), over DDP jobs, failures; the summary
+and its groups, and the share of the machine parallel jobs get (joblib itself: the template's README test).
 
-Every sweep is a real `python train.py -m ...` subprocess on tiny settings, writing only under tmp_path (its sweep
-dir and `paths.log_dir`, so a stray run dir would show). The Optuna and joblib tests skip without the sweeps extra.
+Every sweep is a real `python train.py -m ...` subprocess in the testing project (hydralight.testing.write_project)
+on tiny settings, writing only under tmp_path (its sweep dir and `paths.log_dir`, so a stray run dir would show). The
+Optuna tests skip without the sweeps extra.
 """
 
 import csv
@@ -28,23 +29,12 @@ from hydralight.core.sweeps.isolation import entry_command, job_overrides, may_s
 from hydralight.core.sweeps.share import slot_gpus
 from hydralight.core.sweeps.storage import sqlite_path
 from hydralight.core.sweeps.summary import SweepSummary
-from tests.conftest import CONFIG_DIR, assert_ok, run_cli
+from hydralight.testing import CONFIG_DIR, QUICK, assert_ok, run_cli, write_project
 
 pytestmark = pytest.mark.sweeps
 
-TINY_SWEEP = (
-    "trainer.accelerator=cpu",
-    "trainer.max_epochs=1",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=2",
-    "trainer.limit_test_batches=2",
-    "~callbacks.progress_bar",
-    "~callbacks.model_summary",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "logger=none",
-)
-GRID = ("model.optimizer.lr=1e-3,1e-2", "model/optimizer=adam,sgd")
+TINY_SWEEP = (*QUICK, "logger=none")
+GRID = ("model.lr=0.01,0.05", "callbacks=default,early_stopping")  # a key and a group
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 
 
@@ -55,11 +45,15 @@ def installed(module: str) -> bool:
         return False
 
 
-def sweep(root: Path, *args: str, name: str = "sweep", multirun: bool = True, timeout: float = 240):
-    """`python train.py -m <tiny> <args>` with its sweep dir root/<name> and every other output under root/outputs."""
+def sweep(
+    root: Path, *args: str, name: str = "sweep", multirun: bool = True, timeout: float = 240
+) -> subprocess.CompletedProcess:
+    """`python train.py -m <tiny> <args>` in the testing project written in root/project, with its sweep dir
+    root/<name> and every other output under root/outputs."""
+    project = root / "project" if (root / "project").is_dir() else write_project(root / "project")
     flags = ("-m",) if multirun else ()
     sweep_args = (f"hydra.sweep.dir={root / name}", f"paths.log_dir={root / 'outputs'}")
-    return run_cli("train.py", *flags, *TINY_SWEEP, *sweep_args, *args, timeout=timeout)
+    return run_cli("train.py", *flags, *TINY_SWEEP, *sweep_args, *args, cwd=project, timeout=timeout)
 
 
 def summary(sweep_dir: Path) -> list[dict]:
@@ -70,9 +64,10 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted((path for path in sweep_dir.iterdir() if path.is_dir()), key=lambda path: int(path.name))
 
 
-def assert_best_first(jobs: list[dict], metric: str = "val/acc_best") -> None:
+def assert_best_first(jobs: list[dict], metric: str = "val/loss_best") -> None:
+    """The completed jobs' `metric` ascending: the testing project's mode=min."""
     values = [job["metrics"][metric] for job in jobs if job["status"] == "completed"]
-    assert values == sorted(values, reverse=True), values
+    assert values == sorted(values), values
 
 
 @pytest.fixture(scope="module")
@@ -85,23 +80,24 @@ def basic_grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproce
 
 
 def test_grid_sweep_one_dir_per_job_and_a_summary_best_first(basic_grid):
-    """2x2 grid: one sweep dir, 4 job dirs each with metrics.json and last.ckpt, a summary of 4 rows, best first."""
+    """2x2 grid: one sweep dir, 4 job dirs each with metrics.json and last.ckpt, a summary of 4 rows, best (lowest
+    val/loss) first."""
     root, result = basic_grid
     sweep_dir = root / "sweep"
     assert not (root / "outputs").exists()  # no run dir claimed outside the sweep dir
     assert [path.name for path in job_dirs(sweep_dir)] == ["0", "1", "2", "3"]
     for job_dir in job_dirs(sweep_dir):
-        assert {"val/acc_best", "test/acc", "test/loss"} <= json.loads((job_dir / "metrics.json").read_text()).keys()
+        assert {"val/loss_best", "test/loss"} <= json.loads((job_dir / "metrics.json").read_text()).keys()
         assert (job_dir / "checkpoints" / "last.ckpt").is_file()
     jobs = summary(sweep_dir)
     assert len(jobs) == 4 and all(job["status"] == "completed" for job in jobs)
     assert_best_first(jobs)
-    for job in jobs:  # what the train task returned is optimized_metric (val/acc_best)
-        assert job["value"] == pytest.approx(job["metrics"]["val/acc_best"])
+    for job in jobs:  # what the train task returned is optimized_metric (val/loss_best)
+        assert job["value"] == pytest.approx(job["metrics"]["val/loss_best"])
     header, *rows = (sweep_dir / "summary.csv").read_text().splitlines()
-    assert header.startswith("rank,job,status,model.optimizer.lr,model/optimizer,val/acc_best,")
+    assert header.startswith("rank,job,status,model.lr,callbacks,val/loss_best,")
     assert len(rows) == 4
-    assert "Sweep summary: 4 jobs, 4 ok, 0 failed; best first by val/acc_best (maximize)" in result.stdout
+    assert "Sweep summary: 4 jobs, 4 ok, 0 failed; best first by val/loss_best (minimize)" in result.stdout
 
 
 def test_failed_job_is_reported_and_the_other_jobs_finish(tmp_path):
@@ -127,13 +123,31 @@ def optuna():
     return pytest.importorskip("optuna")
 
 
+def test_an_optuna_search_minimizes_the_monitor_into_its_sqlite_study(optuna, tmp_path):
+    """hparams_search=regression_optuna (a multirun by itself, no -m): its trials ranked by val/loss_best ascending,
+    and told to a minimizing study in a sqlite file whose folder did not exist (a later run continues it)."""
+    storage = f"sqlite:///{tmp_path / 'optuna' / 'study.db'}"
+    search = ("hparams_search=regression_optuna", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}")
+    result = sweep(tmp_path, *search, multirun=False)
+    assert_ok(result)
+    assert "Sweep summary: 2 jobs, 2 ok, 0 failed; best first by val/loss_best (minimize)" in result.stdout
+    jobs = summary(tmp_path / "sweep")
+    assert_best_first(jobs)
+    study = optuna.load_study(study_name="regression_optuna", storage=storage)
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    assert [trial.state for trial in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    told = sorted(trial.value for trial in study.trials)
+    assert told == pytest.approx([job["metrics"]["val/loss_best"] for job in jobs])
+    assert not (tmp_path / "outputs").exists()
+
+
 @pytest.mark.slow
 def test_a_diverging_ddp_job_does_not_end_the_sweep(tmp_path):
     """Both ranks of job 0 stop on a NaN gradient (rank 1 exits 3): the sweep is not killed, job 1 trains with
     its own two ranks, and the sweep exits 1 after the summary."""
-    result = sweep(tmp_path, "strategy=ddp", "trainer.devices=2", "model/optimizer=sgd", "model.optimizer.lr=1e30,0.01")
+    result = sweep(tmp_path, "strategy=ddp", "trainer.devices=2", "data.batch_size=4", "model.lr=1e30,0.01")
     assert result.returncode == 1, result.stderr[-3000:]
-    assert "error: job 0 (model.optimizer.lr=1e+30) failed: The gradient norm (nan) is not finite" in result.stderr
+    assert "error: job 0 (model.lr=1e+30) failed: The gradient norm (nan) is not finite" in result.stderr
     jobs = summary(tmp_path / "sweep")
     assert [(job["job"], job["status"]) for job in jobs] == [(1, "completed"), (0, "failed")]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in (tmp_path / "sweep" / "1" / "train.log").read_text()
@@ -145,11 +159,12 @@ def test_a_diverging_ddp_job_does_not_end_the_sweep(tmp_path):
 @pytest.mark.parametrize("option", sorted(path.stem for path in (Path(CONFIG_DIR) / "hparams_search").glob("*.yaml")))
 def test_search_space_names_real_keys_and_options(optuna, option):
     """Every key of an hparams_search space exists in the composed config (or is a group whose choices are files),
-    so a typo fails here and not as 20 failed trials."""
+    so a typo fails here and not as 20 failed trials; the direction follows the top-level mode (min)."""
     register_resolvers()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"hparams_search={option}"], return_hydra_config=True)
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper") and cfg.hydra.mode == RunMode.MULTIRUN
+    assert cfg.hydra.sweeper.direction == "minimize"
     assert cfg.hydra.sweeper.study_name  # fixed: a storage then continues the same study
     parser = OverridesParser.create()
     for key, space in cfg.hydra.sweeper.params.items():
@@ -167,13 +182,13 @@ def test_rank_command_reruns_only_the_job():
     """A rank's overrides: the job's own, the user's non-sweep hydra overrides, and hydra.mode=RUN."""
     hydra_cfg = OmegaConf.create({
         "overrides": {
-            "task": ["strategy=ddp", "model.optimizer.lr=0.1", "hparams_search=digits_optuna"],
+            "task": ["strategy=ddp", "model.lr=0.1", "hparams_search=regression_optuna"],
             "hydra": ["hydra.mode=MULTIRUN", "hydra.sweep.dir=/s", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                       "hydra.verbose=true", "hydra.job_logging.root.level=DEBUG", "hydra.sweeper.n_trials=3"],
         }
     })  # fmt: skip
     assert job_overrides(hydra_cfg) == [
-        "strategy=ddp", "model.optimizer.lr=0.1", "hparams_search=digits_optuna",
+        "strategy=ddp", "model.lr=0.1", "hparams_search=regression_optuna",
         "hydra.verbose=true", "hydra.job_logging.root.level=DEBUG", "hydra.mode=RUN",
     ]  # fmt: skip
 
@@ -213,16 +228,16 @@ def job_config(output_dir: Path, num: int, sweeper: str = BASIC_SWEEPER):
 def test_summary_records_failures_and_ranks_best_first(tmp_path, capsys):
     """Failed jobs: one line on stderr, recorded, handed back to the basic sweeper as completed (so it goes on);
     the end writes the table best first, failures last, and exits 1."""
-    callback = SweepSummary(metric="val/acc_best")
+    callback = SweepSummary(metric="val/r2_best")
     callback.on_multirun_start(job_config(tmp_path / "0", 0))
-    for num, acc in ((0, 0.5), (1, None), (2, 0.9)):
+    for num, r2 in ((0, 0.5), (1, None), (2, 0.9)):
         job_dir = tmp_path / str(num)
         job_dir.mkdir()
-        if acc is None:
+        if r2 is None:
             job = JobReturn(overrides=["seed=1", "lr=0.2"], status=JobStatus.FAILED, _return_value=UserError("lr bad"))
         else:
-            (job_dir / "metrics.json").write_text(json.dumps({"val/acc_best": acc, "test/acc": acc}))
-            job = JobReturn(overrides=["seed=1", f"lr=0.{num + 1}"], status=JobStatus.COMPLETED, _return_value=acc)
+            (job_dir / "metrics.json").write_text(json.dumps({"val/r2_best": r2, "test/r2": r2}))
+            job = JobReturn(overrides=["seed=1", f"lr=0.{num + 1}"], status=JobStatus.COMPLETED, _return_value=r2)
         callback.on_job_end(job_config(job_dir, num), job)
         assert job.status == JobStatus.COMPLETED  # the basic sweeper must not re-raise it
     assert "error: job 1 (lr=0.2) failed: lr bad" in capsys.readouterr().err
@@ -232,13 +247,13 @@ def test_summary_records_failures_and_ranks_best_first(tmp_path, capsys):
     assert [(job["job"], job["status"]) for job in summary(tmp_path)] == [(2, "completed"), (0, "completed"),
                                                                           (1, "failed")]  # fmt: skip
     table = capsys.readouterr().out
-    assert table.splitlines()[1].split() == ["job", "status", "lr", "val/acc_best", "test/acc"]
+    assert table.splitlines()[1].split() == ["job", "status", "lr", "val/r2_best", "test/r2"]
     assert table.splitlines()[2].split() == ["2", "ok", "0.3", "0.9000", "0.9000"]
 
 
 def test_other_sweepers_see_the_failure(tmp_path):
     """Optuna (and any sweeper but the basic one) gets the failed JobReturn as it is, and tells the study FAIL."""
-    callback = SweepSummary(metric="val/acc_best")
+    callback = SweepSummary(metric="val/r2_best")
     job = JobReturn(overrides=["lr=0.2"], status=JobStatus.FAILED, _return_value=UserError("lr bad"))
     callback.on_job_end(job_config(tmp_path, 0, sweeper="hydra_plugins.x.OptunaSweeper"), job)
     assert job.status == JobStatus.FAILED
@@ -253,7 +268,7 @@ def test_single_runs_are_left_alone(tmp_path):
     assert job.status == JobStatus.FAILED and not any(tmp_path.iterdir())
 
 
-def run_summary(tmp_path: Path, jobs: list[tuple[list[str], dict | None]], metric: str = "val/acc_best") -> dict:
+def run_summary(tmp_path: Path, jobs: list[tuple[list[str], dict | None]], metric: str = "val/r2_best") -> dict:
     """The summary of finished jobs (overrides, metrics; None: failed), as on_multirun_end writes it."""
     callback = SweepSummary(metric=metric, direction="max", exit_on_failure=False)
     callback.on_multirun_start(job_config(tmp_path / "0", 0))
@@ -275,39 +290,39 @@ def test_jobs_that_differ_only_in_seed_form_groups_with_mean_std_min_max_n(tmp_p
     statistics.stdev gives it; a failed seed is counted apart and averaged nowhere."""
     import statistics
 
-    accs = {"0.1": [0.90, 0.92, 0.97], "0.2": [0.95, 0.96, None]}
-    jobs = [([f"seed={seed}", f"lr={lr}"], None if acc is None else {"val/acc_best": acc, "test/acc": acc - 0.01})
-            for lr, values in accs.items() for seed, acc in zip((1, 2, 3), values, strict=True)]  # fmt: skip
+    r2s = {"0.1": [0.90, 0.92, 0.97], "0.2": [0.95, 0.96, None]}
+    jobs = [([f"seed={seed}", f"lr={lr}"], None if r2 is None else {"val/r2_best": r2, "test/r2": r2 - 0.01})
+            for lr, values in r2s.items() for seed, r2 in zip((1, 2, 3), values, strict=True)]  # fmt: skip
     report = run_summary(tmp_path, jobs)
     assert report["replicate_keys"] == ["seed"]
     first, second = report["groups"]
     assert (first["overrides"], first["n"], first["failed"], first["jobs"]) == (["lr=0.2"], 2, 1, [3, 4, 5])
     assert (second["overrides"], second["n"], second["failed"]) == (["lr=0.1"], 3, 0)
-    got = second["metrics"]["val/acc_best"]
-    assert got["mean"] == pytest.approx(statistics.fmean(accs["0.1"]))
-    assert got["std"] == pytest.approx(statistics.stdev(accs["0.1"]))
+    got = second["metrics"]["val/r2_best"]
+    assert got["mean"] == pytest.approx(statistics.fmean(r2s["0.1"]))
+    assert got["std"] == pytest.approx(statistics.stdev(r2s["0.1"]))
     assert (got["min"], got["max"], got["n"]) == (0.90, 0.97, 3)
-    assert second["metrics"]["test/acc"]["mean"] == pytest.approx(statistics.fmean(accs["0.1"]) - 0.01)
+    assert second["metrics"]["test/r2"]["mean"] == pytest.approx(statistics.fmean(r2s["0.1"]) - 0.01)
 
     out = capsys.readouterr().out
     title, header, *rows = out[out.index("Groups over seed") :].splitlines()[:4]
-    assert title.startswith("Groups over seed: 2 groups") and "val/acc_best (maximize)" in title
-    assert header.split() == ["group", "lr", "n", "failed", "val/acc_best", "min", "max", "test/acc"]
+    assert title.startswith("Groups over seed: 2 groups") and "val/r2_best (maximize)" in title
+    assert header.split() == ["group", "lr", "n", "failed", "val/r2_best", "min", "max", "test/r2"]
     assert rows[0].split()[:5] == ["1", "0.2", "2", "1", f"{statistics.fmean([0.95, 0.96]):.4f}"]
     with open(tmp_path / "groups.csv", newline="") as file:
         table = list(csv.DictReader(file))
     assert [row["lr"] for row in table] == ["0.2", "0.1"] and table[1]["jobs"] == "0 1 2"
-    assert float(table[1]["val/acc_best_std"]) == pytest.approx(statistics.stdev(accs["0.1"]))
+    assert float(table[1]["val/r2_best_std"]) == pytest.approx(statistics.stdev(r2s["0.1"]))
 
 
 def test_folds_of_one_setting_form_one_group_and_a_sweep_without_replicates_has_none(tmp_path):
     """data.fold=0..4 with the other keys fixed: one group of five (the cross-validated mean); a sweep that varies no
     replicate key writes no groups.csv and lists no groups."""
-    folds = [([f"data.fold={k}", "data.num_folds=5"], {"val/acc_best": 0.9 + k / 100}) for k in range(5)]
+    folds = [([f"data.fold={k}", "data.num_folds=5"], {"val/r2_best": 0.9 + k / 100}) for k in range(5)]
     (group,) = run_summary(tmp_path / "folds", folds)["groups"]
-    assert group["n"] == 5 and group["metrics"]["val/acc_best"]["mean"] == pytest.approx(0.92)
+    assert group["n"] == 5 and group["metrics"]["val/r2_best"]["mean"] == pytest.approx(0.92)
 
-    plain = [([f"lr={lr}", "seed=1"], {"val/acc_best": 0.9}) for lr in (0.1, 0.2)]
+    plain = [([f"lr={lr}", "seed=1"], {"val/r2_best": 0.9}) for lr in (0.1, 0.2)]
     report = run_summary(tmp_path / "plain", plain)
     assert report["groups"] == [] and not (tmp_path / "plain" / "groups.csv").exists()
 

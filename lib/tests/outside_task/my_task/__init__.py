@@ -1,4 +1,4 @@
-"""A task of its own, outside hydralight: what a user adding a task writes (tests/test_outside_task.py runs it)."""
+"""A task of its own, outside hydralight: what a user adding a task writes (lib/tests/test_outside_task.py runs it)."""
 
 from my_task.boring import LoggingBoringModel
 from my_task.regression import RegressionDataModule, RegressionModule
