@@ -29,6 +29,7 @@ from hydralight.core.resolvers import created_dirs
 from hydralight.core.runs.checkpoints import checkpoint_dir, init_from_checkpoint, newest_checkpoint, resume_checkpoint
 from hydralight.core.runs.guard import training_started
 from hydralight.core.runs.provenance import write_provenance
+from hydralight.core.signals import stops_cleanly
 from hydralight.core.torch_settings import compiled_state
 from hydralight.core.validation import check_half_precision, instantiate, validate_targets
 
@@ -47,6 +48,9 @@ def disk_full_is_a_clear_error(trainer: pl.Trainer) -> Iterator[None]:
             "all, so the checkpoints already on disk are intact: free some space and re-run the same command to "
             "continue."
         ) from error
+
+
+NOTHING_SAVED = "Nothing was saved yet: the same command starts the run again."
 
 
 def how_to_continue(cfg: DictConfig, trainer: pl.Trainer) -> str:
@@ -119,6 +123,13 @@ def batch_of_one_is_a_clear_error(cfg: DictConfig) -> Iterator[None]:
 
 def train(cfg: DictConfig) -> float | None:
     """Train per `cfg`; returns `cfg.optimized_metric` from the final metrics (None if it was not logged)."""
+    built: list[pl.Trainer] = []  # the trainer once built: what a signal's line says is saved depends on it
+    with stops_cleanly(lambda: how_to_continue(cfg, built[0]) if built else NOTHING_SAVED):
+        return fit_and_test(cfg, built)
+
+
+def fit_and_test(cfg: DictConfig, built: list[pl.Trainer]) -> float | None:
+    """train()'s work; the trainer goes into `built` as soon as it exists."""
     validate_targets(cfg)  # every `_target_`'s arguments against its signature, before anything is built
     quiet_console()
     if cfg.get("print_config"):
@@ -133,6 +144,7 @@ def train(cfg: DictConfig) -> float | None:
     callbacks += [ResumeState(), preemption]  # what bitwise resume and a clean preemption need, whatever the config
     callbacks.append(TaskRecord(cfg.data))  # which module and data: what eval, predict and export rebuild
     trainer = build_trainer(cfg, callbacks, loggers)
+    built.append(trainer)
     check_half_precision(cfg, trainer)
     ckpt_path = resume_checkpoint(cfg, trainer, model)
     if cfg.get("init_from") is not None and ckpt_path is None:  # a resumed run has its own weights by now
@@ -170,7 +182,13 @@ def train(cfg: DictConfig) -> float | None:
                 info("No checkpoint of the best %s (none monitors it): testing the weights as they are now.",
                      cfg.get("monitor"))  # fmt: skip
             info("Testing %s", best or "the current weights")
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            try:
+                trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            except SIGTERMException as stop:
+                raise Preempted(
+                    "stopped by a signal while testing. Training is finished and saved: the same command (resume=auto) "
+                    "tests it again."
+                ) from stop
             metrics.update({name: float(value) for name, value in trainer.callback_metrics.items()})
 
     close_run()

@@ -55,3 +55,11 @@ class KillAt(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if not self.resumed and trainer.global_step == self.at_step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class SigtermWhileTesting(Callback):
+    """SIGTERM to this process at the first test batch: a preemption after training, during its test."""
+
+    def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if trainer.test_loop.batch_progress.current.ready == 1:
+            os.kill(os.getpid(), signal.SIGTERM)

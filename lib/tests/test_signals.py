@@ -1,0 +1,47 @@
+"""Each catchable signal stops a run with its line and its documented exit code, whatever the run is doing: start-up,
+training, between training and its test, the test (issue 26, item 10). SIGKILL cannot be caught (README: 137)."""
+
+import signal
+from pathlib import Path
+
+import pytest
+from test_reliability import QUIET, STATEFUL, start_training, stderr_of, wait_for
+
+from hydralight.core.errors import Preempted
+from hydralight.core.signals import STOP_SIGNALS, stops_cleanly
+from hydralight.core.train import train
+
+
+@pytest.mark.parametrize("signum", STOP_SIGNALS, ids=lambda signum: signal.Signals(signum).name)
+def test_a_signal_outside_lightnings_stages_stops_at_once_with_its_line(signum):
+    """Outside fit and test (start-up; between training and testing) no Lightning handler is installed: SIGTERM or
+    SIGHUP stops the run at once as a preemption (exit 75), saying what the same command continues from, and the
+    handlers in place before are back afterwards."""
+    before = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    name = signal.Signals(signum).name
+    with pytest.raises(Preempted, match=rf"stopped by {name}\. what is saved"), stops_cleanly(lambda: "what is saved"):
+        signal.raise_signal(signum)
+    assert {number: signal.getsignal(number) for number in STOP_SIGNALS} == before
+
+
+def test_sigterm_while_testing_is_a_preemption_with_a_line(make_cfg):
+    """SIGTERM during the test after training (Lightning's evaluation loop raises its SIGTERMException, a SystemExit
+    with no code: exit 0 otherwise): Preempted, exit 75, saying training is saved and the same command tests it."""
+    cfg = make_cfg("+callbacks.fault._target_=hydralight.testing.faults.SigtermWhileTesting")
+    with pytest.raises(Preempted, match=r"while testing\. Training is finished and saved") as stopped:
+        train(cfg)
+    assert stopped.value.exit_code == 75
+    assert (Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_sighup_mid_training_saves_and_exits_75_with_a_line(tmp_path):
+    """The terminal that started a run closes (SIGHUP): as a preemption, the run saves preempted.ckpt at the next
+    step and exits 75 with its line, instead of dying with 129."""
+    run_dir = tmp_path / "run"
+    process = start_training(run_dir, *STATEFUL, "trainer.max_epochs=100", *QUIET)
+    wait_for(run_dir / "checkpoints" / "last.ckpt", process)
+    process.send_signal(signal.SIGHUP)
+    assert process.wait(timeout=120) == 75, stderr_of(process)
+    assert "preempted: stopped by a signal" in stderr_of(process)
+    assert (run_dir / "checkpoints" / "preempted.ckpt").is_file()
