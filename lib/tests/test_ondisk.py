@@ -229,6 +229,44 @@ def test_a_folder_image_of_another_size_is_one_clear_error(tmp_path):
     prepare_dataset(tmp_path / "prepared", "source=folder", f"source.path={tmp_path / 'pets'}", "source.size=[8,8]")
 
 
+def test_a_corrupt_image_is_one_clear_error_naming_it(tmp_path):
+    """A truncated PNG in the folder: one UserError naming the file (not PIL's, then datasets' traceback), and nothing
+    written."""
+    pytest.importorskip("PIL")
+    write_image_folder(tmp_path / "pets", per_class=2)
+    good = (tmp_path / "pets" / "class_1" / "0.png").read_bytes()
+    (tmp_path / "pets" / "class_1" / "broken.png").write_bytes(good[: len(good) // 2])
+    with pytest.raises(UserError, match=r"broken.png cannot be read .* Fix or remove the file"):
+        prepare_dataset(tmp_path / "prepared", "source=folder", f"source.path={tmp_path / 'pets'}")
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_an_empty_class_folder_is_refused_not_made_a_class(tmp_path):
+    """A class folder with no image would become a class no sample has (a dead output of the model): refused in one
+    line naming it."""
+    pytest.importorskip("PIL")
+    write_image_folder(tmp_path / "pets", per_class=2)
+    (tmp_path / "pets" / "class_3").mkdir()
+    with pytest.raises(UserError, match=r"the class folder\(s\) class_3 hold no image"):
+        prepare_dataset(tmp_path / "prepared", "source=folder", f"source.path={tmp_path / 'pets'}")
+
+
+def test_prepare_without_the_ondisk_extra_says_which_to_install(tmp_path, monkeypatch):
+    """No `datasets` installed: one line naming the extra, not a ModuleNotFoundError."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_datasets(name, *args, **kwargs):
+        if name == "datasets" or name.startswith("datasets."):
+            raise ModuleNotFoundError("No module named 'datasets'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_datasets)
+    with pytest.raises(UserError, match=r"needs the ondisk extra"):
+        prepare_dataset(tmp_path / "prepared")
+
+
 def test_training_on_a_prepared_dataset_as_typed(prepared, make_cfg):
     """data=ondisk_images: the module's input shape and classes come from the dataset's prepared.json."""
     from hydralight.core.train import train

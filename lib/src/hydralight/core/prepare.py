@@ -90,7 +90,13 @@ def replace_dir(staging: Path, out: Path) -> None:
 
 def prepare(cfg: DictConfig) -> dict[str, Any]:
     """Writes the dataset of `cfg.source` to `cfg.out` and returns its description (prepared.json)."""
-    import datasets
+    try:
+        import datasets
+    except ImportError as error:
+        raise UserError(
+            "prepare.py writes Hugging Face datasets' Arrow files: it needs the ondisk extra (pip install -e "
+            "'.[ondisk]', or hydralight[ondisk])."
+        ) from error
 
     datasets.disable_progress_bars()
     out = Path(cfg.out).expanduser().absolute()

@@ -75,6 +75,13 @@ class FolderSource:
             for file in sorted((root / name).rglob("*"))
             if file.suffix.lower() in IMAGE_SUFFIXES + ARRAY_SUFFIXES
         ]
+        labelled = {label for _, label in self.files}
+        empty = [name for label, name in enumerate(self.classes) if label not in labelled]
+        if empty and len(self.classes) >= 2:  # a class no sample is labelled with: a model with a dead output
+            raise UserError(
+                f"source.path={path!r}: the class folder(s) {', '.join(empty)} hold no image "
+                f"({', '.join(IMAGE_SUFFIXES)}) or .npy array. Add its files, or remove the folder."
+            )
         if len(self.classes) < 2 or not self.files:
             raise UserError(
                 f"source.path={path!r} needs one subfolder per class (at least 2) holding images "
@@ -91,6 +98,14 @@ class FolderSource:
                 raise UserError(f"the {split} split of {path!r} is empty ({n} files): add files or raise the fraction.")
 
     def _read(self, file: Path) -> np.ndarray:
+        try:
+            return self._read_array(file)
+        except (OSError, ValueError, SyntaxError) as error:  # PIL: truncated, unidentified or corrupt; numpy: bad .npy
+            raise UserError(
+                f"source.path: {file} cannot be read ({type(error).__name__}: {error}). Fix or remove the file."
+            ) from error
+
+    def _read_array(self, file: Path) -> np.ndarray:
         if file.suffix.lower() in ARRAY_SUFFIXES:
             return np.load(file, allow_pickle=False)
         try:
