@@ -50,6 +50,26 @@ def disk_full_is_a_clear_error(trainer: pl.Trainer) -> Iterator[None]:
         ) from error
 
 
+# What torch raises when an allocation fails: torch.OutOfMemoryError on a GPU, a RuntimeError from the CPU allocator.
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory")
+
+
+@contextmanager
+def out_of_memory_is_a_clear_error(cfg: DictConfig) -> Iterator[None]:
+    """Memory runs out in a step: one line saying what to lower, instead of the allocator's traceback."""
+    try:
+        yield
+    except RuntimeError as error:  # torch.OutOfMemoryError is one
+        if not any(text in str(error) for text in _OUT_OF_MEMORY):
+            raise
+        batch = cfg.get("data", {}).get("batch_size")
+        raise UserError(
+            f"out of memory ({str(error).splitlines()[0][:160]}). Lower data.batch_size (now {batch}; "
+            "accumulate_grad_batches=N keeps the effective batch), use precision=bf16-mixed, or a smaller model. "
+            "The checkpoints already on disk are intact: the same command continues from them."
+        ) from error
+
+
 NOTHING_SAVED = "Nothing was saved yet: the same command starts the run again."
 
 
@@ -162,6 +182,7 @@ def fit_and_test(cfg: DictConfig, built: list[pl.Trainer]) -> float | None:
         ctrl_c_is_a_clear_stop(cfg, trainer),
         unlogged_monitor_is_a_clear_error(trainer, model),
         batch_of_one_is_a_clear_error(cfg),
+        out_of_memory_is_a_clear_error(cfg),
     ):
         try:
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

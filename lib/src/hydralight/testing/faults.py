@@ -63,3 +63,17 @@ class SigtermWhileTesting(Callback):
     def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if trainer.test_loop.batch_progress.current.ready == 1:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class AllocationFailsAt(Callback):
+    """The CPU allocator's error at step `step`, as a batch too large for the machine's memory raises it."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+                "allocate 68719476736 bytes. Error code 12 (Cannot allocate memory)"
+            )

@@ -1,5 +1,6 @@
-"""Each catchable signal stops a run with its line and its documented exit code, whatever the run is doing: start-up,
-training, between training and its test, the test (issue 26, item 10). SIGKILL cannot be caught (README: 137)."""
+"""How a run stops when the world stops it: each catchable signal with its line and its documented exit code,
+whatever the run is doing (start-up, training, between training and its test, the test; issue 26, item 10; SIGKILL
+cannot be caught: README, 137), and memory running out with a line saying what to lower (item 7)."""
 
 import signal
 from pathlib import Path
@@ -45,3 +46,12 @@ def test_sighup_mid_training_saves_and_exits_75_with_a_line(tmp_path):
     assert process.wait(timeout=120) == 75, stderr_of(process)
     assert "preempted: stopped by a signal" in stderr_of(process)
     assert (run_dir / "checkpoints" / "preempted.ckpt").is_file()
+
+
+def test_out_of_memory_is_one_line_saying_what_to_lower(make_cfg):
+    """The allocator fails in a step: a UserError naming data.batch_size and what else to lower, not its traceback."""
+    from hydralight.core.errors import UserError
+
+    cfg = make_cfg("+callbacks.fault._target_=hydralight.testing.faults.AllocationFailsAt", "+callbacks.fault.step=1")
+    with pytest.raises(UserError, match=r"out of memory \(.*allocate memory.*\)\. Lower data.batch_size \(now 16"):
+        train(cfg)
