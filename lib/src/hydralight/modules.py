@@ -20,16 +20,16 @@ def apply_tensor_parallel(module: LightningModule, net: torch.nn.Module) -> None
     """`configure_model`'s work under strategy=model_parallel: split `net` over the tensor-parallel dimension of the
     module's device mesh by the plan its `tensor_parallel_plan()` gives (torch's `parallelize_module`). Nothing under
     any other strategy, for a net without a plan (the strategy then says what is missing), or once applied."""
-    from torch.distributed.tensor.parallel import parallelize_module
-
-    from hydralight.core.strategies.sharded import is_sharded
-
     mesh = module.device_mesh
     plan = getattr(net, "tensor_parallel_plan", None)
-    if mesh is None or mesh["tensor_parallel"].size() == 1 or plan is None or is_sharded(net):
+    if mesh is None or mesh["tensor_parallel"].size() == 1 or plan is None:
         return
+    from torch.distributed.tensor.parallel import parallelize_module
 
-    parallelize_module(net, mesh["tensor_parallel"], plan())
+    from hydralight.core.strategies.sharded import is_sharded  # the strategy that made the mesh imported it
+
+    if not is_sharded(net):
+        parallelize_module(net, mesh["tensor_parallel"], plan())
 
 
 def plain(config: Mapping | None) -> dict | None:

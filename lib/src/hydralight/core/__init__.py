@@ -9,6 +9,6 @@ your LightningModule's `training_step`. One module per concern:
 - `build`: data module, callbacks, loggers, strategy and Trainer from the config
 - `runs/`: run dirs (naming, the lock, refusing the wrong dir), checkpoints and resume, outputs, the saved config
 - `console`: what a run prints (its log lines, the config tree, the final table)
-- `torch_settings`, `loggers`, `resolvers`, `errors`; `callbacks/`, `strategies/`, `sweeps/`
+- `torch_settings`, `loggers`, `resolvers`, `errors`, `refused`, `hydra_mode`; `callbacks/`, `strategies/`, `sweeps/`
 - `train`, `evaluate`, `predict`, `export`: the four commands, each readable top to bottom
 """

@@ -21,7 +21,6 @@ from hydralight.core.console import info
 from hydralight.core.errors import UserError
 from hydralight.core.runs.checkpoint_io import checkpoint_plugins
 from hydralight.core.runs.saved_config import git_state, record_what_ran
-from hydralight.core.strategies import DataParallelStrategy, ShardedStrategy
 from hydralight.core.torch_settings import configure_torch
 from hydralight.core.validation import (  # Hydra's; a constructor's complaint names the config key
     check_devices,
@@ -71,6 +70,13 @@ def build_callbacks(
     return callbacks
 
 
+def loaded_instance(value: object, module: str, name: str) -> bool:
+    """`isinstance(value, module.name)` for a class imported only by the runs that use it (a strategy, a checkpoint
+    writer): when its module was never imported, nothing is one."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(value, getattr(loaded, name))
+
+
 def build_strategy(cfg: DictConfig) -> Strategy | str:
     """`strategy=auto` is Lightning's own choice; every other option instantiates a Strategy."""
     if "_target_" not in cfg:
@@ -82,11 +88,12 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
     """The Trainer from the trainer group, the strategy group, callbacks and loggers; flag errors are UserErrors."""
     configure_torch(cfg)
     strategy = build_strategy(cfg.strategy)
-    one_process = isinstance(strategy, DataParallelStrategy)
+    one_process = loaded_instance(strategy, "hydralight.core.strategies.dp", "DataParallelStrategy")
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices"), one_process=one_process)
     check_world_size(cfg.trainer.get("num_nodes"), cfg.trainer.get("devices"))
     devices, num_nodes = cfg.trainer.get("devices"), cfg.trainer.get("num_nodes") or 1
-    if isinstance(strategy, ShardedStrategy):  # UserErrors now, not in every process the strategy would start
+    # A sharded strategy's UserErrors now, not in every process it would start.
+    if loaded_instance(strategy, "hydralight.core.strategies.sharded", "ShardedStrategy"):
         if isinstance(devices, int) and devices > 0:
             strategy.mesh_sizes(num_nodes * devices, num_nodes)
         if strategy.cpu_offload and not torch.cuda.is_available():
@@ -137,10 +144,8 @@ def describe_trainer(trainer: Trainer) -> str:
     settings = trainer_settings(trainer)
     clip = settings["trainer.gradient_clip_val"]
     clipping = "null" if clip is None else f"{clip} ({settings['trainer.gradient_clip_algorithm']})"
-    async_checkpoint = sys.modules.get("hydralight.core.runs.async_checkpoint")  # imported only by a run that uses it
-    background = async_checkpoint is not None and isinstance(
-        trainer.strategy.checkpoint_io, async_checkpoint.BackgroundCheckpointIO
-    )
+    io = trainer.strategy.checkpoint_io
+    background = loaded_instance(io, "hydralight.core.runs.async_checkpoint", "BackgroundCheckpointIO")
     return (
         f"strategy={type(trainer.strategy).__name__} ({devices}), precision={settings['trainer.precision']}, "
         f"accumulate_grad_batches={settings['trainer.accumulate_grad_batches']}, gradient_clip_val={clipping}"

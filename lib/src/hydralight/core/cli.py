@@ -14,11 +14,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import InterpolationResolutionError
 
 from hydralight.core.errors import Interrupted, Preempted, RunStopped, UserError, choices_message
-from hydralight.core.helptext import fast_help
 from hydralight.core.hydra_mode import in_multirun
 from hydralight.core.resolvers import register_resolvers
 from hydralight.core.runs.guard import undo_refused_run
-from hydralight.core.runs.outputs import check_output
 from hydralight.core.validation import validate, validate_ckpt_path
 
 log = logging.getLogger(__name__)
@@ -125,6 +123,8 @@ def _validate_inference(cfg: DictConfig, **choices: tuple[str, ...]) -> None:
 def _check_output(cfg: DictConfig, example: str) -> None:
     """An explicit `output=` that is a directory, or a file already there (without overwrite=true), stops here."""
     if cfg.get("output"):
+        from hydralight.core.runs.outputs import check_output  # predict and export only
+
         check_output(cfg.output, cfg.get("overwrite", False), cfg.ckpt_path, example=example)
 
 
@@ -194,6 +194,24 @@ def check_task_chosen(conf: str, config_name: str, argv: Sequence[str]) -> None:
     )
 
 
+def _printed_help(conf: str, config_name: str) -> bool:
+    """`--help` answered here, as Hydra would (Hydra's own takes ~2 s); False when it is Hydra's to answer."""
+    from hydralight.core.helptext import fast_help  # only a command line with flags can ask for help
+
+    help_text = fast_help(conf, config_name, Path(__file__).stem, sys.argv[1:])
+    if help_text is None:
+        return False
+    try:
+        print(help_text)
+        sys.stdout.flush()  # now, not at exit, so that a reader that stopped early is handled here
+    except BrokenPipeError:
+        # `--help | head`: the reader has all it wanted. As Python's docs advise (signal module, "Note on
+        # SIGPIPE"), point stdout at devnull so the flush at exit cannot fail again, and exit 1 as Python does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    return True
+
+
 def _hydra_main(task: Callable[[DictConfig], object], config_name: str) -> None:
     try:
         conf = config_dir()
@@ -202,16 +220,7 @@ def _hydra_main(task: Callable[[DictConfig], object], config_name: str) -> None:
         print(f"{error.prefix}: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
     register_resolvers()
-    help_text = fast_help(conf, config_name, Path(__file__).stem, sys.argv[1:])  # Hydra's own takes ~2 s
-    if help_text is not None:
-        try:
-            print(help_text)
-            sys.stdout.flush()  # now, not at exit, so that a reader that stopped early is handled here
-        except BrokenPipeError:
-            # `--help | head`: the reader has all it wanted. As Python's docs advise (signal module, "Note on
-            # SIGPIPE"), point stdout at devnull so the flush at exit cannot fail again, and exit 1 as Python does.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(1)
+    if any(arg.startswith("-") for arg in sys.argv[1:]) and _printed_help(conf, config_name):
         return
     main = hydra.main(config_path=conf, config_name=config_name, version_base="1.3")
     main(report_user_errors(task))()

@@ -14,7 +14,7 @@ from hydralight.core.build import (
     close_run,
 )
 from hydralight.core.console import info, quiet_console
-from hydralight.core.runs.checkpoints import load_trained, report_ignored, trained_data_config, typed_overrides
+from hydralight.core.runs.trained import load_trained, report_ignored, trained_data_config, typed_overrides
 from hydralight.core.trust import allowed
 
 MODEL_IGNORED = "the model is rebuilt from the checkpoint"

@@ -24,8 +24,8 @@ from torchmetrics import Metric
 from hydralight.compat.torch import ONNX_REGISTRATION_LOGGER
 from hydralight.core.console import info, quiet_console
 from hydralight.core.errors import UserError
-from hydralight.core.runs.checkpoints import load_trained
 from hydralight.core.runs.outputs import check_output, write_atomically
+from hydralight.core.runs.trained import load_trained
 from hydralight.core.trust import allowed
 
 log = logging.getLogger(__name__)

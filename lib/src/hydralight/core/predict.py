@@ -26,7 +26,8 @@ from torch import Tensor
 from hydralight.core.build import build_datamodule
 from hydralight.core.console import info, quiet_console
 from hydralight.core.errors import UserError
-from hydralight.core.runs.checkpoints import (
+from hydralight.core.runs.outputs import check_output, write_atomically
+from hydralight.core.runs.trained import (
     TrainedTask,
     checked_class,
     load_trained,
@@ -34,10 +35,9 @@ from hydralight.core.runs.checkpoints import (
     trained_data_config,
     typed_overrides,
 )
-from hydralight.core.runs.outputs import check_output, write_atomically
 from hydralight.core.trust import Allowed, allowed
 from hydralight.core.validation import validate_prompt, validate_seed
-from hydralight.data.base import PredictInputError
+from hydralight.data.predict_input import PredictInputError
 
 log = logging.getLogger(__name__)
 DEVICES = ("auto", "cpu", "cuda")

@@ -6,8 +6,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from hydralight.core.prepared import prepared_value
-
 # Run dirs this process created, so a run refused before it started can remove its own new dir (and only that).
 created_dirs: set[Path] = set()
 
@@ -72,10 +70,17 @@ def process_tag() -> str:
     return f"rank {rank}" + (f" node {node}" if node and "RANK" not in os.environ else "")
 
 
+def prepared(path: str, name: str) -> object:
+    """`${prepared:<path>,<name>}` (hydralight.core.prepared), imported by the configs that use it only."""
+    from hydralight.core.prepared import prepared_value
+
+    return prepared_value(path, name)
+
+
 def register_resolvers() -> None:
     """Idempotent: safe to call from every entrypoint and test."""
     # use_cache: the run dir is resolved several times within one process and must stay the same dir.
     OmegaConf.register_new_resolver("run_dir", run_dir, use_cache=True, replace=True)
     OmegaConf.register_new_resolver("process_tag", process_tag, replace=True)
     OmegaConf.register_new_resolver("launch_dir", launch_dir, replace=True)
-    OmegaConf.register_new_resolver("prepared", prepared_value, replace=True)
+    OmegaConf.register_new_resolver("prepared", prepared, replace=True)

@@ -4,7 +4,8 @@
 2. Every `_target_` against what it builds (`check_targets`), one mechanism for every class instead of a rule per
    key: before anything is built its arguments are bound to the target's signature (the idea of torchtune's
    `tune validate`); when it is built (`instantiate`), a constructor's own ValueError/TypeError becomes a UserError
-   naming the config key. Imports no torch itself; checking a node imports its target's module.
+   naming the config key (worded by `refused`, imported only then). Imports no torch itself; checking a node imports
+   its target's module.
 3. What only the machine can tell (`check_devices`, `check_world_size`): GPUs, cores, the launcher's process count.
 """
 
@@ -13,7 +14,6 @@ import difflib
 import inspect
 import itertools
 import os
-import re
 import sys
 import textwrap
 import types
@@ -465,7 +465,7 @@ def _try_optimizer(key: str, node: DictConfig, arguments: dict[str, Any]) -> Non
     try:
         hydra_instantiate(node, _convert_="all")([parameter])
     except (ValueError, TypeError) as error:
-        raise refused(key, node, arguments, error) from error
+        raise _refused(key, node, arguments, error) from error
 
 
 def check_node(key: str, node: DictConfig, complete: bool) -> None:
@@ -506,52 +506,12 @@ def check_targets(cfg: DictConfig) -> None:
             check_node(key, node, complete)
 
 
-def _mentions(message: str, text: str) -> bool:
-    return re.search(rf"(?<![\w.-]){re.escape(text)}(?![\w])", message, re.IGNORECASE) is not None
+def _refused(key: str, node: DictConfig, arguments: dict[str, Any], error: Exception) -> UserError:
+    """The constructor of `node` refused `arguments`: one line naming the config key (hydralight.core.refused)."""
+    from hydralight.core.refused import refused  # only once a constructor refused
 
-
-def _shows_value(message: str, value: object) -> bool:
-    """The message quotes this value (or, for a list of numbers, one of its elements: "beta at index 0: 1.5")."""
-    values = value if isinstance(value, list) else [value]
-    return any(
-        isinstance(v, int | float | str) and not isinstance(v, bool) and str(v) and _mentions(message, str(v))
-        for v in values
-    )
-
-
-def refused(key: str, node: DictConfig, arguments: dict[str, Any], error: Exception) -> UserError:
-    """A constructor's ValueError/TypeError as one line: the config key, the arguments the message names (else the
-    one whose value it quotes) with their values, then the constructor's own message (which usually says what is
-    valid)."""
-    message = " ".join(str(error).split())
-    target = str(node.get("_target_", "the target"))
     given = {name: value for name, value in arguments.items() if value is not UNKNOWN}
-    culprits = [name for name in given if _mentions(message, name) or _mentions(message, name.replace("_", " "))]
-    if not culprits:
-        quoted = [name for name, value in given.items() if _shows_value(message, value)]
-        culprits = quoted if len(quoted) == 1 else []  # several: a coincidence as likely as not
-    named = ", ".join(f"{_child_key(key, name)}={given[name]!r}" for name in culprits)
-    if len(culprits) == 1:
-        return UserError(f"{named} is not valid: {message} ({target})")
-    if culprits:
-        return UserError(f"{named} are not valid together: {message} ({target})")
-    return UserError(f"{key or target} is not valid: {target} refused its arguments: {message}")
-
-
-def _target_string(target: Any) -> str:
-    return f"{target.__module__}.{target.__qualname__}" if callable(target) else str(target)
-
-
-def _innermost(error: InstantiationException) -> tuple[str | None, BaseException | None]:
-    """The constructor's own exception, and the target that raised it: Hydra names each target it was building in
-    its chain of exceptions, the innermost one is the constructor that complained."""
-    cause: BaseException | None = error
-    target = None
-    while isinstance(cause, InstantiationException):
-        found = re.search(r"(?:call to target '|partial\()([^',]+)", str(cause))
-        target = found.group(1) if found else target
-        cause = cause.__cause__
-    return target, cause
+    return refused(key, str(node.get("_target_", "the target")), given, error)
 
 
 def _raising_node(config: DictConfig, target: str | None) -> tuple[str, DictConfig]:
@@ -563,7 +523,8 @@ def _raising_node(config: DictConfig, target: str | None) -> tuple[str, DictConf
             located = _locate(node._target_) if isinstance(node._target_, str) else node._target_
         except ImportError:
             continue
-        if target in (str(node._target_), _target_string(located)):
+        located_name = f"{located.__module__}.{located.__qualname__}" if callable(located) else str(located)
+        if target in (str(node._target_), located_name):
             matches.append((node_key, node))
     return matches[0] if len(matches) == 1 else (key, config)
 
@@ -574,10 +535,12 @@ def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return hydra_instantiate(config, *args, **kwargs)
     except InstantiationException as error:
-        target, cause = _innermost(error)
+        from hydralight.core.refused import innermost  # only once a constructor refused
+
+        target, cause = innermost(error)
         if isinstance(cause, RunStopped):
             raise cause from None  # a constructor's own clear stop (a UserError) needs no wrapping
         if not isinstance(config, DictConfig) or not isinstance(cause, ValueError | TypeError):
             raise
         key, node = _raising_node(config, target)
-        raise refused(key, node, _arguments(node), cause) from error
+        raise _refused(key, node, _arguments(node), cause) from error

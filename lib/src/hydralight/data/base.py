@@ -1,5 +1,5 @@
 """What the in-memory datamodules share: split by a fixed seed, serve tensors through DataLoaders, and read a file of
-raw samples for predict the way the training data are read."""
+raw samples for predict the way the training data are read (`predict_input`, imported by predict only)."""
 
 import itertools
 import os
@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -108,56 +107,6 @@ def collate_batch(batch: list[torch.Tensor]) -> list[torch.Tensor]:
     return batch
 
 
-PREDICT_SUFFIXES = (".pt", ".npy", ".csv")
-
-
-class PredictInputError(UserError):
-    """A predict file that cannot be used; `problem` says why without naming the key, so predict.py can name
-    the one the user typed (`input=`)."""
-
-    def __init__(self, path: str | Path, problem: str) -> None:
-        super().__init__(f"data.predict_path={str(path)!r} {problem}")
-        self.path, self.problem = str(path), problem
-
-
-def _read_csv(path: Path) -> np.ndarray:
-    """Rows of numbers; a first line that is not all numbers is a header and is skipped."""
-    try:
-        return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
-    except ValueError:
-        pass
-    try:
-        return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=1)
-    except ValueError as error:
-        raise PredictInputError(path, f"is not a CSV of numbers: {error}") from error
-
-
-def read_samples(path: str | Path) -> torch.Tensor:
-    """A .pt tensor (read with weights_only=True), an .npy array (no pickles) or a .csv of numbers, as floats."""
-    path = Path(path)
-    if path.suffix not in PREDICT_SUFFIXES:
-        raise PredictInputError(path, f"is of an unknown file type. Use one of: {', '.join(PREDICT_SUFFIXES)}")
-    if not path.is_file():
-        raise PredictInputError(path, "is no such file.")
-    try:
-        if path.suffix == ".pt":
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        elif path.suffix == ".npy":
-            data = np.load(path, allow_pickle=False)
-        else:
-            data = _read_csv(path)
-    except UserError:
-        raise
-    except Exception as error:  # a corrupt or foreign file: the user needs the path and the reason
-        reason = (str(error).strip().splitlines() or [""])[0]
-        raise PredictInputError(path, f"could not be read ({type(error).__name__}: {reason}).") from error
-    if isinstance(data, np.ndarray):
-        data = torch.from_numpy(data)
-    if not isinstance(data, torch.Tensor):
-        raise PredictInputError(path, f"holds a {type(data).__name__}; save one tensor of samples instead.")
-    return data.float()
-
-
 class InMemoryDataModule(LightningDataModule):
     """Train/val/test TensorDatasets built once in `setup`; subclasses implement `load_splits`, and `transform` when
     the dataset's files hold raw values (pixels 0..16, 0..255) that training turns into model inputs.
@@ -210,40 +159,9 @@ class InMemoryDataModule(LightningDataModule):
 
     def load_predict_file(self, path: str | Path) -> TensorDataset:
         """The samples of `path` (and their labels, from a last extra column), checked and transformed."""
-        data, labels = read_samples(path), None
-        shape, size = self.input_shape, int(np.prod(self.input_shape))
-        if data.ndim == 2 and data.shape[1] == size + 1:
-            data, labels = data[:, :-1], data[:, -1]
-        if data.ndim == 2 and data.shape[1] == size and tuple(data.shape[1:]) != shape:
-            data = data.reshape(len(data), *shape)
-        if tuple(data.shape[1:]) != shape or len(data) == 0:
-            dims = ", ".join(map(str, shape))
-            raise PredictInputError(
-                path,
-                f"has shape {tuple(data.shape)}; {type(self).__name__} reads (N, {dims}), (N, {size}), or "
-                f"(N, {size + 1}) with labels in the last column, N >= 1.",
-            )
-        finite = torch.isfinite(data.reshape(len(data), -1)).all(dim=1)
-        if labels is not None:
-            finite &= torch.isfinite(labels)
-        if not finite.all():
-            bad = (~finite).nonzero().flatten()
-            raise PredictInputError(
-                path,
-                f"has NaN or inf in row {int(bad[0])} (counting from 0, header excluded; rows with NaN or inf: "
-                f"{len(bad)} of {len(data)}). Every value must be a finite number.",
-            )
-        if labels is None:
-            return TensorDataset(self.transform(data))
-        valid = (labels == labels.round()) & (labels >= 0) & (labels < self.num_classes)
-        if not valid.all():
-            row = int((~valid).nonzero()[0])
-            raise PredictInputError(
-                path,
-                f"has label {labels[row].item():g} in row {row} (its last column); labels are whole numbers "
-                f"0..{self.num_classes - 1}.",
-            )
-        return TensorDataset(self.transform(data), labels.long())
+        from hydralight.data.predict_input import read_predict_file  # predict's input=<file> only
+
+        return read_predict_file(path, self.input_shape, self.num_classes, self.transform, type(self).__name__)
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "predict" and self.predict_path is not None:

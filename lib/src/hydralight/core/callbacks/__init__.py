@@ -11,9 +11,9 @@ _MODULE_OF = {
     "LastCheckpoint": "last_checkpoint",
     "LayersSummary": "model_summary",
     "MetricsJson": "metrics_json",
-    "Preemption": "preemption",
-    "ResumeState": "resume_state",
-    "TaskRecord": "task_record",
+    "Preemption": "resume",
+    "ResumeState": "resume",
+    "TaskRecord": "resume",
     "TrainingPlots": "plots",
 }
 __all__ = sorted(_MODULE_OF)

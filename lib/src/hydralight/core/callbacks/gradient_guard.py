@@ -8,7 +8,6 @@ from torch import Tensor
 
 from hydralight.core.errors import TrainingDiverged
 from hydralight.core.gradients import total_norm
-from hydralight.core.runs.async_checkpoint import wait_for_checkpoints
 from hydralight.core.runs.checkpoints import checkpoint_dir, newest_checkpoint
 
 
@@ -26,6 +25,8 @@ class GradientGuard(Callback):
 
     @staticmethod
     def _diverged(trainer: Trainer, what: str) -> TrainingDiverged:
+        from hydralight.core.runs.async_checkpoint import wait_for_checkpoints  # only once a run has diverged
+
         wait_for_checkpoints(trainer)  # async_checkpoint=true: the newest may still be on its way to disk
         last_good = newest_checkpoint(trainer.default_root_dir, checkpoint_dir(trainer))  # what resume would use
         return TrainingDiverged(

@@ -54,15 +54,6 @@ def mesh_sizes(data_parallel: Size, tensor_parallel: Size, world_size: int, num_
     return data_parallel, tensor_parallel
 
 
-def data_shard(trainer: Trainer | None) -> tuple[int, int]:
-    """(number of data shards, this process's shard): one per data-parallel process, as Lightning's own sampler
-    shards (`distributed_sampler_kwargs`). The processes of a tensor-parallel group share one shard."""
-    if trainer is None or trainer.world_size == 1:
-        return 1, 0
-    kwargs = trainer.distributed_sampler_kwargs or {}
-    return kwargs.get("num_replicas", trainer.world_size), kwargs.get("rank", trainer.global_rank)
-
-
 def is_sharded(module: nn.Module) -> bool:
     """Whether any parameter of `module` is a DTensor (split over a device mesh)."""
     from torch.distributed.tensor import DTensor

@@ -1,14 +1,30 @@
-"""What a resumed run needs, besides what Lightning saves, to continue exactly as if never stopped: every random
-number generator, and the train loader's position only where an epoch is cut in two."""
+"""The callbacks the train task adds to every run, whatever its callbacks config says: what a checkpoint needs, besides
+what Lightning saves, to continue the run exactly and to rebuild its task, and the checkpoint a preemption writes.
 
+- `ResumeState`: every random number generator, and the train loader's position only where an epoch is cut in two.
+- `Preemption`: on SIGTERM (or SIGUSR1, SLURM's warning signal) save a checkpoint, then stop with exit code 75.
+- `TaskRecord`: which task wrote the checkpoint, so eval, predict and export rebuild that task from it.
+"""
+
+import copy
+import os
 import random
+import signal
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
 
 from hydralight.compat.lightning import forget_train_loader, loader_states_to_load, train_loader_built
+from hydralight.core.runs.checkpoints import TASK_KEY, checkpoint_dir
+
+PREEMPTED_CHECKPOINT = "preempted.ckpt"
 
 
 class ResumeState(Callback):
@@ -74,3 +90,49 @@ class ResumeState(Callback):
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached_gauss))
         version, mt_state, gauss = state_dict["python"]
         random.setstate((version, tuple(mt_state), gauss))
+
+
+class Preemption(Callback):
+    """Lightning already turns SIGTERM into a clean stop at the next batch on every rank; this adds the checkpoint.
+
+    SIGUSR1 is forwarded as SIGTERM, unless Lightning's SLURM auto-requeue owns it (one requeue mechanism only).
+    After the stop, `saved` is the checkpoint path; the train task turns it into exit code 75.
+    """
+
+    def __init__(self) -> None:
+        self.saved: Path | None = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGUSR1, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        path = checkpoint_dir(trainer) / PREEMPTED_CHECKPOINT
+        trainer.save_checkpoint(path)  # collective under DDP: every rank got the SIGTERM broadcast
+        self.saved = path
+        rank_zero_info(f"Preempted at step {trainer.global_step}: saved {path}")
+
+
+def class_path(cls: type) -> str:
+    """The dotted path `hydra.utils.get_class` imports `cls` from."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class TaskRecord(Callback):
+    """`checkpoint["task"] = {"module": <LightningModule class path>, "data": <the resolved data config>}`.
+
+    Plain containers only, so `torch.load(path, weights_only=True)` still reads the checkpoint. Lightning skips
+    callbacks when it saves a weights-only checkpoint (`save_weights_only=true`): those are rebuilt from the run's
+    `.hydra/config.yaml` instead.
+    """
+
+    def __init__(self, data: Mapping[str, Any] | None) -> None:
+        self.data = data  # resolved at each save: a value the run settled later (tune=batch_size) is recorded too
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        data = self.data
+        if isinstance(data, DictConfig):
+            data = OmegaConf.to_container(data, resolve=True, enum_to_str=True)
+        checkpoint[TASK_KEY] = {"module": class_path(type(pl_module)), "data": copy.deepcopy(data)}
