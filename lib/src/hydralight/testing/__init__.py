@@ -7,13 +7,11 @@ the runs from a warm interpreter)."""
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hydralight.testing.project import QUICK, assert_ok, run_cli, write_project
+from hydralight.testing.project import CONFIG_DIR, QUICK, assert_ok, run_cli, write_project
 from hydralight.testing.tasks import NetRegression, RegressionData, TinyNet
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
-
-CONFIG_DIR = Path(__file__).parent / "conf"  # train/eval/predict/export of the regression task
 
 __all__ = [
     "CONFIG_DIR",

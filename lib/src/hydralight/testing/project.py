@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+CONFIG_DIR = Path(__file__).parent / "conf"  # the testing project's configs: its tasks, train/eval/predict/export
+
 ENTRY_SCRIPTS = {"train": "train_main", "eval": "eval_main", "predict": "predict_main", "export": "export_main",
                  "prepare": "prepare_main"}  # fmt: skip
 
@@ -24,8 +26,6 @@ QUICK = (
 def write_project(directory: str | Path) -> Path:
     """A project in `directory`: the testing project's `conf/` and `train.py`, `eval.py`, ... as a template copy has
     them. Returns the directory."""
-    from hydralight.testing import CONFIG_DIR
-
     directory = Path(directory)
     shutil.copytree(CONFIG_DIR, directory / "conf", dirs_exist_ok=True)
     for script, main in ENTRY_SCRIPTS.items():
@@ -40,10 +40,10 @@ def run_cli(
 ) -> subprocess.CompletedProcess:
     """`python <script> <args>` in `cwd`, as a user would type it; stdout and stderr captured as text. A fork of the
     warm test interpreter where it can be (hydralight.testing.warm), else a fresh `python`."""
-    from hydralight.testing import warm
+    from hydralight.testing.warm import run
 
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    return warm.run([sys.executable, script, *args], cwd, env, timeout)
+    return run([sys.executable, script, *args], cwd, env, timeout)
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
