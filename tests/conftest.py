@@ -69,21 +69,3 @@ def prepare_dataset(out: Path, *overrides: str) -> Path:
 
     prepare(compose_config("prepare", out.parent / "prepare-run", (f"out={out}", *overrides)))
     return out
-
-
-@pytest.fixture(scope="session")
-def prepared_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded digits prepared on disk (`python prepare.py`), shared by the tests that only read it."""
-    pytest.importorskip("datasets", reason="the ondisk extra: pip install -e '.[ondisk]'")
-    return prepare_dataset(tmp_path_factory.mktemp("prepared") / "digits")
-
-
-# copier:if gpt_example
-@pytest.fixture(scope="session")
-def prepared_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Tiny Shakespeare prepared on disk (`python prepare.py source=text`)."""
-    pytest.importorskip("datasets", reason="the ondisk extra: pip install -e '.[ondisk]'")
-    return prepare_dataset(tmp_path_factory.mktemp("prepared") / "text", "source=text")
-
-
-# copier:endif

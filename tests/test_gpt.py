@@ -18,7 +18,7 @@ from hydralight.core.errors import UserError
 from hydralight.schedules import WarmupCosineLR
 from my_project.data.shakespeare import SHAKESPEARE_FILE, RandomWindowSampler, ShakespeareDataModule, read_text
 from my_project.models.gpt import GPT
-from tests.conftest import compose_config
+from tests.conftest import compose_config, prepare_dataset
 
 VOCAB = "\n abcdefghijklmnopqrstuvwxyz"
 SGD = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}
@@ -289,3 +289,22 @@ def test_checkpoint_loads_weights_only_and_generates_the_same_text(tmp_path):
     loaded = GPT.load_from_checkpoint(path, weights_only=True)
     assert loaded.generate_text("the ", 30, seed=0) == model.generate_text("the ", 30, seed=0)
     assert loaded.example_input_array.shape == (1, 16)
+
+
+def test_a_text_becomes_windows_that_hold_each_next_character_once(tmp_path):
+    """source=text: consecutive windows of block_size + 1 character ids that overlap by one, over the whole text."""
+    import json
+
+    load_from_disk = pytest.importorskip("datasets", reason="the ondisk extra").load_from_disk
+    (tmp_path / "texts").mkdir()
+    text = "".join(f"line {i}: the quick brown fox\n" for i in range(200))
+    (tmp_path / "texts" / "a.txt").write_text(text)
+    out = prepare_dataset(tmp_path / "prepared", "source=text", f"source.path={tmp_path / 'texts'}",
+                          "source.block_size=16")  # fmt: skip
+    description = json.loads((out / "prepared.json").read_text())
+    vocab = description["vocab"]
+    assert vocab == "".join(sorted(set(text))) and description["block_size"] == 16
+    train = load_from_disk(str(out))["train"].with_format("numpy")[:]["ids"]
+    assert train.shape[1] == 17
+    decoded = "".join(vocab[i] for i in train[0]) + "".join("".join(vocab[i] for i in row[1:]) for row in train[1:])
+    assert text.startswith(decoded) and len(decoded) > 0.85 * len(text)  # consecutive windows overlap by one

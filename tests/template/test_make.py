@@ -75,7 +75,9 @@ def test_the_install_installs_torch_then_the_library_then_the_project_and_marks_
     assert steps == [
         '"$python" -m pip install -q --upgrade pip',
         '"$python" -m pip install -q $TORCH',
-        '"$python" -m pip install -q -e ./lib -e ".[$extras]"',
+        '"$python" -m pip install -q "${library[@]}" -e ".[$extras]"',
         'touch "$venv/.installed"',
     ]
+    # The library: lib/ here (editable), HYDRALIGHT where set (a copy's default is rendered by copier).
+    assert 'if [ -n "${HYDRALIGHT:-}" ]; then library=("$HYDRALIGHT"); else library=(-e ./lib); fi' in lines
     assert lines.index('rm -f "$venv/.installed"') < lines.index(steps[0])

@@ -222,7 +222,7 @@ def test_an_invalid_package_name_is_refused(template, tmp_path, package_name, sa
 
 def library_source(project: Path) -> str:
     """The pip requirement the copy's .ci/install installs the library from when HYDRALIGHT is not set."""
-    found = re.search(r'library=\("([^"]+)"\)', (project / ".ci" / "install").read_text())
+    found = re.search(r'else library=\("([^"]+)"\)', (project / ".ci" / "install").read_text())
     assert found, "no default library source in the copy's .ci/install"
     return found.group(1)
 

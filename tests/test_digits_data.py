@@ -1,5 +1,5 @@
-"""The example's own data code: the embedded digits (their split, in memory and as prepare.py writes them), MNIST read
-from IDX files written here, and the text source. The machinery under them (InMemoryDataModule, PreparedDataModule,
+"""The digits example's own data code: the embedded digits (their split, in memory and as prepare.py writes them) and
+MNIST read from IDX files written here. The machinery under them (InMemoryDataModule, PreparedDataModule,
 prepare.py) is tested in lib/tests."""
 
 import gzip
@@ -42,6 +42,13 @@ def test_digits_splits_cover_all_samples_once_with_their_labels():
     assert sorted(seen) == sorted(label_of)
     assert datamodule.splits["train"].tensors[0].max() == 1.0  # scaled by the pixel maximum, not left in 0..16
     assert set(datamodule.splits["train"].tensors[1].tolist()) == set(range(10))
+
+
+@pytest.fixture(scope="session")
+def prepared_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded digits prepared on disk (`python prepare.py`), shared by the tests that only read it."""
+    pytest.importorskip("datasets", reason="the ondisk extra: pip install -e '.[ondisk]'")
+    return prepare_dataset(tmp_path_factory.mktemp("prepared") / "digits")
 
 
 def test_prepared_digits_are_the_in_memory_digits_split_the_same_way(prepared_digits):
@@ -190,26 +197,3 @@ def test_mnist_broken_file_is_a_user_error_naming_it(tmp_path, name, data, gz):
     (tmp_path / (f"{name}.gz" if gz else name)).write_bytes(data)
     with pytest.raises(UserError, match=name):
         mnist(tmp_path).setup("fit")
-
-
-# copier:if gpt_example
-def test_a_text_becomes_windows_that_hold_each_next_character_once(tmp_path):
-    """source=text: consecutive windows of block_size + 1 character ids that overlap by one, over the whole text."""
-    import json
-
-    load_from_disk = pytest.importorskip("datasets", reason="the ondisk extra").load_from_disk
-    (tmp_path / "texts").mkdir()
-    text = "".join(f"line {i}: the quick brown fox\n" for i in range(200))
-    (tmp_path / "texts" / "a.txt").write_text(text)
-    out = prepare_dataset(tmp_path / "prepared", "source=text", f"source.path={tmp_path / 'texts'}",
-                          "source.block_size=16")  # fmt: skip
-    description = json.loads((out / "prepared.json").read_text())
-    vocab = description["vocab"]
-    assert vocab == "".join(sorted(set(text))) and description["block_size"] == 16
-    train = load_from_disk(str(out))["train"].with_format("numpy")[:]["ids"]
-    assert train.shape[1] == 17
-    decoded = "".join(vocab[i] for i in train[0]) + "".join("".join(vocab[i] for i in row[1:]) for row in train[1:])
-    assert text.startswith(decoded) and len(decoded) > 0.85 * len(text)  # consecutive windows overlap by one
-
-
-# copier:endif
