@@ -2,6 +2,7 @@
 time, and leaving a dir as it was when a run is refused before it trains."""
 
 import atexit
+import contextlib
 import errno
 import json
 import logging
@@ -9,6 +10,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,19 @@ LOCK_FILE = ".hydralight.lock"
 
 
 def _previous_task(run_dir: Path) -> str | None:
+    """The task of the earlier run in `run_dir`. Every rank of a torchrun or SLURM job runs the Hydra app, and each
+    rewrites `.hydra/config.yaml` in place (truncate, then write): a read that finds it empty or half-written is
+    tried again for a while before the dir counts as holding no run."""
     config = run_dir / ".hydra" / "config.yaml"
-    if not config.is_file():
-        return None
-    return OmegaConf.load(config).get("task_name")
+    for _ in range(40):
+        if not config.is_file():
+            return None
+        with contextlib.suppress(Exception):  # a half-written file does not parse
+            task = OmegaConf.load(config).get("task_name")
+            if task is not None:
+                return task
+        time.sleep(0.05)
+    return None
 
 
 def _is_run_record(path: Path) -> bool:
