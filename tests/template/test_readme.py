@@ -1047,3 +1047,27 @@ class TestMultiProcessCommands(ReadmeCommands):
 
 class TestOtherCommands(ReadmeCommands):
     group = "others"
+
+
+def test_the_config_groups_table_names_every_option_of_every_group():
+    """README "Config groups" lists every option of the project's groups (conf/) and the library's: a new config
+    file the table does not name fails here, so the table cannot drift."""
+    section = README.read_text().split("## Config groups", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, str] = {}
+    group = ""
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        if len(cells) >= 2 and not (cells[0] and set(cells[0]) <= {"-"}) and cells[0] != "group":
+            group = cells[0].strip("`") or group  # an empty first cell continues the group above
+            rows[group] = rows.get(group, "") + " " + cells[1]
+    library = ROOT / "lib" / "src" / "hydralight" / "conf"
+    internal = {"hydra", "paths", "hydralight"}  # not switched by a user: one config each
+    missing = []
+    for root in (ROOT / "conf", library):
+        for folder in sorted(path for path in root.rglob("*") if path.is_dir()):
+            name = folder.relative_to(root).as_posix()
+            if name.split("/")[0] in internal:
+                continue
+            row = rows.get(name.split("/")[0], "")
+            missing += [f"{name}={option.stem}" for option in folder.glob("*.yaml") if f"`{option.stem}`" not in row]
+    assert not missing, f"README's config-groups table does not name: {missing}"
