@@ -310,3 +310,29 @@ def test_failed_run_leaves_earlier_run_untouched(project, tmp_path, script, bad_
 
     assert result.returncode != 0, result.stderr[-4000:]
     assert snapshot(earlier) == before
+
+
+def test_a_model_and_data_that_do_not_fit_together_is_one_line_and_leaves_no_run_dir(project):
+    """A model config reading a data key the chosen data module lacks (`${data.<key>}`: the digits classifier with the
+    text data, say) stops before training with one line naming the key and the options chosen, exit 2, and the run
+    dir Hydra made is gone."""
+    result = run_cli("train.py", "model.net.in_features=${data.vocab_size}", cwd=project, timeout=120)
+    assert_user_error(result, 2, ["model.net.in_features", "data.vocab_size", "model=regression, data=regression",
+                                  "do not fit together"])  # fmt: skip
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert not list((project / "outputs").rglob("*.yaml")), "a refused run left its dir"
+
+
+def test_ctrl_c_before_training_is_one_line_exit_130_and_no_run_dir(make_cfg, capsys, monkeypatch):
+    """Ctrl-C while the run is still starting (importing, building): exit 130 with one line, the refused dir undone,
+    no KeyboardInterrupt traceback."""
+    undone = []
+    monkeypatch.setattr(cli, "undo_refused_run", lambda: undone.append(True))
+
+    def interrupted_while_starting(cfg):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.report_user_errors(interrupted_while_starting)(make_cfg())
+    assert stopped.value.code == 130 and undone
+    assert capsys.readouterr().err == "interrupted: stopped by Ctrl-C before training started; nothing was kept.\n"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hydralight.core.runs.saved_config import git_state
+from hydralight.core.runs.provenance import git_state
 from hydralight.core.train import train
 
 

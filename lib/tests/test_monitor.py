@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from hydralight.core.callbacks.metrics_json import monitoring_checkpoint
+from hydralight.core.callbacks.reports import monitoring_checkpoint
 from hydralight.core.train import train
 
 

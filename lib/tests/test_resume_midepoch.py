@@ -170,7 +170,7 @@ def test_time_intervals_read_like_max_time():
     """'HH:MM:SS', 'DD:HH:MM:SS', seconds and timedelta's keywords all name the same interval."""
     from datetime import timedelta
 
-    from hydralight.core.callbacks.last_checkpoint import time_interval
+    from hydralight.core.callbacks.resume import time_interval
 
     forms = ["00:30:00", "00:00:30:00", 1800, {"minutes": 30}]
     assert {time_interval(form, "k") for form in forms} == {timedelta(minutes=30)}

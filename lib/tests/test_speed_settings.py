@@ -1,4 +1,5 @@
-"""The speed switches of train.yaml (README "Performance"): each one reaches torch or the C torch_settings."""
+"""The speed switches of train.yaml (README "Performance"): each one reaches torch or the C allocator (set by
+hydralight.core.build when it builds the Trainer)."""
 
 import platform
 import sys
@@ -6,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from hydralight.core import torch_settings
+from hydralight.core import build
 from hydralight.core.build import build_trainer
 
 
@@ -29,7 +30,7 @@ def test_cpu_threads_sets_torch_and_what_ddp_ranks_inherit(make_cfg, monkeypatch
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     build_trainer(make_cfg("cpu_threads=1"), callbacks=[], loggers=[])
-    assert calls == [1] and torch_settings.os.environ["OMP_NUM_THREADS"] == "1"
+    assert calls == [1] and build.os.environ["OMP_NUM_THREADS"] == "1"
 
 
 def test_cpu_threads_null_leaves_torch_alone(make_cfg, monkeypatch):
@@ -42,18 +43,18 @@ def test_cpu_threads_null_leaves_torch_alone(make_cfg, monkeypatch):
 @pytest.mark.parametrize("keep", [True, False])
 def test_keep_freed_memory_switch_sets_the_allocator_or_leaves_it(make_cfg, monkeypatch, keep):
     calls = []
-    monkeypatch.setattr(torch_settings, "keep_freed_memory", lambda: calls.append("mallopt") or True)
+    monkeypatch.setattr(build, "keep_freed_memory", lambda: calls.append("mallopt") or True)
     build_trainer(make_cfg(f"keep_freed_memory={str(keep).lower()}"), callbacks=[], loggers=[])
     assert calls == (["mallopt"] if keep else [])
 
 
 def test_keep_freed_memory_applies_on_glibc_and_is_idempotent():
-    applied = torch_settings.keep_freed_memory()
+    applied = build.keep_freed_memory()
     assert isinstance(applied, bool)
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
-        assert applied and torch_settings.keep_freed_memory()
+        assert applied and build.keep_freed_memory()
 
 
 def test_keep_freed_memory_is_a_no_op_off_linux(monkeypatch):
-    monkeypatch.setattr(torch_settings.sys, "platform", "darwin")
-    assert torch_settings.keep_freed_memory() is False
+    monkeypatch.setattr(build.sys, "platform", "darwin")
+    assert build.keep_freed_memory() is False

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from test_reliability import QUIET, STATEFUL, start_training, stderr_of, wait_for
 
+from hydralight.core.callbacks.resume import STOP_SIGNALS, stops_cleanly
 from hydralight.core.errors import Preempted
-from hydralight.core.signals import STOP_SIGNALS, stops_cleanly
 from hydralight.core.train import train
 
 

@@ -49,7 +49,7 @@ def test_step_time_is_per_optimizer_step(make_cfg):
 def test_length_fn_writes_items_per_s_as_samples_per_s_times_each_samples_length(make_cfg):
     """length_fn=first_tensor_numel counts the elements of a batch's first tensor (the tokens of (B, T) input ids,
     here the 4 features of each sample), under the name items_name gives them."""
-    length_fn = "{_target_:hydra.utils.get_method,path:hydralight.core.callbacks.throughput.first_tensor_numel}"
+    length_fn = "{_target_:hydra.utils.get_method,path:hydralight.core.callbacks.reports.first_tensor_numel}"
     cfg = make_cfg(f"callbacks.throughput.length_fn={length_fn}", "callbacks.throughput.items_name=features")
     train(cfg)
     metrics = read_metrics(cfg)
@@ -136,7 +136,7 @@ def test_a_bare_tensor_or_a_dict_batch_is_counted_by_its_first_tensor(make_cfg, 
 def test_a_batch_it_cannot_count_still_trains_and_says_so_once(make_cfg, tmp_path, caplog):
     """No samples/s then, but the step time and the memory."""
     cfg = layout_cfg(make_cfg, tmp_path, "opaque")
-    with caplog.at_level(logging.INFO, logger="hydralight.core.callbacks.throughput"):
+    with caplog.at_level(logging.INFO, logger="hydralight.core.callbacks.reports"):
         train(cfg)
     lines = [record.getMessage() for record in caplog.records if "cannot tell" in record.getMessage()]
     assert lines == [

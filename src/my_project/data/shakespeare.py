@@ -22,8 +22,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from hydralight.core.errors import UserError
-from hydralight.core.strategies import data_shard
-from hydralight.data.base import at_current_epoch, loader_generator, run_seed
+from hydralight.data.base import at_current_epoch, data_shard, loader_generator, run_seed
 from hydralight.data.sources import Row, check_fractions
 
 SHAKESPEARE_FILE = "tinyshakespeare.txt.gz"

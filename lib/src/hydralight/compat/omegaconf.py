@@ -2,14 +2,9 @@
 
 from typing import Any
 
-__all__ = ["full_key", "raw_value"]
+__all__ = ["full_key"]
 
 
 def full_key(node: Any) -> str:
     """The dotted key of `node` from the config's root (`model.net`): what error messages name."""
     return node._get_full_key(None)
-
-
-def raw_value(parent: Any, key: str) -> Any:
-    """`parent[key]` as written, an interpolation unresolved (`${precision}`)."""
-    return parent._get_node(key)._value()

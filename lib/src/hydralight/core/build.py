@@ -1,6 +1,16 @@
-"""Builds what train and eval share from the composed config: data, callbacks, loggers, strategy, trainer."""
+"""Builds what train and eval share from the composed config: data, callbacks, loggers, strategy, trainer, and the
+process-wide torch settings it asks for (threads, matmul precision, keeping freed memory).
 
+`keep_freed_memory` stops glibc from handing freed memory back to the OS after every training step, and faulting it
+back in. A training step frees and re-allocates the same few MB of activations and gradients each time. Whether glibc's
+malloc keeps them (heap) or returns them (munmap, heap trimming) depends on the process's allocation history: a
+hydralight run on 60,000 MNIST-sized images was measured taking ~5 million page faults and ~40% longer per epoch
+than a plain loop doing the same arithmetic (benchmarks/README.md). Fixed thresholds make it keep them.
+"""
+
+import ctypes
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -16,22 +26,56 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
-from hydralight.core.callbacks import MetricsJson
+from hydralight.core.callbacks.reports import MetricsJson
 from hydralight.core.console import info
 from hydralight.core.errors import UserError
-from hydralight.core.runs.checkpoint_io import checkpoint_plugins
-from hydralight.core.runs.saved_config import git_state, record_what_ran
-from hydralight.core.torch_settings import configure_torch
-from hydralight.core.validation import (  # Hydra's; a constructor's complaint names the config key
-    check_devices,
-    check_world_size,
-    instantiate,
-)
+from hydralight.core.runs.checkpoints import checkpoint_plugins
+from hydralight.core.runs.provenance import git_state, record_what_ran
+from hydralight.core.validation import check_devices, instantiate  # Hydra's; a constructor's complaint names the key
 
 log = logging.getLogger(__name__)
 
 # Lightning's own warning, replaced by one line of ours that says what the run really uses.
 _FP16_ON_CPU_WARNING = r".*AMP with fp16 is not supported on CPU.*"
+M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 * 2**20  # glibc's own upper bound for the threshold it adapts by itself (64-bit)
+TRIM_THRESHOLD = 256 * 2**20  # keep up to this much free memory at the top of the heap
+
+
+def keep_freed_memory() -> bool:
+    """Blocks below 32 MiB come from the heap and up to 256 MiB of free heap is kept; True if applied (glibc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or another libc: leave it alone
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def configure_torch(cfg: DictConfig) -> None:
+    """The process-wide performance settings of the config (README "Performance" has their measured effect)."""
+    threads = cfg.get("cpu_threads")
+    if threads is not None:
+        torch.set_num_threads(threads)
+        # Lightning's DDP launchers set their own thread count unless this is set; re-launched ranks inherit it.
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
+    if cfg.get("keep_freed_memory", False):
+        keep_freed_memory()
+
+
+def compiled_state(model: torch.nn.Module) -> str:
+    """Whether torch.compile really wraps any part of the model (model.compile=true compiles the net), and which."""
+    compiled = [
+        name or "the whole model"
+        for name, module in model.named_modules()
+        if getattr(module, "_compiled_call_impl", None) is not None  # set by nn.Module.compile()
+        or hasattr(module, "_orig_mod")  # what torch.compile(module) returns
+    ]
+    return f"compiled ({', '.join(compiled)})" if compiled else "not compiled"
 
 
 def build_datamodule(cfg: DictConfig) -> LightningDataModule:
@@ -90,17 +134,12 @@ def build_trainer(cfg: DictConfig, callbacks: list[Callback], loggers: list[Logg
     strategy = build_strategy(cfg.strategy)
     one_process = loaded_instance(strategy, "hydralight.core.strategies.dp", "DataParallelStrategy")
     check_devices(cfg.trainer.get("accelerator", "auto"), cfg.trainer.get("devices"), one_process=one_process)
-    check_world_size(cfg.trainer.get("num_nodes"), cfg.trainer.get("devices"))
-    devices, num_nodes = cfg.trainer.get("devices"), cfg.trainer.get("num_nodes") or 1
-    # A sharded strategy's UserErrors now, not in every process it would start.
+    if "WORLD_SIZE" in os.environ:  # a launcher started the processes (torchrun, srun)
+        from hydralight.core.switch_checks import check_world_size
+
+        check_world_size(cfg.trainer.get("num_nodes"), cfg.trainer.get("devices"))
     if loaded_instance(strategy, "hydralight.core.strategies.sharded", "ShardedStrategy"):
-        if isinstance(devices, int) and devices > 0:
-            strategy.mesh_sizes(num_nodes * devices, num_nodes)
-        if strategy.cpu_offload and not torch.cuda.is_available():
-            raise UserError(
-                "strategy.cpu_offload=true keeps a GPU run's parameters, gradients and optimizer state in CPU memory; "
-                "this run is on the CPU, where they are already. Drop it (or set strategy.cpu_offload=false)."
-            )
+        strategy.check_settings(cfg.trainer.get("devices"), cfg.trainer.get("num_nodes") or 1)
     if cfg.trainer.get("sync_batchnorm") and not torch.cuda.is_available():
         raise UserError("trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm); this machine has none.")
     plugins = {"plugins": checkpoint_plugins(cfg, strategy)}

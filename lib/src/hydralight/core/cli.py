@@ -10,14 +10,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import InterpolationResolutionError
+from omegaconf import DictConfig, open_dict
+from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
 
-from hydralight.core.errors import Interrupted, Preempted, RunStopped, UserError, choices_message
-from hydralight.core.hydra_mode import in_multirun
-from hydralight.core.resolvers import register_resolvers
+from hydralight.core.errors import Interrupted, Preempted, RunStopped, UserError
+from hydralight.core.resolvers import in_multirun, register_resolvers
 from hydralight.core.runs.guard import undo_refused_run
-from hydralight.core.validation import validate, validate_ckpt_path
+from hydralight.core.validation import validate
 
 log = logging.getLogger(__name__)
 USER_ERROR_EXIT_CODE = UserError.exit_code
@@ -72,9 +71,31 @@ def _resolver_errors_unwrapped(task: Callable[[DictConfig], object], cfg: DictCo
         cause: BaseException | None = error
         while cause is not None and not isinstance(cause, RunStopped):  # omegaconf nests its errors
             cause = cause.__cause__ or cause.__context__
-        if cause is None:
-            raise
-        raise cause from None
+        if cause is not None:
+            raise cause from None
+        if isinstance(error, InterpolationKeyError):
+            raise UserError(mismatch_message(error)) from error
+        raise
+
+
+def mismatch_message(error: InterpolationKeyError) -> str:
+    """`${data.input_shape}` in the model's config, and a data module that has no such key: the options chosen do
+    not fit together. Names the key, what it reads and the options chosen."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    chosen = ", ".join(f"{group}={choices[group]}" for group in ("model", "data", "experiment") if choices.get(group))
+    return (
+        f"{error.full_key}: {str(error.msg).splitlines()[0]}. The options chosen ({chosen or 'the defaults'}) do not fit together: one "
+        "reads a key the other does not have. Choose a model and data made for each other (an experiment=<name> "
+        "sets both), or give the key."
+    )
+
+
+def stopped_by_ctrl_c() -> None:
+    """Ctrl-C before training started (while composing, importing, building): one line and exit 130."""
+    print(f"{Interrupted.prefix}: stopped by Ctrl-C before training started; nothing was kept.", file=sys.stderr)
+    sys.exit(Interrupted.exit_code)
 
 
 def report_user_errors(task: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
@@ -86,10 +107,12 @@ def report_user_errors(task: Callable[[DictConfig], object]) -> Callable[[DictCo
         except RunStopped as stop:
             if in_multirun() and not isinstance(stop, Preempted | Interrupted):  # these end the whole sweep
                 raise  # the sweep goes on: hydralight.core.sweeps reports the job and exits non-zero at the end
-            if isinstance(stop, UserError):
-                undo_refused_run()  # refused before training: the run dir is left as it was before the command
+            undo_refused_run()  # stopped before training: the run dir is left as it was (no-op once training began)
             print(f"{stop.prefix}: {stop}", file=sys.stderr)
             sys.exit(stop.exit_code)
+        except KeyboardInterrupt:  # before training (train() turns a later Ctrl-C into Interrupted)
+            undo_refused_run()
+            stopped_by_ctrl_c()
 
     wrapped.__name__ = task.__name__
     return wrapped
@@ -109,17 +132,6 @@ def _evaluate(cfg: DictConfig) -> dict[str, float]:
     return evaluate(cfg)
 
 
-def _validate_inference(cfg: DictConfig, **choices: tuple[str, ...]) -> None:
-    """predict/export: the checkpoint exists and each `key` has one of its `choices` (no torch needed to tell)."""
-    validate_ckpt_path(None if OmegaConf.is_missing(cfg, "ckpt_path") else cfg.ckpt_path, required=True)
-    for key, valid in choices.items():
-        if cfg[key] not in valid:
-            raise UserError(choices_message(key, cfg[key], valid))
-    path = Path(str(cfg.get("input") or ""))
-    if cfg.get("input") and (path.suffix not in (".pt", ".npy", ".csv") or not path.is_file()):
-        raise UserError(f"input={cfg.input!r}: no such .pt, .npy or .csv file. Give one, or input=null (test split)")
-
-
 def _check_output(cfg: DictConfig, example: str) -> None:
     """An explicit `output=` that is a directory, or a file already there (without overwrite=true), stops here."""
     if cfg.get("output"):
@@ -129,7 +141,9 @@ def _check_output(cfg: DictConfig, example: str) -> None:
 
 
 def _predict(cfg: DictConfig) -> dict[str, float]:
-    _validate_inference(cfg, device=("auto", "cpu", "cuda"))
+    from hydralight.core.switch_checks import validate_inference
+
+    validate_inference(cfg, device=("auto", "cpu", "cuda"))
     _check_output(cfg, example="predictions.csv")
     from hydralight.core.predict import predict
 
@@ -137,7 +151,9 @@ def _predict(cfg: DictConfig) -> dict[str, float]:
 
 
 def _export(cfg: DictConfig) -> dict[str, object]:
-    _validate_inference(cfg, format=("torchscript", "exported_program", "onnx"))
+    from hydralight.core.switch_checks import validate_inference
+
+    validate_inference(cfg, format=("torchscript", "exported_program", "onnx"))
     _check_output(cfg, example="model.pt")
     from hydralight.core.export import export
 
@@ -223,7 +239,10 @@ def _hydra_main(task: Callable[[DictConfig], object], config_name: str) -> None:
     if any(arg.startswith("-") for arg in sys.argv[1:]) and _printed_help(conf, config_name):
         return
     main = hydra.main(config_path=conf, config_name=config_name, version_base="1.3")
-    main(report_user_errors(task))()
+    try:
+        main(report_user_errors(task))()
+    except KeyboardInterrupt:  # while Hydra composes, before the task runs
+        stopped_by_ctrl_c()
 
 
 def train_main() -> None:

@@ -35,8 +35,9 @@ from hydralight.core.runs.trained import (
     trained_data_config,
     typed_overrides,
 )
+from hydralight.core.switch_checks import validate_prompt
 from hydralight.core.trust import Allowed, allowed
-from hydralight.core.validation import validate_prompt, validate_seed
+from hydralight.core.validation import validate_seed
 from hydralight.data.predict_input import PredictInputError
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,15 @@
 """A constructor's refusal (its ValueError/TypeError) as one line: the config keys and values its message names, then
-the message itself. What `validation.instantiate` and the optimizer check raise; imported only once one refused."""
+the message itself, at the config node that raised. What `validation.instantiate` and the optimizer check raise;
+imported only once one refused."""
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from hydra.errors import InstantiationException
+from omegaconf import DictConfig
 
+from hydralight.compat.hydra import locate  # what instantiate resolves a `_target_` with
 from hydralight.core.errors import UserError
 
 
@@ -49,3 +53,20 @@ def innermost(error: InstantiationException) -> tuple[str | None, BaseException 
         target = found.group(1) if found else target
         cause = cause.__cause__
     return target, cause
+
+
+def raising_node(
+    nodes: Iterable[tuple[str, DictConfig, bool]], target: str | None, default: tuple[str, DictConfig]
+) -> tuple[str, DictConfig]:
+    """The key and node of `nodes` (validation.target_nodes of the config built) that builds `target`; `default` (the
+    config itself) if unclear."""
+    matches = []
+    for node_key, node, _ in nodes:
+        try:
+            located = locate(node._target_) if isinstance(node._target_, str) else node._target_
+        except ImportError:
+            continue
+        located_name = f"{located.__module__}.{located.__qualname__}" if callable(located) else str(located)
+        if target in (str(node._target_), located_name):
+            matches.append((node_key, node))
+    return matches[0] if len(matches) == 1 else default

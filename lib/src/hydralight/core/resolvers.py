@@ -1,9 +1,15 @@
-"""OmegaConf resolvers the configs use. Registered by the CLI before Hydra composes anything."""
+"""What the CLI registers with Hydra and OmegaConf before Hydra composes anything: the OmegaConf resolvers the configs
+use, and the Hydra callbacks only a multirun needs (`multirun_only`), with `in_multirun`, which the CLI and the train
+task both ask."""
 
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 # Run dirs this process created, so a run refused before it started can remove its own new dir (and only that).
@@ -56,8 +62,6 @@ def launch_dir() -> str:
     """The dir the command was started in. Inside a Hydra job that is Hydra's `runtime.cwd`; before the job (the
     run dir, the sweep dir, Hydra's callbacks) Hydra has no config to ask yet, and the process's own cwd is the same
     dir: `hydra.job.chdir` is false."""
-    from hydra.core.hydra_config import HydraConfig
-
     if HydraConfig.initialized():
         return str(HydraConfig.get().runtime.cwd)
     return os.getcwd()
@@ -84,3 +88,19 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("process_tag", process_tag, replace=True)
     OmegaConf.register_new_resolver("launch_dir", launch_dir, replace=True)
     OmegaConf.register_new_resolver("prepared", prepared, replace=True)
+
+
+def in_multirun() -> bool:
+    """Inside a job of a `-m` sweep (where exiting would end every job after this one)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def multirun_only(callback: str, run_mode: RunMode | str | None, **kwargs: Any) -> Callback:
+    """The Hydra callback at class path `callback`, built with `kwargs`, in a multirun (`run_mode`: `${hydra.mode}`);
+    Hydra's no-op base in a single run. Hydra builds every callback its config names on every run, and the sweep
+    callbacks (hydralight.core.sweeps) do nothing in a single run: this way a single run imports none of them."""
+    if getattr(run_mode, "name", run_mode) != RunMode.MULTIRUN.name:
+        return Callback()
+    from hydra.utils import get_class
+
+    return get_class(callback)(**kwargs)

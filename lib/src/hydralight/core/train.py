@@ -1,6 +1,7 @@
 """The train task: build everything from the config, fit (resuming if there is a checkpoint to continue from),
 test the best checkpoint, return the sweep metric."""
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,22 +17,20 @@ from hydralight.core.build import (
     build_loggers,
     build_trainer,
     close_run,
+    compiled_state,
     log_hyperparameters,
 )
-from hydralight.core.callbacks import Preemption, ResumeState, TaskRecord
-from hydralight.core.callbacks.metrics_json import best_metrics, monitoring_checkpoint
+from hydralight.core.callbacks.reports import best_metrics, monitoring_checkpoint
+from hydralight.core.callbacks.resume import Preemption, ResumeState, TaskRecord, stops_cleanly
 from hydralight.core.console import info, print_config_tree, print_final_metrics, quiet_console
 from hydralight.core.errors import DiskFull, Interrupted, Preempted, UserError
 from hydralight.core.files import out_of_space, remove_partials
-from hydralight.core.hydra_mode import in_multirun
 from hydralight.core.loggers import continue_logging
-from hydralight.core.resolvers import created_dirs
+from hydralight.core.resolvers import created_dirs, in_multirun
 from hydralight.core.runs.checkpoints import checkpoint_dir, init_from_checkpoint, newest_checkpoint, resume_checkpoint
 from hydralight.core.runs.guard import training_started
 from hydralight.core.runs.provenance import write_provenance
-from hydralight.core.signals import stops_cleanly
-from hydralight.core.torch_settings import compiled_state
-from hydralight.core.validation import check_half_precision, instantiate, validate_targets
+from hydralight.core.validation import instantiate, validate_targets
 
 
 @contextmanager
@@ -68,6 +67,20 @@ def out_of_memory_is_a_clear_error(cfg: DictConfig) -> Iterator[None]:
             "accumulate_grad_batches=N keeps the effective batch), use precision=bf16-mixed, or a smaller model. "
             "The checkpoints already on disk are intact: the same command continues from them."
         ) from error
+
+
+def check_elastic_restarts() -> None:
+    """`torchrun --max-restarts=N`: by default torchrun's workers share its rendezvous store, and a restarted group
+    then reads the dead group's addresses and hangs in its first collective (torch #135712). Refuse before training,
+    saying how to start torchrun, rather than let the first restart hang."""
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0)
+    if restarts > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        raise UserError(
+            f"torchrun --max-restarts={restarts} shares its rendezvous store with the workers, and a restarted group "
+            "then hangs connecting to the dead one (torch #135712). Start torchrun with "
+            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in its environment, e.g. TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+            "torchrun --max-restarts=3 ... train.py run_name=<job>."
+        )
 
 
 NOTHING_SAVED = "Nothing was saved yet: the same command starts the run again."
@@ -150,6 +163,7 @@ def train(cfg: DictConfig) -> float | None:
 
 def fit_and_test(cfg: DictConfig, built: list[pl.Trainer]) -> float | None:
     """train()'s work; the trainer goes into `built` as soon as it exists."""
+    check_elastic_restarts()
     validate_targets(cfg)  # every `_target_`'s arguments against its signature, before anything is built
     quiet_console()
     if cfg.get("print_config"):
@@ -165,7 +179,10 @@ def fit_and_test(cfg: DictConfig, built: list[pl.Trainer]) -> float | None:
     callbacks.append(TaskRecord(cfg.data))  # which module and data: what eval, predict and export rebuild
     trainer = build_trainer(cfg, callbacks, loggers)
     built.append(trainer)
-    check_half_precision(cfg, trainer)
+    if trainer.precision == "16-true":
+        from hydralight.core.switch_checks import check_half_precision
+
+        check_half_precision(cfg, trainer)
     ckpt_path = resume_checkpoint(cfg, trainer, model)
     if cfg.get("init_from") is not None and ckpt_path is None:  # a resumed run has its own weights by now
         init_from_checkpoint(model, cfg.init_from, strict=cfg.get("init_from_strict", True))

@@ -6,7 +6,10 @@
    `tune validate`); when it is built (`instantiate`), a constructor's own ValueError/TypeError becomes a UserError
    naming the config key (worded by `refused`, imported only then). Imports no torch itself; checking a node imports
    its target's module.
-3. What only the machine can tell (`check_devices`, `check_world_size`): GPUs, cores, the launcher's process count.
+3. What only the machine can tell (`check_devices`): GPUs, cores.
+
+What only some switches and commands need (a checkpoint to start from, predict's and export's inputs, a launcher's
+process count, precision=16-true) is `switch_checks`', imported only when one is given.
 """
 
 import ast
@@ -19,20 +22,14 @@ import textwrap
 import types
 import typing
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hydra.errors import InstantiationException
-from hydra.utils import get_object
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hydralight.compat.hydra import locate as _locate  # what instantiate resolves `_target_` with
-from hydralight.compat.omegaconf import full_key
 from hydralight.core.errors import RunStopped, UserError, choices_message
-
-if TYPE_CHECKING:
-    from lightning.pytorch import Trainer
 
 # The values Lightning's Trainer accepts (lightning.fabric.plugins.precision.precision; a test keeps them in sync).
 PRECISIONS = (
@@ -105,32 +102,6 @@ def validate_seed(seed: object) -> int:
     return seed
 
 
-def validate_prompt(cfg: DictConfig) -> dict[str, object]:
-    """predict.py's `prompt=`: text, the only input, and the entries of `prompt_kwargs` the user set (not null),
-    which are refused without a prompt (they would change nothing). Returns those entries."""
-    kwargs = {name: value for name, value in (cfg.get("prompt_kwargs") or {}).items() if value is not None}
-    prompt = cfg.get("prompt")
-    if prompt is None:
-        if kwargs:
-            name, value = next(iter(kwargs.items()))
-            raise UserError(
-                f'{name}={value!r} is an option of prompt=<text>, and no prompt is given: add prompt="...", or drop '
-                f"{name}=."
-            )
-        return kwargs
-    _require(
-        isinstance(prompt, str),
-        f"prompt={prompt!r} is not text: Hydra read it as {type(prompt).__name__}. Quote it inside the shell's "
-        f"quotes: 'prompt=\"{prompt}\"'.",
-    )
-    _require(
-        not cfg.get("input"),
-        f"prompt={prompt!r} and input={cfg.get('input')!r} are two inputs: give prompt= to continue a prompt, or "
-        "input= to predict on a file.",
-    )
-    return kwargs
-
-
 def validate_trainer(cfg: DictConfig) -> None:
     """Trainer values whose wrong types Lightning would report deep inside a traceback."""
     trainer = cfg.trainer
@@ -181,33 +152,6 @@ def validate_data(cfg: DictConfig) -> None:
         )
 
 
-def validate_ckpt_path(ckpt_path: object, required: bool, key: str = "ckpt_path") -> None:
-    """An explicit checkpoint (the value of `key`) must be an existing file; eval requires one."""
-    if ckpt_path is None and not required:
-        return
-    hint = f"Give the path of a .ckpt file, e.g. {key}=outputs/train/runs/<run>/checkpoints/last.ckpt"
-    _require(ckpt_path is not None, f"{key} is required. {hint}")
-    path = Path(str(ckpt_path))
-    _require(path.exists(), f"{key}={ckpt_path!r}: no such file. {hint}")
-    _require(path.is_file(), f"{key}={ckpt_path!r} is a directory, not a checkpoint file. {hint}")
-
-
-def validate_init_from(cfg: DictConfig) -> None:
-    """`init_from` (fine-tuning: weights only) is a checkpoint file, never together with `ckpt_path` (resuming: the
-    whole training state); `init_from_strict` is a boolean."""
-    init_from = cfg.get("init_from")
-    if init_from is None:
-        return
-    _require(
-        cfg.get("ckpt_path") is None,
-        f"init_from={init_from!r} and ckpt_path={cfg.ckpt_path!r} are two ways to start: init_from takes a "
-        "checkpoint's weights into a new run, ckpt_path continues that run's training. Give one of them.",
-    )
-    validate_ckpt_path(init_from, required=True, key="init_from")
-    strict = cfg.get("init_from_strict", True)
-    _require(isinstance(strict, bool), f"init_from_strict={strict!r} is not valid. Use true or false.")
-
-
 def validate_targets(cfg: DictConfig) -> None:
     """Every `_target_` against its signature: imports the targets' modules, torch among them, so it runs after
     `validate` and before anything is built."""
@@ -228,8 +172,11 @@ def validate(cfg: DictConfig, *, ckpt_required: bool) -> None:
         )
     validate_data(cfg)
     ckpt_path = None if OmegaConf.is_missing(cfg, "ckpt_path") else cfg.ckpt_path
-    validate_ckpt_path(ckpt_path, required=ckpt_required)
-    validate_init_from(cfg)
+    if ckpt_required or ckpt_path is not None or cfg.get("init_from") is not None:
+        from hydralight.core.switch_checks import validate_ckpt_path, validate_init_from  # a checkpoint to start from
+
+        validate_ckpt_path(ckpt_path, required=ckpt_required)
+        validate_init_from(cfg)
     validate_required(cfg)
 
 
@@ -266,40 +213,6 @@ def check_devices(accelerator: object, devices: object, one_process: bool = Fals
         raise UserError(
             f"trainer.devices={devices} is more than this machine's {cores} CPU cores (one process each). "
             f"Use trainer.devices <= {cores}."
-        )
-
-
-def check_world_size(num_nodes: object, devices: object) -> None:
-    """Under torchrun or srun the launcher fixed the number of processes; the config has to agree with it."""
-    world_size = os.environ.get("WORLD_SIZE")
-    if not world_size or not isinstance(devices, int) or not isinstance(num_nodes, int) or devices < 1:
-        return
-    if num_nodes * devices != int(world_size):
-        raise UserError(
-            f"trainer.num_nodes={num_nodes} x trainer.devices={devices} = {num_nodes * devices} processes, but the "
-            f"launcher started {world_size} (torchrun: --nnodes x --nproc_per_node; SLURM: nodes x tasks per node). "
-            "Make them equal, e.g. trainer.num_nodes=<nodes> trainer.devices=<processes per node>."
-        )
-
-
-def check_half_precision(cfg: DictConfig, trainer: "Trainer") -> None:
-    """precision=16-true keeps the optimizer's state in float16 too, where Adam's default `eps` rounds to 0: the first
-    update divides by zero and the run diverges at step 1, on any device. Refused before training instead."""
-    import torch
-
-    optimizer = OmegaConf.select(cfg, "model.optimizer")
-    if trainer.precision != "16-true" or not isinstance(optimizer, DictConfig) or "_target_" not in optimizer:
-        return
-    eps = optimizer.get("eps")
-    if eps is None:  # the optimizer's own default
-        parameter = inspect.signature(get_object(optimizer._target_)).parameters.get("eps")
-        eps = None if parameter is None else parameter.default
-    if isinstance(eps, float) and eps > 0 and torch.tensor(eps, dtype=torch.float16).item() == 0:
-        raise UserError(
-            "precision=16-true keeps the weights and the optimizer's state in float16, where "
-            f"model.optimizer.eps={eps:g} ({optimizer._target_}) is 0, so the first update would divide by zero. "
-            "Use precision=16-mixed (float32 weights; bf16 on a CPU), precision=bf16-true, "
-            "or model.optimizer.eps=1e-4 with 16-true."
         )
 
 
@@ -514,33 +427,20 @@ def _refused(key: str, node: DictConfig, arguments: dict[str, Any], error: Excep
     return refused(key, str(node.get("_target_", "the target")), given, error)
 
 
-def _raising_node(config: DictConfig, target: str | None) -> tuple[str, DictConfig]:
-    """The key and node in `config` (itself or a node inside it) that builds `target`; `config` itself if unclear."""
-    key = full_key(config)
-    matches = []
-    for node_key, node, _ in target_nodes(config, key):
-        try:
-            located = _locate(node._target_) if isinstance(node._target_, str) else node._target_
-        except ImportError:
-            continue
-        located_name = f"{located.__module__}.{located.__qualname__}" if callable(located) else str(located)
-        if target in (str(node._target_), located_name):
-            matches.append((node_key, node))
-    return matches[0] if len(matches) == 1 else (key, config)
-
-
 def instantiate(config: Any, *args: Any, **kwargs: Any) -> Any:
     """Hydra's instantiate; a constructor's ValueError/TypeError becomes a UserError naming the config key of the
     node that raised (`model.net` when the model builds its net), the value and the constructor's message."""
     try:
         return hydra_instantiate(config, *args, **kwargs)
     except InstantiationException as error:
-        from hydralight.core.refused import innermost  # only once a constructor refused
+        from hydralight.compat.omegaconf import full_key  # only once a constructor refused
+        from hydralight.core.refused import innermost, raising_node
 
         target, cause = innermost(error)
         if isinstance(cause, RunStopped):
             raise cause from None  # a constructor's own clear stop (a UserError) needs no wrapping
         if not isinstance(config, DictConfig) or not isinstance(cause, ValueError | TypeError):
             raise
-        key, node = _raising_node(config, target)
+        key = full_key(config)
+        key, node = raising_node(target_nodes(config, key), target, default=(key, config))
         raise _refused(key, node, _arguments(node), cause) from error

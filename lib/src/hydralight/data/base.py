@@ -1,5 +1,6 @@
-"""What the in-memory datamodules share: split by a fixed seed, serve tensors through DataLoaders, and read a file of
-raw samples for predict the way the training data are read (`predict_input`, imported by predict only)."""
+"""What the in-memory datamodules share: split by a fixed seed, serve tensors through DataLoaders, say which shard of
+the data this process reads (`data_shard`, which every data module and the throughput callback ask), and read a file
+of raw samples for predict the way the training data are read (`predict_input`, imported by predict only)."""
 
 import itertools
 import os
@@ -15,7 +16,6 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from hydralight.compat.lightning import loader_states_to_load
 from hydralight.core.errors import UserError
-from hydralight.core.strategies import data_shard
 
 if TYPE_CHECKING:
     from lightning.pytorch import Trainer
@@ -24,6 +24,15 @@ if TYPE_CHECKING:
 def run_seed() -> int:
     """The run's `seed` (seed_everything puts it in PL_GLOBAL_SEED, where Lightning's DistributedSampler reads it)."""
     return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
+def data_shard(trainer: "Trainer | None") -> tuple[int, int]:
+    """(number of data shards, this process's shard): one per data-parallel process, as Lightning's own sampler
+    shards (`distributed_sampler_kwargs`). The processes of a tensor-parallel group share one shard."""
+    if trainer is None or trainer.world_size == 1:
+        return 1, 0
+    kwargs = trainer.distributed_sampler_kwargs or {}
+    return kwargs.get("num_replicas", trainer.world_size), kwargs.get("rank", trainer.global_rank)
 
 
 def loader_generator() -> torch.Generator:

@@ -21,8 +21,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from hydralight.core.errors import UserError
 from hydralight.core.prepared import read_prepared
-from hydralight.core.strategies import data_shard
-from hydralight.data.base import at_current_epoch, loader_generator, run_seed
+from hydralight.data.base import at_current_epoch, data_shard, loader_generator, run_seed
 from hydralight.data.transforms import Pipeline, Transform
 
 

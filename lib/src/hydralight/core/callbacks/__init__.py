@@ -8,12 +8,13 @@ _MODULE_OF = {
     "Freeze": "freeze",
     "GradientGuard": "gradient_guard",
     "LRFinder": "tuning",
-    "LastCheckpoint": "last_checkpoint",
-    "LayersSummary": "model_summary",
-    "MetricsJson": "metrics_json",
+    "LastCheckpoint": "resume",
+    "LayersSummary": "reports",
+    "MetricsJson": "reports",
     "Preemption": "resume",
     "ResumeState": "resume",
     "TaskRecord": "resume",
+    "Throughput": "reports",
     "TrainingPlots": "plots",
 }
 __all__ = sorted(_MODULE_OF)

@@ -7,8 +7,17 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from hydralight.core.errors import TrainingDiverged
-from hydralight.core.gradients import total_norm
 from hydralight.core.runs.checkpoints import checkpoint_dir, newest_checkpoint
+
+
+def gradient_norm(grads: list[Tensor]) -> Tensor:
+    """The total 2-norm of `grads`: torch's own for plain tensors; for DTensors, which may lie on several device
+    meshes (strategy=model_parallel), hydralight.core.gradients', imported only by the runs that shard."""
+    if all(type(grad) is Tensor for grad in grads):
+        return torch.nn.utils.get_total_norm(grads)
+    from hydralight.core.gradients import total_norm
+
+    return total_norm(grads)
 
 
 class GradientGuard(Callback):
@@ -41,7 +50,7 @@ class GradientGuard(Callback):
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if not grads:
             return
-        norm = total_norm(grads)
+        norm = gradient_norm(grads)
         if self.log_norm:
             pl_module.log("train/grad_norm", norm, on_step=True, on_epoch=False)
         fp16_scaler = getattr(trainer.precision_plugin, "scaler", None)

@@ -1,30 +1,53 @@
-"""The callbacks the train task adds to every run, whatever its callbacks config says: what a checkpoint needs, besides
-what Lightning saves, to continue the run exactly and to rebuild its task, and the checkpoint a preemption writes.
+"""How a run stops and resumes: what a checkpoint needs, besides what Lightning saves, to continue the run exactly and
+to rebuild its task; the checkpoint a run continues from; and what each signal that stops it does.
 
 - `ResumeState`: every random number generator, and the train loader's position only where an epoch is cut in two.
 - `Preemption`: on SIGTERM (or SIGUSR1, SLURM's warning signal) save a checkpoint, then stop with exit code 75.
 - `TaskRecord`: which task wrote the checkpoint, so eval, predict and export rebuild that task from it.
+  (The train task adds these three to every run, whatever its callbacks config says.)
+- `LastCheckpoint` (callbacks.last_checkpoint): `last.ckpt`, the newest training state, what `resume=auto` continues
+  from, at the end of every epoch and, when asked, every N optimizer steps or every so much time in between.
+- `stops_cleanly`: the signals that stop a run, each with its line and its documented exit code, at any moment.
+
+Inside Lightning's stages (fit, test) Lightning turns SIGTERM into a stop at the next batch, where Preemption saves a
+checkpoint: exit 75, and the same command continues. Outside them (start-up, between training and its test)
+Lightning has no handler installed and SIGTERM would kill the process with no line (exit 143). While a run lives
+(`stops_cleanly`), SIGTERM and SIGHUP (the terminal that started it closed) are handled here: inside a stage they are
+left to Lightning (SIGHUP as the SIGTERM Lightning listens for); outside one they stop the run at once with the
+same exit 75 and a line saying what is on disk. SIGKILL cannot be caught: a run killed -9 exits 137 with no line
+(resume=auto continues it), and so do the other ranks of a DDP run whose rank died (Lightning's launcher kills them).
 """
 
+import contextlib
 import copy
 import os
 import random
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from hydralight.compat.lightning import forget_train_loader, loader_states_to_load, train_loader_built
+from hydralight.compat.lightning import (
+    forget_train_loader,
+    loader_states_to_load,
+    save_at_every_epoch_end,
+    train_loader_built,
+)
+from hydralight.core.errors import Preempted, UserError
 from hydralight.core.runs.checkpoints import TASK_KEY, checkpoint_dir
 
 PREEMPTED_CHECKPOINT = "preempted.ckpt"
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class ResumeState(Callback):
@@ -136,3 +159,101 @@ class TaskRecord(Callback):
         if isinstance(data, DictConfig):
             data = OmegaConf.to_container(data, resolve=True, enum_to_str=True)
         checkpoint[TASK_KEY] = {"module": class_path(type(pl_module)), "data": copy.deepcopy(data)}
+
+
+@contextlib.contextmanager
+def stops_cleanly(what_is_saved: Callable[[], str]) -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP end the run with Preempted (exit 75) whatever it is doing;
+    `what_is_saved()` says in the line what the next run of the same command continues from."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if signal.getsignal(signal.SIGTERM) is not stop:  # a Lightning stage: its handler stops at the next batch
+            if signum != signal.SIGTERM:
+                os.kill(os.getpid(), signal.SIGTERM)  # Lightning listens for SIGTERM only
+            return
+        raise Preempted(f"stopped by {signal.Signals(signum).name}. {what_is_saved()}")
+
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+INTERVAL_FORMS = "'HH:MM:SS', 'DD:HH:MM:SS', a number of seconds, or {minutes: 30} (timedelta's keys)"
+
+
+def time_interval(value: str | float | dict | timedelta | None, key: str) -> timedelta | None:
+    """`value` as a timedelta, from the forms Lightning's `max_time` takes too: 'DD:HH:MM:SS' (or 'HH:MM:SS'), a
+    dict of timedelta's keywords; and a number of seconds."""
+    if value is None or isinstance(value, timedelta):
+        return value
+    try:
+        if isinstance(value, str):
+            parts = [float(part) for part in value.split(":")]
+            if not 1 <= len(parts) <= 4:
+                raise ValueError(value)
+            seconds = sum(part * unit for part, unit in zip(reversed(parts), (1, 60, 3600, 86400), strict=False))
+            interval = timedelta(seconds=seconds)
+        elif isinstance(value, dict):
+            interval = timedelta(**value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            interval = timedelta(seconds=value)
+        else:
+            raise TypeError(value)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{key}={value!r} is not a time interval. Use {INTERVAL_FORMS}.") from error
+    if interval <= timedelta(0):
+        raise UserError(f"{key}={value!r} must be longer than zero. Use {INTERVAL_FORMS}.")
+    return interval
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Rewrites `<dirpath>/last.ckpt` at the end of every epoch (after its validation), and also every
+    `every_n_train_steps` optimizer steps or every `train_time_interval` of training, mid-epoch.
+
+    Lightning's ModelCheckpoint takes one of its three triggers (epochs, steps, time); a long epoch needs a step or
+    time trigger so that a kill loses little, and the epoch's end still needs its own save: the state after the
+    epoch's validation (early stopping's counters, the best score) is what a resumed run must continue from. A step
+    save that falls on an epoch's last batch is left to that epoch-end save, which comes after validation.
+    Mid-epoch checkpoints resume exactly because the data loaders are torchdata's StatefulDataLoader, whose
+    position and shuffle order Lightning saves in the checkpoint.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        filename: str = "last",
+        every_n_train_steps: int | None = None,
+        train_time_interval: str | float | dict | None = None,
+        verbose: bool = False,
+    ) -> None:
+        """Named arguments (no `**kwargs`), so the config checks catch a misspelt or mistyped key."""
+        key = "callbacks.last_checkpoint"
+        if every_n_train_steps is not None and (isinstance(every_n_train_steps, bool) or every_n_train_steps < 1):
+            raise UserError(f"{key}.every_n_train_steps={every_n_train_steps!r} must be a whole number >= 1, or null.")
+        if every_n_train_steps is not None and train_time_interval is not None:
+            raise UserError(
+                f"{key}.every_n_train_steps={every_n_train_steps!r} and {key}.train_time_interval="
+                f"{train_time_interval!r} are both set: choose one of them (the other null)."
+            )
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            monitor=None,  # no metric: every save replaces the previous last.ckpt
+            save_top_k=1,
+            enable_version_counter=False,
+            verbose=verbose,
+            every_n_train_steps=every_n_train_steps,
+            train_time_interval=time_interval(train_time_interval, f"{key}.train_time_interval"),
+        )
+        save_at_every_epoch_end(self)  # the epoch-end save too: Lightning's constructor admits one trigger only
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if batch_idx + 1 < trainer.num_training_batches:  # the last batch: the epoch-end save follows validation
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

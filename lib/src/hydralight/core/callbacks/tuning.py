@@ -18,7 +18,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.parsing import lightning_hasattr, lightning_setattr
 
 from hydralight.core.errors import UserError
-from hydralight.core.runs.saved_config import record_what_ran
+from hydralight.core.runs.provenance import record_what_ran
 
 log = logging.getLogger(__name__)
 LR_ATTRIBUTES = ("lr", "learning_rate")  # where Lightning's own finder looks: a module attribute or hparams

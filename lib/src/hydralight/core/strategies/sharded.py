@@ -16,6 +16,7 @@ eval, predict, export and `torch.load(weights_only=True)` read them as any other
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
@@ -114,6 +115,17 @@ class ShardedStrategy(ModelParallelStrategy):
     def mesh_sizes(self, world_size: int, num_nodes: int) -> tuple[int, int]:
         """(data parallel, tensor parallel) of the configured sizes for `world_size` processes (see `mesh_sizes`)."""
         return mesh_sizes(*self.sizes, world_size, num_nodes)
+
+    def check_settings(self, devices: object, num_nodes: int) -> None:
+        """The settings this strategy refuses for the run's `trainer.devices` and `trainer.num_nodes`, told by the
+        Trainer's builder in one process, not in every process it would start."""
+        if isinstance(devices, int) and devices > 0:
+            self.mesh_sizes(num_nodes * devices, num_nodes)
+        if self.cpu_offload and not torch.cuda.is_available():
+            raise UserError(
+                "strategy.cpu_offload=true keeps a GPU run's parameters, gradients and optimizer state in CPU memory; "
+                "this run is on the CPU, where they are already. Drop it (or set strategy.cpu_offload=false)."
+            )
 
     def setup_environment(self) -> None:
         world_size = self.num_nodes * self.num_processes

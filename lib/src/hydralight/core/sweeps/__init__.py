@@ -2,7 +2,7 @@
 summary with failure reporting and groups of replicates, and the folder of an Optuna sqlite storage.
 
 All are Hydra callbacks (hydralight/conf/hydra/default.yaml, the project's conf/hparams_search/*), built only in a
-multirun (hydralight.core.hydra_mode.multirun_only), so a single run imports none of them; importing them loads no
+multirun (hydralight.core.resolvers.multirun_only), so a single run imports none of them; importing them loads no
 torch either: `--help`, `--cfg job` and config errors stay fast. Each is imported when it is first named.
 """
 

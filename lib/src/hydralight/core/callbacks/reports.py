@@ -1,6 +1,14 @@
-"""Training speed and memory while training: samples/s (and tokens/s where the task says what a token is), the time
-per optimizer step and the peak memory, logged on Lightning's log steps and at each epoch's end, so metrics.json
-holds the last epoch's figures beside its other `train/` metrics.
+"""What every run reports of itself: the final metrics in a file, the model's layers at the start, and the speed and
+memory while it trains.
+
+- `MetricsJson`: writes `<run dir>/metrics.json` (a contract: sweeps and scripts read it); the train task adds it to
+  every run, whatever its callbacks config says.
+- `LayersSummary` (callbacks.model_summary): the model summary a run prints at the start, listing layers only:
+  torchmetrics' metric objects are nn.Modules too, and Lightning's summary shows each of them (and their
+  containers) as a layer of 0 parameters.
+- `Throughput` (callbacks.throughput): samples/s (and tokens/s where the task says what a token is), the time per
+  optimizer step and the peak memory, logged on Lightning's log steps and at each epoch's end, so metrics.json holds
+  the last epoch's figures beside its other `train/` metrics.
 
 Lightning's own ThroughputMonitor does not fit the harness: its figures never reach `trainer.callback_metrics`
 (hence metrics.json), it shows rates only once its 100-batch window is full (never on a short epoch), fails on a
@@ -8,20 +16,27 @@ batch its `batch_size_fn` cannot count, needs one for every task, synchronizes C
 run of a module without `flops_per_batch`, and has no step time or memory.
 """
 
+import json
 import logging
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from torch import Tensor
+from lightning.pytorch.callbacks import ModelCheckpoint, RichModelSummary
+from lightning.pytorch.strategies import DeepSpeedStrategy
+from lightning.pytorch.utilities.model_summary import ModelSummary as Summary
+from torch import Tensor, nn
+from torchmetrics import Metric
 
 from hydralight.compat.lightning import batches_that_stepped, should_accumulate, writes_logs_this_step
-from hydralight.core.strategies import data_shard
+from hydralight.core import files
 
 try:
     import resource
@@ -33,6 +48,103 @@ log = logging.getLogger(__name__)
 SAMPLES_PER_S = "train/samples_per_s"
 STEP_S = "train/step_s"
 PEAK_MEMORY_MIB = "train/peak_memory_mib"
+
+
+def monitoring_checkpoint(trainer: Trainer, monitor: str | None) -> ModelCheckpoint | None:
+    """The ModelCheckpoint that keeps the best `monitor` (whatever its place among the callbacks), or None."""
+    matching = [callback for callback in trainer.checkpoint_callbacks if getattr(callback, "monitor", None) == monitor]
+    return matching[0] if matching else None
+
+
+def best_metrics(trainer: Trainer, monitor: str | None) -> dict[str, float]:
+    """`{"<monitor>_best": score}` from the checkpoint that monitors it (the sweep metric); {} if none does."""
+    checkpointer = monitoring_checkpoint(trainer, monitor)
+    if checkpointer is None or checkpointer.best_model_score is None:
+        return {}
+    return {f"{monitor}_best": float(checkpointer.best_model_score)}
+
+
+class MetricsJson(Callback):
+    """After fit and after test, merge the final metrics as floats into `path` (rank 0 only), with the best
+    `monitor` as `<monitor>_best`.
+
+    Merging with what the file already holds (rather than with what this object saw) keeps fit's metrics when test
+    runs in other processes, as under `strategy=ddp_spawn`, and a resumed run updates its dir's file.
+    """
+
+    def __init__(self, path: str | Path, monitor: str | None = None) -> None:
+        self.path = Path(path)
+        self.monitor = monitor
+
+    def read(self) -> dict[str, float]:
+        return json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def write(self, metrics: dict[str, float]) -> None:
+        """Whole or not at all: a reader never sees half a file."""
+        files.write_text(self.path, json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+
+    def _update(self, trainer: Trainer) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        metrics = self.read()
+        for name, value in trainer.callback_metrics.items():
+            if isinstance(value, Tensor) and value.numel() == 1:
+                metrics[name] = float(value)
+        for name, value in best_metrics(trainer, self.monitor).items():
+            if name not in trainer.callback_metrics:  # a module's own `<monitor>_best` (val/acc_best) comes first
+                metrics[name] = value
+        self.write(metrics)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._update(trainer)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._update(trainer)
+
+
+def holds_only_metrics(module: nn.Module) -> bool:
+    """A Metric, or a container (ModuleDict, MetricCollection, ...) of nothing but metrics."""
+    if isinstance(module, Metric):
+        return True
+    children = list(module.children())
+    return bool(children) and all(holds_only_metrics(child) for child in children)
+
+
+class _LayersSummary(Summary):
+    """Lightning's summary of `model`, without the metric objects and what lies inside them."""
+
+    def __init__(self, model: LightningModule, max_depth: int = 1) -> None:
+        with warnings.catch_warnings():
+            # Mixed precision keeps the weights in float32, the 32 bits the size estimate then uses: no caveat.
+            warnings.filterwarnings("ignore", message=r"Precision \S+-mixed is not supported by the model summary")
+            super().__init__(model, max_depth)
+
+    def _metric_names(self) -> list[str]:
+        return [name for name, module in self._model.named_modules() if name and holds_only_metrics(module)]
+
+    def _is_metric(self, name: str, metric_names: list[str]) -> bool:
+        return any(name == metric or name.startswith(metric + ".") for metric in metric_names)
+
+    @property
+    def named_modules(self) -> list[tuple[str, nn.Module]]:
+        metric_names = self._metric_names()
+        return [(name, module) for name, module in super().named_modules if not self._is_metric(name, metric_names)]
+
+    @property
+    def total_training_modes(self) -> dict[str, int]:
+        metric_names = self._metric_names()
+        modes = [module.training for name, module in self._model.named_modules()
+                 if name and not self._is_metric(name, metric_names)]  # fmt: skip
+        return {"train": modes.count(True), "eval": modes.count(False)}
+
+
+class LayersSummary(RichModelSummary):
+    """Lightning's RichModelSummary without the metric objects."""
+
+    def _summary(self, trainer: Trainer, pl_module: LightningModule) -> Summary:  # compat.MODEL_SUMMARY_HOOK
+        if isinstance(trainer.strategy, DeepSpeedStrategy) and trainer.strategy.zero_stage_3:
+            return super()._summary(trainer, pl_module)  # DeepSpeed's own summary of sharded parameters
+        return _LayersSummary(pl_module, max_depth=self._max_depth)
 
 
 def first_tensor(batch: Any) -> Tensor | None:
@@ -226,6 +338,8 @@ class Throughput(Callback):
             ranks = gathered.reshape(-1, len(local)).cpu()
             seconds, peak = float(ranks[:, 0].max()), float(ranks[:, 1].max())
             # Under tensor parallelism the processes of a group share their batches: count each batch once.
+            from hydralight.data.base import data_shard  # a multi-process run only
+
             copies = trainer.world_size // data_shard(trainer)[0]
             counts = [int(total) // copies for total in ranks[:, 2:].sum(dim=0)]
         samples, items, unsized, uncounted = counts
