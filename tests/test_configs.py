@@ -50,8 +50,11 @@ def test_entry_config_composes(entry):
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{group}={option}" for group, option in OPTIONS])
 def test_option_composes(group, option):
     if group == "hparams_search":
-        pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the sweeps extra")
-    cfg = composed(entry_of(group), f"{group}={option}")
+        pytest.importorskip("optuna", reason="needs the sweeps extra")
+    entry = entry_of(group)
+    if group not in choices(entry):  # e.g. model/scheduler, where no model of the project takes a schedule yet
+        pytest.skip(f"no config of this project chooses {group} (none lists it in its defaults)")
+    cfg = composed(entry, f"{group}={option}")
     validate_targets(cfg)
     parser = OverridesParser.create()
     for key, space in (cfg.hydra.sweeper.get("params") or {}).items():  # an Optuna search space: a typo fails here

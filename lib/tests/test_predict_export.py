@@ -230,6 +230,8 @@ def test_predict_reads_pt_npy_and_csv_inputs_alike(make_cfg, model, checkpoint, 
     [
         ("wrong_shape.npy", np.zeros((3, 10), dtype=np.float32), r"shape \(3, 10\).*\(N, 1, 8, 8\), \(N, 64\)"),
         ("not_numbers.csv", "a,b\nc,d\n", "not a CSV of numbers"),
+        ("bad_value.csv", "1,2\n3,x\n", r"not a CSV of numbers: could not convert string 'x'.* on line 2, column 2"),
+        ("bad_after_header.csv", "a,b\n1,2\n3,x\n", r"'x'.* on line 3, column 2"),  # as an editor numbers lines
         ("a_dict.pt", {"x": torch.zeros(2, 64)}, "holds a dict"),
         ("garbage.pt", b"not a torch file", "could not be read"),
         ("images.txt", "1,2,3", r"unknown file type.*\.pt, \.npy, \.csv"),

@@ -2,6 +2,7 @@
 training data are: a .pt tensor, an .npy array or a .csv of numbers, checked (shape, finite values, labels) and
 transformed like the training data. Imported by predict only."""
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,15 +25,21 @@ class PredictInputError(UserError):
 
 
 def _read_csv(path: Path) -> np.ndarray:
-    """Rows of numbers; a first line that is not all numbers is a header and is skipped."""
+    """Rows of numbers; a first line that is not all numbers is a header and is skipped. A bad value is named by its
+    line in the file (counting from 1, the header included) and its column, as an editor shows them."""
+    with open(path, encoding="utf-8", errors="replace") as file:
+        first = file.readline()
     try:
-        return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2)
+        [float(value) for value in first.strip().split(",") if value.strip()]
+        header = 0
     except ValueError:
-        pass
+        header = 1
     try:
-        return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=1)
+        return np.loadtxt(path, delimiter=",", dtype=np.float32, ndmin=2, skiprows=header)
     except ValueError as error:
-        raise PredictInputError(path, f"is not a CSV of numbers: {error}") from error
+        found = re.search(r"(.*) at row (\d+), column (\d+)", str(error))
+        where = f"{found[1]} on line {int(found[2]) + 1 + header}, column {found[3]}" if found else str(error)
+        raise PredictInputError(path, f"is not a CSV of numbers: {where}.") from error
 
 
 def read_samples(path: str | Path) -> torch.Tensor:
