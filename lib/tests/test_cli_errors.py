@@ -60,6 +60,14 @@ CASES = {
         ["gradient_clip_algorithm", "'median'", "norm", "value"],
     ),
     "seed=abc": ("train.py", ["seed=abc"], OURS, ["seed", "'abc'", "whole number"]),
+    "seed=-1": ("train.py", ["seed=-1"], OURS, ["seed=-1", "from 0 to 4294967295"]),  # numpy's bound, not a traceback
+    "seed=2**32": ("train.py", ["seed=4294967296"], OURS, ["seed=4294967296", "from 0 to 4294967295"]),
+    "patience=-1": (
+        "train.py",
+        ["callbacks=early_stopping", "callbacks.early_stopping.patience=-1"],
+        OURS,
+        ["callbacks.early_stopping.patience=-1", ">= 0"],
+    ),
     "float32_matmul_precision=low": (
         "train.py",
         ["float32_matmul_precision=low"],
@@ -336,3 +344,18 @@ def test_ctrl_c_before_training_is_one_line_exit_130_and_no_run_dir(make_cfg, ca
         cli.report_user_errors(interrupted_while_starting)(make_cfg())
     assert stopped.value.code == 130 and undone
     assert capsys.readouterr().err == "interrupted: stopped by Ctrl-C before training started; nothing was kept.\n"
+
+
+@pytest.mark.parametrize(("arg", "group"), [("model.net=tiny", "model/net"), ("callbacks.x=default", None)])
+def test_a_group_chosen_with_a_dot_says_to_write_a_slash(tmp_path, arg, group):
+    """`model.net=tiny` where model/net is a config group: one line saying `model/net=tiny` chooses the option and
+    listing the group's options (Hydra says "dictionary update sequence element #0 has length 1"). A dotted key
+    that is no group passes on."""
+    conf = tmp_path / "conf"
+    (conf / "model" / "net").mkdir(parents=True)
+    (conf / "model" / "net" / "tiny.yaml").write_text("hidden: 4\n")
+    if group is None:
+        cli.check_group_keys(str(conf), [arg])
+        return
+    with pytest.raises(UserError, match=rf"write {group}=tiny \(a / for the \.\); its options: tiny\.$"):
+        cli.check_group_keys(str(conf), [arg])

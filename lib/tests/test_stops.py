@@ -55,3 +55,20 @@ def test_out_of_memory_is_one_line_saying_what_to_lower(make_cfg):
     cfg = make_cfg("+callbacks.fault._target_=hydralight.testing.faults.AllocationFailsAt", "+callbacks.fault.step=1")
     with pytest.raises(UserError, match=r"out of memory \(.*allocate memory.*\)\. Lower data.batch_size \(now 16"):
         train(cfg)
+
+
+def test_a_stopped_sweep_job_says_to_rerun_the_sweep_in_its_sweep_dir(make_cfg, tmp_path, monkeypatch):
+    """Ctrl-C or a signal in a `-m` job: the line says to run the same -m command with hydra.sweep.dir (which the
+    sweep's jobs continue in), not hydra.run.dir, which -m ignores."""
+    from types import SimpleNamespace
+
+    from hydralight.core import train as train_module
+
+    job_dir = tmp_path / "multiruns" / "2026-12-07" / "3"
+    newest = job_dir / "checkpoints" / "last.ckpt"
+    monkeypatch.setattr(train_module, "in_multirun", lambda: True)
+    monkeypatch.setattr(train_module, "checkpoint_dir", lambda trainer: newest.parent)
+    monkeypatch.setattr(train_module, "newest_checkpoint", lambda *args: newest)
+    line = train_module.how_to_continue(make_cfg(), SimpleNamespace(default_root_dir=str(job_dir)))
+    assert f"run the same -m command with hydra.sweep.dir={job_dir.parent}" in line
+    assert "hydra.run.dir" not in line

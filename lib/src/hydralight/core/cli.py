@@ -85,10 +85,11 @@ def mismatch_message(error: InterpolationKeyError) -> str:
 
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     chosen = ", ".join(f"{group}={choices[group]}" for group in ("model", "data", "experiment") if choices.get(group))
+    reason = str(error.msg).splitlines()[0]
     return (
-        f"{error.full_key}: {str(error.msg).splitlines()[0]}. The options chosen ({chosen or 'the defaults'}) do not fit together: one "
-        "reads a key the other does not have. Choose a model and data made for each other (an experiment=<name> "
-        "sets both), or give the key."
+        f"{error.full_key}: {reason}. The options chosen ({chosen or 'the defaults'}) do not fit together: one reads "
+        "a key the other does not have. Choose a model and data made for each other (an experiment=<name> sets "
+        "both), or give the key."
     )
 
 
@@ -189,6 +190,25 @@ def unchosen_groups(conf: str, config_name: str, groups: Sequence[str], argv: Se
     return [group for group in groups if group not in chosen and not chosen_by_default(group)]
 
 
+def check_group_keys(conf: str, argv: Sequence[str]) -> None:
+    """`model.optimizer=adamw` where `model/optimizer` is a config group: Hydra would try to set the key to a string
+    and say "dictionary update sequence element #0 has length 1". Say which spelling chooses the option."""
+    from hydralight.conf import LIBRARY_CONFIG_DIR
+
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        group = key.replace(".", "/")
+        if "." not in key or key[:1] in "+~" or not value:
+            continue
+        folders = [Path(root) / group for root in (conf, LIBRARY_CONFIG_DIR) if (Path(root) / group).is_dir()]
+        if folders:
+            options = sorted({path.stem for folder in folders for path in folder.glob("*.yaml")})
+            raise UserError(
+                f"{arg}: {group} is a config group, and `{key}=` sets a key inside the current choice. To choose an "
+                f"option of the group write {group}={value} (a / for the .); its options: {', '.join(options)}."
+            )
+
+
 def check_task_chosen(conf: str, config_name: str, argv: Sequence[str]) -> None:
     """`python train.py` in a project with no task of its own yet, or `python prepare.py` with no source: one line
     saying what to choose or add, in place of Hydra's "You must specify" or an error at build time."""
@@ -231,7 +251,9 @@ def _printed_help(conf: str, config_name: str) -> bool:
 def _hydra_main(task: Callable[[DictConfig], object], config_name: str) -> None:
     try:
         conf = config_dir()
-        check_task_chosen(conf, config_name, [arg for arg in sys.argv[1:] if not arg.startswith("-")])
+        overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
+        check_group_keys(conf, overrides)
+        check_task_chosen(conf, config_name, overrides)
     except UserError as error:  # before Hydra: no run dir exists yet
         print(f"{error.prefix}: {error}", file=sys.stderr)
         sys.exit(error.exit_code)

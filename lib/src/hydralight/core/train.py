@@ -95,7 +95,12 @@ def how_to_continue(cfg: DictConfig, trainer: pl.Trainer) -> str:
         return f"To continue, run the same command with ckpt_path={newest}."
     run_dir = Path(trainer.default_root_dir)
     resume = "" if cfg.get("resume", "auto") == "auto" else " resume=auto"
-    if run_dir.resolve() in created_dirs or in_multirun():  # the same command would make a new run dir
+    if in_multirun():  # a -m job's dir is its number in the sweep dir: the same sweep there continues every job
+        return (
+            f"To continue, run the same -m command with hydra.sweep.dir={run_dir.parent}{resume}: each job continues "
+            f"from its own newest checkpoint (this one from {newest})."
+        )
+    if run_dir.resolve() in created_dirs:  # the same command would make a new run dir
         return f"To continue from {newest}, run the same command with hydra.run.dir={run_dir}{resume}."
     return f"Re-run the same command{' with' + resume if resume else ''} to continue from {newest} (resume=auto)."
 

@@ -76,6 +76,7 @@ def validate_switches(cfg: DictConfig) -> None:
         choices_message("gradient_clip_algorithm", cfg.gradient_clip_algorithm, CLIP_ALGORITHMS),
     )
     validate_seed(cfg.seed)
+    validate_early_stopping(cfg.get("callbacks"))
     mode = cfg.get("mode", "max")
     _require(mode in MONITOR_MODES, choices_message("mode", mode, MONITOR_MODES))
     monitor = cfg.get("monitor", "val/acc")
@@ -97,9 +98,27 @@ def validate_switches(cfg: DictConfig) -> None:
         _require(isinstance(value, bool), f"{key}={value!r} is not valid. Use true or false.")
 
 
+SEED_RANGE = (0, 2**32 - 1)  # what numpy's and every loader worker's generators take
+
+
 def validate_seed(seed: object) -> int:
-    _require(_is_int(seed), f"seed={seed!r} is not valid. Use a whole number, e.g. seed=42.")
+    _require(
+        _is_int(seed) and SEED_RANGE[0] <= seed <= SEED_RANGE[1],
+        f"seed={seed!r} is not valid. Use a whole number from {SEED_RANGE[0]} to {SEED_RANGE[1]}, e.g. seed=42.",
+    )
     return seed
+
+
+def validate_early_stopping(callbacks: DictConfig | None) -> None:
+    """EarlyStopping takes a negative patience and then stops after the first epoch that does not improve."""
+    for key, node in (callbacks or {}).items():
+        if isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("EarlyStopping"):
+            patience = node.get("patience", 3)
+            _require(
+                _is_int(patience) and patience >= 0,
+                f"callbacks.{key}.patience={patience!r} is not valid. Use a whole number >= 0: the validation "
+                "epochs without improvement before training stops.",
+            )
 
 
 def validate_trainer(cfg: DictConfig) -> None:
