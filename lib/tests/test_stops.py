@@ -72,3 +72,31 @@ def test_a_stopped_sweep_job_says_to_rerun_the_sweep_in_its_sweep_dir(make_cfg, 
     line = train_module.how_to_continue(make_cfg(), SimpleNamespace(default_root_dir=str(job_dir)))
     assert f"run the same -m command with hydra.sweep.dir={job_dir.parent}" in line
     assert "hydra.run.dir" not in line
+
+
+def test_a_run_dir_whose_checkpoint_is_of_another_model_is_one_line(make_cfg):
+    """The same run dir again with another model (a wider net): resume=auto finds a checkpoint that does not fit; one
+    UserError naming it and the way out, not Lightning's state-dict traceback; the checkpoint is left as it was."""
+    from hydralight.core.errors import UserError
+
+    train(make_cfg("test=false"))
+    cfg = make_cfg("test=false", "model.net.hidden=16")
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    with pytest.raises(UserError, match=r"last.ckpt' was written by another model \(other shapes: net.0.bias"):
+        train(cfg)
+    assert last.read_bytes() == before
+
+
+def test_eval_on_data_its_model_cannot_read_is_one_line(make_cfg, tmp_path):
+    """eval.py data=<option> with data the checkpoint's model cannot read (images for a 4-feature regression): one
+    UserError naming data= and the model, not the layer's shape error."""
+    from hydralight.core.errors import UserError
+    from hydralight.core.evaluate import evaluate
+
+    cfg = make_cfg("test=false")
+    train(cfg)
+    checkpoint = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    evaluation = make_cfg(f"ckpt_path={checkpoint}", "data=images", config_name="eval")
+    with pytest.raises(UserError, match=r"data=images: .*NetRegression cannot read this data"):
+        evaluate(evaluation, overrides=["data=images", f"ckpt_path={checkpoint}"])

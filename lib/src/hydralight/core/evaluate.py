@@ -14,6 +14,7 @@ from hydralight.core.build import (
     close_run,
 )
 from hydralight.core.console import info, quiet_console
+from hydralight.core.errors import UserError
 from hydralight.core.runs.trained import load_trained, report_ignored, trained_data_config, typed_overrides
 from hydralight.core.trust import allowed
 
@@ -40,6 +41,16 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     loggers = build_loggers(cfg.get("logger"))
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, has_logger=bool(loggers))
     trainer = build_trainer(cfg, callbacks, loggers)
-    trainer.test(model, datamodule=datamodule)
+    try:
+        trainer.test(model, datamodule=datamodule)
+    except (IndexError, RuntimeError, ValueError) as error:
+        chosen = [override for override in overrides if override.split("=", 1)[0].lstrip("+") == "data"]
+        if not chosen:  # the data it was trained on: a failure there is not a mismatch the user chose
+            raise
+        raise UserError(
+            f"{chosen[-1]}: {task.module} cannot read this data ({type(error).__name__}: "
+            f"{(str(error).strip().splitlines() or [''])[0][:160]}). Evaluate it on the data it was trained on "
+            "(no data=), or on data of the same kind."
+        ) from error
     close_run()
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
