@@ -100,3 +100,16 @@ def test_eval_on_data_its_model_cannot_read_is_one_line(make_cfg, tmp_path):
     evaluation = make_cfg(f"ckpt_path={checkpoint}", "data=images", config_name="eval")
     with pytest.raises(UserError, match=r"data=images: .*NetRegression cannot read this data"):
         evaluate(evaluation, overrides=["data=images", f"ckpt_path={checkpoint}"])
+
+
+def test_a_preempted_run_that_finishes_leaves_no_stale_preemption_checkpoint(make_cfg):
+    """SIGTERM saves preempted.ckpt; the same command continues from it and finishes: preempted.ckpt is then gone
+    (spent), so no later resume=auto can pick it over the run's newer checkpoints."""
+    fault = ("+callbacks.fault._target_=hydralight.testing.faults.SigtermAt", "+callbacks.fault.step=1")
+    cfg = make_cfg("trainer.max_epochs=2", "test=false", *fault)
+    checkpoints = Path(cfg.paths.output_dir) / "checkpoints"
+    with pytest.raises(Preempted):
+        train(cfg)
+    assert (checkpoints / "preempted.ckpt").is_file()
+    train(make_cfg("trainer.max_epochs=2", "test=false"))
+    assert not (checkpoints / "preempted.ckpt").exists() and (checkpoints / "last.ckpt").is_file()

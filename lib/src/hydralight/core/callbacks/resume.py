@@ -129,6 +129,14 @@ class Preemption(Callback):
         if hasattr(signal, "SIGUSR1") and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
             signal.signal(signal.SIGUSR1, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
 
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """A run that continued from its preemption checkpoint and then finished: that file is spent (every later
+        checkpoint holds more), so it leaves checkpoints/ rather than stay as a stale candidate for resume=auto."""
+        stale = checkpoint_dir(trainer) / PREEMPTED_CHECKPOINT
+        if trainer.is_global_zero and stale.is_file():
+            trainer.strategy.remove_checkpoint(stale)  # through the CheckpointIO: after any write still in flight
+            rank_zero_info(f"Removed {stale}: the run it continued has finished")
+
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
             return
