@@ -64,11 +64,13 @@ def outside_cfg(tmp_path, monkeypatch):
 
 def test_a_monitor_the_module_does_not_log_is_one_line_naming_what_it_logs(outside_cfg):
     """The project's monitor (val/loss) on a task that logs val/mse: one line naming what it does log, not
-    Lightning's traceback."""
+    Lightning's traceback, found by the sanity check before the first training step (not after an epoch)."""
+    cfg = outside_cfg("model=my_regression", "data=my_regression")
     with pytest.raises(UserError, match=r"monitor='val/loss': RegressionModule logs no metric of that name") as error:
-        train(outside_cfg("model=my_regression", "data=my_regression"))
-    assert "val/mse, train/mse" in str(error.value)
+        train(cfg)
+    assert "(it logs: val/mse)" in str(error.value)
     assert "monitor=val/mse mode=min (a loss, an error) or mode=max" in str(error.value)
+    assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt"))  # stopped before training wrote anything
 
 
 def test_eval_reproduces_a_test_whose_data_comes_from_the_global_rng(outside_cfg, tmp_path):

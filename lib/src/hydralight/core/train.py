@@ -3,7 +3,7 @@ test the best checkpoint, return the sweep metric."""
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -134,13 +134,33 @@ def unlogged_monitor_is_a_clear_error(trainer: pl.Trainer, model: pl.LightningMo
         found = _UNLOGGED_MONITOR.search(str(error))
         if found is None:
             raise
-        logged = [name for name in trainer.callback_metrics if name not in ("epoch", "step")]
-        example = next((name for name in logged if name.startswith("val/")), "<metric>")
-        raise UserError(
-            f"monitor={found['checkpoint'] or found['early']!r}: {type(model).__name__} logs no metric of that name "
-            f"(it logs: {', '.join(logged) or 'nothing'}). Choose one it logs, with its direction: "
-            f"monitor={example} mode=min (a loss, an error) or mode=max (an accuracy)."
-        ) from error
+        raise unlogged_monitor(found["checkpoint"] or found["early"], model, trainer.callback_metrics) from error
+
+
+def unlogged_monitor(monitor: str, model: pl.LightningModule, metrics: Mapping[str, object]) -> UserError:
+    """The line for a `monitor=` the module does not log, naming what it does log."""
+    logged = [name for name in metrics if name not in ("epoch", "step")]
+    example = next((name for name in logged if name.startswith("val")), "<metric>")
+    return UserError(
+        f"monitor={monitor!r}: {type(model).__name__} logs no metric of that name (it logs: "
+        f"{', '.join(logged) or 'nothing'}). Choose one it logs, with its direction: monitor={example} mode=min "
+        "(a loss, an error) or mode=max (an accuracy)."
+    )
+
+
+class MonitorLogged(pl.Callback):
+    """`monitor=` checked on Lightning's sanity check (a few validation batches before the first training step), so
+    a mistyped name stops the run at once rather than after a whole epoch. A metric logged only in training (train/...)
+    cannot be seen there and is left to the end of the first epoch."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        logged = trainer.callback_metrics
+        if self.monitor in logged or self.monitor.startswith("train") or not logged:
+            return
+        raise unlogged_monitor(self.monitor, pl_module, logged)
 
 
 @contextmanager
@@ -182,6 +202,8 @@ def fit_and_test(cfg: DictConfig, built: list[pl.Trainer]) -> float | None:
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, bool(loggers), cfg.get("monitor"))
     callbacks += [ResumeState(), preemption]  # what bitwise resume and a clean preemption need, whatever the config
     callbacks.append(TaskRecord(cfg.data))  # which module and data: what eval, predict and export rebuild
+    if cfg.get("monitor"):
+        callbacks.append(MonitorLogged(cfg.monitor))
     trainer = build_trainer(cfg, callbacks, loggers)
     built.append(trainer)
     if trainer.precision == "16-true":
