@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from hydralight.core.errors import UserError, choices_message
 
 if TYPE_CHECKING:
-    from lightning.pytorch import Trainer
+    from lightning.pytorch import LightningModule, Trainer
 
 
 def validate_ckpt_path(ckpt_path: object, required: bool, key: str = "ckpt_path") -> None:
@@ -116,4 +116,31 @@ def check_half_precision(cfg: DictConfig, trainer: "Trainer") -> None:
             f"model.optimizer.eps={eps:g} ({optimizer._target_}) is 0, so the first update would divide by zero. "
             "Use precision=16-mixed (float32 weights; bf16 on a CPU), precision=bf16-true, "
             "or model.optimizer.eps=1e-4 with 16-true."
+        )
+
+
+def check_manual_optimization(cfg: DictConfig, model: "LightningModule") -> None:
+    """A module that steps its own optimizers (`automatic_optimization = False`, a GAN): the switches Lightning
+    applies only to automatic optimization are refused before training, saying what the module does instead
+    (Lightning raises a MisconfigurationException mid-setup, or the LR finder "works with a single optimizer")."""
+    name = type(model).__name__
+    if cfg.get("gradient_clip_val") is not None:
+        raise UserError(
+            f"gradient_clip_val={cfg.gradient_clip_val}: {name} steps its own optimizers (automatic_optimization="
+            "False), so Lightning cannot clip for it. Clip in its training_step with self.clip_gradients(optimizer, "
+            "gradient_clip_val=..., gradient_clip_algorithm='norm') before optimizer.step(), and leave "
+            "gradient_clip_val=null."
+        )
+    if cfg.get("accumulate_grad_batches", 1) != 1:
+        raise UserError(
+            f"accumulate_grad_batches={cfg.accumulate_grad_batches}: {name} steps its own optimizers "
+            "(automatic_optimization=False), so Lightning cannot accumulate for it. Call optimizer.step() and "
+            "zero_grad() every N batches in its training_step (scale the loss by 1/N), and leave "
+            "accumulate_grad_batches=1."
+        )
+    if "lr_find" in (cfg.get("callbacks") or {}):
+        raise UserError(
+            f"tune=lr_find: {name} steps its own optimizers (automatic_optimization=False), and Lightning's "
+            "learning-rate finder drives one optimizer through automatic optimization. Drop tune=lr_find and set "
+            "the learning rates in the module's config."
         )

@@ -196,6 +196,10 @@ def fit_and_test(cfg: DictConfig, built: list[pl.Trainer]) -> float | None:
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     model = instantiate(cfg.model)
+    if not model.automatic_optimization:  # a module that steps its own optimizers (a GAN)
+        from hydralight.core.switch_checks import check_manual_optimization
+
+        check_manual_optimization(cfg, model)
     info("Model: %s, %s", cfg.model._target_, compiled_state(model))
     loggers = build_loggers(cfg.get("logger"))
     preemption = Preemption()
