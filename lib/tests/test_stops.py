@@ -113,3 +113,14 @@ def test_a_preempted_run_that_finishes_leaves_no_stale_preemption_checkpoint(mak
     assert (checkpoints / "preempted.ckpt").is_file()
     train(make_cfg("trainer.max_epochs=2", "test=false"))
     assert not (checkpoints / "preempted.ckpt").exists() and (checkpoints / "last.ckpt").is_file()
+
+
+def test_a_mid_epoch_resume_with_a_plain_loader_says_it_restarts_the_epoch(make_cfg, recwarn):
+    """A data module of the user's own returning a plain DataLoader (the regression's) resumed mid-epoch: one warning
+    saying the epoch starts again and what an exact resume needs (issue 27, item 5)."""
+    fault = ("+callbacks.fault._target_=hydralight.testing.faults.SigtermAt", "+callbacks.fault.step=1")
+    with pytest.raises(Preempted):  # step 1 of a 2-step epoch: preempted.ckpt holds the middle of the epoch
+        train(make_cfg("trainer.max_epochs=2", "test=false", *fault))
+    train(make_cfg("trainer.max_epochs=2", "test=false"))
+    said = [str(warning.message) for warning in recwarn if "keeps no position" in str(warning.message)]
+    assert said and "(DataLoader)" in said[0] and "StatefulDataLoader" in said[0]

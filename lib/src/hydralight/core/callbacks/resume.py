@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -47,6 +47,11 @@ from hydralight.core.errors import Preempted, UserError
 from hydralight.core.runs.checkpoints import TASK_KEY, checkpoint_dir
 
 PREEMPTED_CHECKPOINT = "preempted.ckpt"
+NOT_RESUMABLE = (
+    "Resuming mid-epoch with a train loader that keeps no position ({loader}): this epoch starts again from its "
+    "first batch, so the run is not exactly the uninterrupted one. For an exact resume, return torchdata's "
+    "StatefulDataLoader from train_dataloader (or build the data module on hydralight.data.InMemoryDataModule)."
+)
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
@@ -102,6 +107,8 @@ class ResumeState(Callback):
             fit_loop.setup_data()  # built again, now with the saved position (Lightning's own path)
         if self._loaded is not None and fit_loop.restarted_mid_epoch:
             self._restore(self._loaded)
+            if not hasattr(trainer.train_dataloader, "state_dict"):
+                rank_zero_warn(NOT_RESUMABLE.format(loader=type(trainer.train_dataloader).__name__))
         self._loaded = None
 
     @staticmethod
