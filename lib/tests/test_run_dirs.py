@@ -57,10 +57,21 @@ def test_a_refused_resume_leaves_the_earlier_run_byte_identical(train_cli, earli
     assert snapshot(run_dir) == before, "config.yaml, overrides.yaml, train.log, checkpoints: all as they were"
 
 
-def test_a_run_refused_by_validation_leaves_no_new_run_dir(train_cli, tmp_path):
-    result = train_cli(tmp_path, "trainer.max_epochs=abc")
-    assert result.returncode == UserError.exit_code
-    assert "trainer.max_epochs='abc'" in result.stderr
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("trainer.max_epochs=abc",), "trainer.max_epochs='abc'"),  # validation, before anything is built
+        (("resume=sometimes",), "resume='sometimes'"),  # the run dir's own check, once Hydra has made the dir
+        (("model=stateful", "data=stateful", "data.batch_size=100000"), "larger than the training split"),  # setup
+        (("monitor=val/accuracy",), "logs no metric of that name"),  # Lightning's sanity check
+    ],
+    ids=["validation", "run-dir-check", "data-setup", "sanity-check"],
+)
+def test_a_run_refused_before_training_leaves_no_new_run_dir(train_cli, tmp_path, args, says):
+    """Refused at any point before the first training step: exit 2, its line, and no run dir left behind."""
+    result = train_cli(tmp_path, *args)
+    assert result.returncode == UserError.exit_code, result.stderr[-2000:]
+    assert says in result.stderr
     runs = tmp_path / "outputs" / "train" / "runs"
     assert not runs.exists() or not list(runs.iterdir()), list(runs.iterdir())
 

@@ -148,6 +148,14 @@ def unlogged_monitor(monitor: str, model: pl.LightningModule, metrics: Mapping[s
     )
 
 
+class TrainingStarts(pl.Callback):
+    """Marks the run dir as this run's work once training begins, after Lightning's setup and sanity check: a run
+    refused before (a batch larger than the split, a monitor it does not log, a signal) leaves the dir as it was."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        training_started()
+
+
 class MonitorLogged(pl.Callback):
     """`monitor=` checked on Lightning's sanity check (a few validation batches before the first training step), so
     a mistyped name stops the run at once rather than after a whole epoch. A metric logged only in training (train/...)
@@ -208,6 +216,7 @@ def fit_and_test(cfg: DictConfig, built: list[pl.Trainer]) -> float | None:
     callbacks.append(TaskRecord(cfg.data))  # which module and data: what eval, predict and export rebuild
     if cfg.get("monitor"):
         callbacks.append(MonitorLogged(cfg.monitor))
+    callbacks.append(TrainingStarts())
     trainer = build_trainer(cfg, callbacks, loggers)
     built.append(trainer)
     if trainer.precision == "16-true":
@@ -217,7 +226,6 @@ def fit_and_test(cfg: DictConfig, built: list[pl.Trainer]) -> float | None:
     ckpt_path = resume_checkpoint(cfg, trainer, model)
     if cfg.get("init_from") is not None and ckpt_path is None:  # a resumed run has its own weights by now
         init_from_checkpoint(model, cfg.init_from, strict=cfg.get("init_from_strict", True))
-    training_started()  # from here on the run dir holds this run's work, whatever happens
     if trainer.is_global_zero:  # the run dir is this run's alone (its lock): what a killed run left half-written goes
         for leftover in remove_partials(cfg.paths.output_dir) + remove_partials(checkpoint_dir(trainer)):
             info("Removed %s, a file a killed run left half-written", leftover)

@@ -273,6 +273,7 @@ class RunDirGuard(HydraCallback):
         global _pending
         if not is_first_process():
             return  # other ranks join the dir rank 0 checked, locked and filled
+        record = None
         try:
             run_name = config.get("run_name")
             check_run_name(run_name, Path(OmegaConf.select(config, "paths.log_dir", default=None) or "."))
@@ -282,6 +283,8 @@ class RunDirGuard(HydraCallback):
             check_run_dir(run_dir, config.task_name, config.get("resume", "auto"), label)
             record.lock.acquire()
         except UserError as error:
+            if record is not None:
+                record.undo()  # a dir this command made for the run (`hydra.run.dir`'s resolver) goes again
             print(f"error: {error}", file=sys.stderr)
             sys.exit(UserError.exit_code)
         _pending = record
