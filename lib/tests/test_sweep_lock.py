@@ -50,3 +50,11 @@ def test_a_sweep_takes_over_the_lock_of_one_that_died(tmp_path):
     RunDirGuard().on_multirun_start(sweep_config(sweep_dir))
     assert json.loads((sweep_dir / LOCK_FILE).read_text())["pid"] == os.getpid()
     (sweep_dir / LOCK_FILE).unlink()  # as this process's exit would
+
+
+def test_a_new_sweep_dir_is_made_and_locked_before_the_first_job(tmp_path):
+    """A sweep into a dir that does not exist yet (every new sweep: Hydra makes it only when the first job starts):
+    the dir is made and locked by this process at once, so a second sweep started meanwhile is refused."""
+    sweep_dir = tmp_path / "multiruns" / "new"
+    RunDirGuard().on_multirun_start(sweep_config(sweep_dir))
+    assert json.loads((sweep_dir / LOCK_FILE).read_text())["pid"] == os.getpid()

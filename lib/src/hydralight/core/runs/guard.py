@@ -264,6 +264,7 @@ class RunDirGuard(HydraCallback):
         try:
             sweep_dir = _resolved_dir(config, "hydra.sweep.dir")
             label = f"hydra.sweep.dir={str(sweep_dir)!r}"
+            sweep_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it only once the first job starts
             RunLock(sweep_dir, label, instead="give this sweep another hydra.sweep.dir").acquire()
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
