@@ -23,7 +23,7 @@ from hydralight.testing import write_project
 
 # What a default run may import of hydralight (hydralight.testing aside): what it imports now, and a small margin.
 MODULE_BUDGET = 25
-LINE_BUDGET = 3450
+LINE_BUDGET = 3550  # the lines of those modules: today about 3,460
 
 # Runs `train.py <args>` as `python train.py <args>` would, then prints the library's modules and their lines.
 REPORT = """

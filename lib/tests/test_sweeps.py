@@ -119,8 +119,7 @@ def test_failed_job_is_reported_and_the_other_jobs_finish(tmp_path):
 
 @pytest.fixture
 def optuna():
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason="needs the sweeps extra")
-    return pytest.importorskip("optuna")
+    return pytest.importorskip("optuna", reason="needs the sweeps extra")
 
 
 def test_an_optuna_search_minimizes_the_monitor_into_its_sqlite_study(optuna, tmp_path):

@@ -4,7 +4,9 @@
 A job that fails is reported when it fails (its overrides and the error: one line for a user error, the traceback
 for an internal one); the other jobs go on, and after the summary the sweep exits with code 1. Each job leaves
 `<job dir>/job.json` (status, overrides, error, final metrics), which is how the summary also sees jobs that ran in
-other processes (hydra/launcher=joblib).
+other processes (hydra/launcher=joblib). An Optuna search (hydra_plugins.hydralight_optuna) adds each job's trial to
+its record: a trial its pruner stopped early is `pruned` (not failed: it finished, tested and saved like any job; it
+ranks after the completed jobs), with the epoch it stopped at.
 """
 
 import csv
@@ -43,6 +45,8 @@ FAILED_SWEEP_EXIT_CODE = 1
 # Hydra's basic sweeper re-raises the first failed job after its batch, before `on_multirun_end`: the summary and the
 # jobs of later batches would be lost. For it, a failed job is recorded here and handed back as completed, no value.
 ABORTS_ON_FAILED_JOB = (BASIC_SWEEPER,)
+# The jobs that finished, in the order they rank: completed, then stopped early by an Optuna pruner.
+FINISHED = ("completed", "pruned")
 DIRECTIONS = {"maximize": "maximize", "max": "maximize", "minimize": "minimize", "min": "minimize"}
 
 
@@ -171,19 +175,20 @@ class SweepSummary(Callback):
         return records
 
     def score(self, record: dict[str, Any]) -> float | None:
-        if record["status"] != "completed":
+        if record["status"] not in FINISHED:
             return None
         value = record["metrics"].get(self.metric) if self.metric else None
         return finite_number(value) if value is not None else record.get("value")
 
     def ranked(self, records: list[dict[str, Any]], direction: str) -> list[dict[str, Any]]:
-        """Best first; jobs without the metric after those with it; failed jobs last; ties in job order."""
+        """Best first; jobs without the metric after those with it; pruned jobs after completed ones, failed jobs
+        last; ties in job order."""
         sign = -1.0 if direction == "maximize" else 1.0
 
         def key(record: dict[str, Any]) -> tuple:
             score = self.score(record)
-            failed = record["status"] != "completed"
-            return (failed, score is None, sign * score if score is not None else 0.0, record["job"])
+            rank = FINISHED.index(record["status"]) if record["status"] in FINISHED else len(FINISHED)
+            return (rank, score is None, sign * score if score is not None else 0.0, record["job"])
 
         return sorted(records, key=key)
 
@@ -202,34 +207,43 @@ class SweepSummary(Callback):
 
     def write_csv(self, path: Path, records: list[dict[str, Any]], varied: list[str]) -> None:
         metrics = self.metric_names(records, everything=True)
+        trials = ["trial", "pruned_epoch"] if any("trial" in record for record in records) else []  # Optuna's
         with files.atomic_path(path) as tmp, tmp.open("w", newline="") as file:
             writer = csv.writer(file)
-            writer.writerow(["rank", "job", "status", *varied, *metrics, "error", "overrides", "dir"])
+            writer.writerow(["rank", "job", "status", *varied, *metrics, "error", "overrides", "dir", *trials])
             for rank, record in enumerate(records, start=1):
                 own = dict(split_override(override) for override in record["overrides"])
                 writer.writerow([
                     rank, record["job"], record["status"], *(own.get(key, "") for key in varied),
                     *(record["metrics"].get(name, "") for name in metrics), record.get("error") or "",
                     " ".join(record["overrides"]), record["dir"],
+                    *("" if record.get(key) is None else record[key] for key in trials),
                 ])  # fmt: skip
 
     def table(self, records: list[dict[str, Any]], varied: list[str], direction: str, sweep_dir: Path) -> str:
         metrics = self.metric_names(records, everything=False)
-        header = ["job", "status", *varied, *metrics]
+        # An Optuna study shared with other processes (or continued): each job's trial number in the study.
+        trials = any(record.get("trial", record["job"]) != record["job"] for record in records)
+        header = ["job", *(["trial"] if trials else []), "status", *varied, *metrics]
         rows = []
         for record in records:
             own = dict(split_override(override) for override in record["overrides"])
-            ok = record["status"] == "completed"
-            values = [record["metrics"].get(name) if ok else None for name in metrics]  # a failed job's are partial
+            shows = record["status"] in FINISHED  # a failed job's metrics are partial
+            values = [record["metrics"].get(name) if shows else None for name in metrics]
             cells = [f"{value:.4f}" if finite_number(value) is not None else "-" for value in values]
-            status = "ok" if ok else "FAILED"
-            rows.append([str(record["job"]), status, *(own.get(key, "") for key in varied), *cells])
+            shown = {"completed": "ok", "pruned": f"pruned@{record.get('pruned_epoch')}"}
+            status = shown.get(record["status"], "FAILED")
+            trial = [str(record.get("trial", "-"))] if trials else []
+            rows.append([str(record["job"]), *trial, status, *(own.get(key, "") for key in varied), *cells])
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
                  for row in [header, *rows]]  # fmt: skip
-        failed = sum(record["status"] != "completed" for record in records)
+        failed = sum(record["status"] not in FINISHED for record in records)
+        pruned = sum(record["status"] == "pruned" for record in records)
         order = f"best first by {self.metric} ({direction})" if self.metric else "in job order"
-        title = f"Sweep summary: {len(records)} jobs, {len(records) - failed} ok, {failed} failed; {order}"
+        completed = len(records) - failed - pruned
+        counts = f"{completed} ok, " + (f"{pruned} pruned, " if pruned else "") + f"{failed} failed"
+        title = f"Sweep summary: {len(records)} jobs, {counts}; {order}"
         errors = [f"  job {record['job']}: {first_line(record['error'])}" for record in records if record.get("error")]
         footer = f"Written: {sweep_dir / SUMMARY_CSV}, {sweep_dir / SUMMARY_JSON}"
         return "\n".join([title, *lines, *(["Failures:", *errors] if errors else []), footer])
