@@ -284,7 +284,7 @@ class RunDirGuard(HydraCallback):
             check_run_dir(run_dir, config.task_name, config.get("resume", "auto"), label)
             record.lock.acquire()
         except UserError as error:
-            if record is not None:
+            if record is not None and record.new:
                 record.undo()  # a dir this command made for the run (`hydra.run.dir`'s resolver) goes again
             print(f"error: {error}", file=sys.stderr)
             sys.exit(UserError.exit_code)
