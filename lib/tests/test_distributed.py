@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_reliability import QUIET
 
 from hydralight.core.errors import UserError
 from hydralight.core.resolvers import job_run_name, run_dir
@@ -15,13 +16,6 @@ from hydralight.core.runs.guard import check_run_dir
 from hydralight.testing import assert_ok, run_cli
 from hydralight.testing.distributed import finish, free_port, torchrun
 
-QUIET = (
-    "logger=none",
-    "~callbacks.progress_bar",
-    "~callbacks.model_summary",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-)
 TINY = ("trainer.max_epochs=1", *QUIET)
 
 
