@@ -55,17 +55,19 @@ def torchrun(
     script: str,
     *args: str,
     max_restarts: int = 0,
+    env: dict[str, str] | None = None,
 ) -> Node:
     """`python -m torch.distributed.run ... <script> <args>` in `cwd`: torchrun's agent for one node of `nnodes`, with
     `nproc` workers, meeting the others at 127.0.0.1:`port` under `rdzv_id`, restarting its group up to
-    `max_restarts` times when a worker dies. Wait for it with `finish`."""
+    `max_restarts` times when a worker dies, with `env` on top of this process's environment. Wait for it with
+    `finish`."""
     command = [
         sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc_per_node={nproc}",
         f"--node_rank={node_rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id={rdzv_id}",
         f"--max-restarts={max_restarts}", script, *args,
     ]  # fmt: skip
     output = tempfile.TemporaryFile("w+")  # noqa: SIM115 (read and closed by finish)
-    return Node(warm.popen(command, cwd, {**os.environ, **LOOPBACK}, output, output), output)
+    return Node(warm.popen(command, cwd, {**os.environ, **LOOPBACK, **(env or {})}, output, output), output)
 
 
 def finish(nodes: list[Node], timeout: float = 240) -> list[str]:
