@@ -47,7 +47,7 @@ PRELOADED = ("torch", "lightning", "lightning.pytorch", "torchmetrics", "hydra",
 # from the server's runs cold. PYTHONPATH is the exception: the child puts its entries on sys.path as python would.
 IMPORT_TIME_PREFIXES = ("PYTHON", "OMP_", "MKL_", "KMP_", "OPENBLAS_", "CUDA_", "LD_", "TORCH", "PYTORCH_", "NVIDIA_")
 # ... but for these, which torch reads only when it runs (torchrun sets them for its workers).
-RUN_TIME_PREFIXES = ("TORCHELASTIC_", "TORCH_NCCL_")
+RUN_TIME_PREFIXES = ("TORCHELASTIC_", "TORCH_NCCL_", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE")
 THREADS = "OMP_NUM_THREADS"  # a warm child applies its value with torch.set_num_threads, as torch would at start
 COLD = "HYDRALIGHT_TESTS_COLD"
 # The scripts that run warm: the CLI's entrypoints. Each imports Lightning only after Hydra has set up logging, and
