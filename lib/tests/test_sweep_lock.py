@@ -58,3 +58,28 @@ def test_a_new_sweep_dir_is_made_and_locked_before_the_first_job(tmp_path):
     sweep_dir = tmp_path / "multiruns" / "new"
     RunDirGuard().on_multirun_start(sweep_config(sweep_dir))
     assert json.loads((sweep_dir / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_a_search_without_the_sweeps_extra_is_one_line_and_leaves_no_sweep_dir(tmp_path, capsys, monkeypatch):
+    """hparams_search=... with optuna not installed: one line naming the extra, exit 2; the sweep dir made for the
+    lock is gone again at exit."""
+    import atexit
+    import importlib.util
+
+    from hydra_plugins.hydralight_optuna import OptunaSweeper
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", lambda function, *args: registered.append((function, args)))
+    sweep_dir = tmp_path / "multiruns" / "refused"
+    RunDirGuard().on_multirun_start(sweep_config(sweep_dir))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else real_find_spec(name, *a)
+    )
+    with pytest.raises(SystemExit) as stopped:
+        OptunaSweeper().sweep([])
+    assert stopped.value.code == 2
+    assert "needs the sweeps extra" in capsys.readouterr().err
+    for function, args in reversed(registered):  # what the process does at exit: release the lock, then the dir
+        function(*args)
+    assert not sweep_dir.exists()

@@ -8,6 +8,7 @@ or that the trial was pruned or failed. Hydra imports every plugin on every star
 (hydralight.core.sweeps.optuna holds what does, imported when a search starts).
 """
 
+import importlib.util
 import logging
 import sys
 from contextlib import nullcontext
@@ -74,6 +75,11 @@ class OptunaSweeper(Sweeper):
         from hydralight.core.errors import UserError
 
         try:
+            if importlib.util.find_spec("optuna") is None:
+                raise UserError(
+                    "hparams_search= runs an Optuna search, which needs the sweeps extra: pip install -e '.[sweeps]' "
+                    "(or hydralight[sweeps])."
+                )
             return self._sweep(list(arguments))
         except UserError as error:  # a setting of the search: one line, as for any user error
             print(f"{error.prefix}: {error}", file=sys.stderr, flush=True)

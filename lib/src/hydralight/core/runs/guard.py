@@ -205,6 +205,12 @@ def undo_refused_run() -> None:
         _pending = None
 
 
+def _remove_if_empty(directory: Path) -> None:
+    """A sweep dir this process made, at exit: gone again if the sweep wrote nothing into it (refused, or stopped)."""
+    with contextlib.suppress(OSError):
+        directory.rmdir()
+
+
 def _resolved_dir(config: DictConfig, key: str) -> Path:
     """`hydra.run.dir` or `hydra.sweep.dir`, created here by its resolver; a dir that cannot be made is the user's
     to fix."""
@@ -264,7 +270,9 @@ class RunDirGuard(HydraCallback):
         try:
             sweep_dir = _resolved_dir(config, "hydra.sweep.dir")
             label = f"hydra.sweep.dir={str(sweep_dir)!r}"
-            sweep_dir.mkdir(parents=True, exist_ok=True)  # Hydra makes it only once the first job starts
+            if not sweep_dir.exists() or sweep_dir.resolve() in created_dirs:  # this command's own (the lock's home)
+                sweep_dir.mkdir(parents=True, exist_ok=True)
+                atexit.register(_remove_if_empty, sweep_dir)  # before the lock's release, so it runs after it
             RunLock(sweep_dir, label, instead="give this sweep another hydra.sweep.dir").acquire()
         except UserError as error:
             print(f"error: {error}", file=sys.stderr)
