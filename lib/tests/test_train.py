@@ -8,6 +8,7 @@ import torch
 
 from hydralight.core.evaluate import evaluate
 from hydralight.core.train import train
+from hydralight.testing import QUICK, assert_ok, run_cli
 
 
 def read_metrics(run_dir: Path) -> dict[str, float]:
@@ -107,3 +108,17 @@ def test_print_config_shows_the_resolved_tree_and_the_run_ends_with_a_metrics_ta
     assert out.index("config") < out.index("Final metrics")
     assert "hydralight.testing.RegressionData" in out and "${" not in out  # resolved
     assert "test/loss" in out[out.index("Final metrics") :]
+
+
+def test_eval_reproduces_a_test_that_draws_random_numbers(project):
+    """A module whose test draws random numbers (a GAN's noise): the test after training and eval.py start the test
+    loop from the same seed, the run's, so eval reproduces the test metric exactly, also for a run with its own
+    seed (issue 27, item 7)."""
+    args = ("model=noisy_test", "seed=7", "run_name=noisy", *QUICK)
+    assert_ok(run_cli("train.py", *args, cwd=project))
+    run_dir = project / "outputs" / "train" / "runs" / "noisy"
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    best = next((run_dir / "checkpoints").glob("epoch*.ckpt"))
+    assert_ok(run_cli("eval.py", f"ckpt_path={best}", "hydra.run.dir=evaluated", *QUICK, cwd=project))
+    evaluated = json.loads((project / "evaluated" / "metrics.json").read_text())
+    assert evaluated["test/loss"] == trained["test/loss"]

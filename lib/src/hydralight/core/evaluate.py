@@ -13,9 +13,16 @@ from hydralight.core.build import (
     build_trainer,
     close_run,
 )
+from hydralight.core.callbacks.resume import SeedTheTest
 from hydralight.core.console import info, quiet_console
 from hydralight.core.errors import UserError
-from hydralight.core.runs.trained import load_trained, report_ignored, trained_data_config, typed_overrides
+from hydralight.core.runs.trained import (
+    load_trained,
+    report_ignored,
+    run_config,
+    trained_data_config,
+    typed_overrides,
+)
 from hydralight.core.trust import allowed
 
 MODEL_IGNORED = "the model is rebuilt from the checkpoint"
@@ -40,6 +47,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
     datamodule = build_datamodule(data_cfg)
     loggers = build_loggers(cfg.get("logger"))
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, has_logger=bool(loggers))
+    callbacks.append(SeedTheTest(run_seed_for_test(cfg, overrides)))  # where train's own test started from
     trainer = build_trainer(cfg, callbacks, loggers)
     try:
         trainer.test(model, datamodule=datamodule)
@@ -54,3 +62,11 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
         ) from error
     close_run()
     return {name: float(value) for name, value in trainer.callback_metrics.items()}
+
+
+def run_seed_for_test(cfg: DictConfig, overrides: Sequence[str]) -> int:
+    """The seed the test loop starts from: the training run's (its own test after training started from it, so a
+    module that draws random numbers in its test reproduces that test), unless `seed=` is given."""
+    found = run_config(cfg.ckpt_path)
+    typed = any(override.split("=", 1)[0] == "seed" for override in overrides)
+    return cfg.seed if typed or found is None else found[1].get("seed", cfg.seed)

@@ -21,7 +21,7 @@ from hydralight.core.build import (
     log_hyperparameters,
 )
 from hydralight.core.callbacks.reports import best_metrics, monitoring_checkpoint
-from hydralight.core.callbacks.resume import Preemption, ResumeState, TaskRecord, stops_cleanly
+from hydralight.core.callbacks.resume import Preemption, ResumeState, SeedTheTest, TaskRecord, stops_cleanly
 from hydralight.core.console import info, print_config_tree, print_final_metrics, quiet_console
 from hydralight.core.errors import DiskFull, Interrupted, Preempted, UserError
 from hydralight.core.files import out_of_space, remove_partials
@@ -214,6 +214,7 @@ def fit_and_test(cfg: DictConfig, built: list[pl.Trainer]) -> float | None:
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, bool(loggers), cfg.get("monitor"))
     callbacks += [ResumeState(), preemption]  # what bitwise resume and a clean preemption need, whatever the config
     callbacks.append(TaskRecord(cfg.data))  # which module and data: what eval, predict and export rebuild
+    callbacks.append(SeedTheTest(cfg.seed))  # the test starts from the run's seed, as eval.py's does
     if cfg.get("monitor"):
         callbacks.append(MonitorLogged(cfg.monitor))
     callbacks.append(TrainingStarts())

@@ -55,6 +55,18 @@ class NetRegression(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
+class NoisyTestRegression(NetRegression):
+    """NetRegression whose test loss draws random numbers (as a GAN's test draws its noise): a test reproduces only
+    from the same seed."""
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        noise = torch.rand(len(x), device=x.device)
+        self.log(
+            "test/loss", nn.functional.mse_loss(self(x) + noise, y), on_step=False, on_epoch=True, batch_size=len(x)
+        )
+
+
 class RegressionData(LightningDataModule):
     """`y = x . w + noise` from its own seeded generator (the same data in every process), split in thirds."""
 

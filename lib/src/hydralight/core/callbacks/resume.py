@@ -272,3 +272,17 @@ class LastCheckpoint(ModelCheckpoint):
     ) -> None:
         if batch_idx + 1 < trainer.num_training_batches:  # the last batch: the epoch-end save follows validation
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class SeedTheTest(Callback):
+    """Seeds every random generator when a test loop starts, after Lightning has restored the tested checkpoint
+    (whose saved RNG states ResumeState puts back): the test after training and eval.py's test of the same checkpoint
+    then draw the same numbers, so a module whose test draws random numbers reproduces its metric."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from lightning.pytorch import seed_everything
+
+        seed_everything(self.seed, workers=True, verbose=False)
