@@ -25,7 +25,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig
 from test_cli_errors import assert_user_error
-from test_reliability import QUIET, assert_identical_training_state, load_state
+from test_reliability import QUIET, assert_identical_training_state, disk_fills_after, load_state
 
 from hydralight.core.build import build_trainer
 from hydralight.core.errors import DiskFull, Preempted, TrainingDiverged, UserError
@@ -178,17 +178,7 @@ def test_nan_guard_names_a_checkpoint_still_being_written(tmp_path, held_writes)
 def test_a_full_disk_in_the_background_is_the_same_clear_error(tmp_path, monkeypatch):
     """ENOSPC raised by the writer thread reaches the run as the synchronous run's DiskFull; what was written before
     loads intact."""
-    import errno
-
-    real_save, saves = torch.save, []
-
-    def save_until_the_disk_fills(obj, f, *args, **kwargs):
-        saves.append(f)
-        if len(saves) > 2:  # epoch 0's best and last.ckpt go through; epoch 1's do not
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", save_until_the_disk_fills)
+    disk_fills_after(monkeypatch, saves=2)  # epoch 0's best and last.ckpt go through; epoch 1's do not
     with pytest.raises(DiskFull, match="disk is full"):
         train(config(tmp_path, "run", "trainer.max_epochs=2", ASYNC, "test=false"))
     monkeypatch.undo()

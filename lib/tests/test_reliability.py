@@ -233,20 +233,24 @@ def test_gradient_norm_logging_is_a_switch(make_cfg):
     assert "train/grad_norm" in (Path(cfg.paths.output_dir) / "metrics.json").read_text()
 
 
-def test_disk_full_while_saving_is_a_clear_error_and_keeps_earlier_checkpoints(make_cfg, monkeypatch):
-    """ENOSPC while a checkpoint is written: DiskFull (exit 74) saying so; the checkpoints already on disk load
-    intact."""
-    cfg = make_cfg("trainer.max_epochs=2", "test=false")
-    real_save = torch.save
-    saves = []
+def disk_fills_after(monkeypatch: pytest.MonkeyPatch, saves: int) -> None:
+    """torch.save, from its (`saves` + 1)-th call on, fails as a full disk does (ENOSPC)."""
+    real_save, calls = torch.save, []
 
     def save_until_the_disk_fills(obj, f, *args, **kwargs):
-        saves.append(f)
-        if len(saves) > 2:  # epoch 0's best and last.ckpt go through; epoch 1's do not
+        calls.append(f)
+        if len(calls) > saves:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save_until_the_disk_fills)
+
+
+def test_disk_full_while_saving_is_a_clear_error_and_keeps_earlier_checkpoints(make_cfg, monkeypatch):
+    """ENOSPC while a checkpoint is written: DiskFull (exit 74) saying so; the checkpoints already on disk load
+    intact."""
+    cfg = make_cfg("trainer.max_epochs=2", "test=false")
+    disk_fills_after(monkeypatch, saves=2)  # epoch 0's best and last.ckpt go through; epoch 1's do not
     with pytest.raises(DiskFull, match="disk is full") as stopped:
         train(cfg)
     assert stopped.value.exit_code == 74
