@@ -60,7 +60,7 @@ def test_the_plateau_schedule_follows_monitor_and_mode():
 
 def test_the_cnns_activation_checkpointing_gives_the_same_gradients():
     """model.net.activation_checkpointing=true recomputes activations in backward: same loss, same gradients."""
-    from my_project.models.nets.cnn import ResNetCNN
+    from my_project.models.cnn import ResNetCNN
 
     torch.manual_seed(0)
     plain = ResNetCNN((1, 8, 8), 10, channels=(8, 16), dropout=0.0)

@@ -117,7 +117,7 @@ class Classifier(EpochMetrics, LightningModule):
         return row
 
     def configure_model(self) -> None:
-        """strategy=model_parallel: the net's tensor-parallel plan (the MLP has one; see nets/mlp.py)."""
+        """strategy=model_parallel: the net's tensor-parallel plan (the MLP has one; see mlp.py)."""
         apply_tensor_parallel(self, self.net)
 
     def configure_optimizers(self) -> Any:

@@ -19,7 +19,7 @@ from hydralight.modules import (
     plain,
     with_scheduler,
 )
-from my_project.models.nets.transformer import Transformer
+from my_project.models.transformer import Transformer
 
 
 class GPT(EpochMetrics, LightningModule):
@@ -135,7 +135,7 @@ class GPT(EpochMetrics, LightningModule):
         self._log_perplexity("test")
 
     def configure_model(self) -> None:
-        """strategy=model_parallel: the transformer's Megatron-style plan (see nets/transformer.py)."""
+        """strategy=model_parallel: the transformer's Megatron-style plan (see transformer.py)."""
         apply_tensor_parallel(self, self.net)
 
     def configure_optimizers(self) -> Any:

@@ -1,1 +1,0 @@
-"""Plain nn.Modules: no Lightning inside, usable in any PyTorch code."""
