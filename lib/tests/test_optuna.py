@@ -460,3 +460,59 @@ def test_the_summary_shows_each_trial_and_ranks_a_pruned_one_after_the_completed
     assert table[table.index(header) + 3].split() == ["1", "2", "pruned@2", "0.2", "0.9500"]
     header, *rows = (tmp_path / "summary.csv").read_text().splitlines()
     assert header.endswith(",trial,pruned_epoch") and rows[2].endswith(",2,2")
+
+
+# The study's plots at the end of a sweep.
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def small_study(n_trials: int = 20, params: tuple[str, ...] = ("x", "noise")) -> optuna.Study:
+    """value = x, whatever `noise` is; trial 2 is pruned after reporting once."""
+
+    def objective(trial: optuna.Trial) -> float:
+        values = {name: trial.suggest_float(name, 0.0, 1.0) for name in params}
+        if trial.number == 2:
+            trial.report(values[params[0]], step=0)
+            raise optuna.TrialPruned()
+        return values[params[0]]
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=n_trials)
+    return study
+
+
+def test_an_optuna_sweep_draws_its_metric_per_trial_and_its_parameter_importance(tmp_path):
+    """Both PNGs land in the sweep dir and the report names them; the parameter that sets the value ranks first."""
+    pytest.importorskip("matplotlib", reason="needs the plots extra: pip install -e './lib[plots]'")
+    from hydralight.core.sweeps import optuna_plots as plots
+
+    study = small_study()
+    assert study.trials[2].state == TrialState.PRUNED
+    lines = plots.plot_study(study, tmp_path, "val/acc")
+    paths = [tmp_path / plots.METRIC_PNG, tmp_path / plots.IMPORTANCE_PNG]
+    assert lines == [f"Written: {path}" for path in paths]
+    assert all(path.read_bytes().startswith(PNG_MAGIC) for path in paths)
+    importances = plots.param_importances(study)
+    assert list(importances) == ["x", "noise"] and importances["x"] > 0.9 > 0.1 > importances["noise"]
+    report = search.report(study, study.trials, "in memory", tmp_path, "val/acc")
+    assert report.splitlines()[-2:] == lines
+
+
+def test_too_few_trials_or_one_parameter_say_why_there_is_no_importance_plot(tmp_path):
+    pytest.importorskip("matplotlib", reason="needs the plots extra: pip install -e './lib[plots]'")
+    from hydralight.core.sweeps import optuna_plots as plots
+
+    lines = plots.plot_study(small_study(n_trials=1), tmp_path, None)
+    assert lines[1] == "No parameter-importance plot: 1 complete trial, it needs 2 or more"
+    lines = plots.plot_study(small_study(params=("x",)), tmp_path, None)
+    assert lines[1] == "No parameter-importance plot: one parameter searched (x), nothing to compare it with"
+    assert not (tmp_path / plots.IMPORTANCE_PNG).exists()
+
+
+def test_without_matplotlib_the_report_says_what_to_install(tmp_path, monkeypatch):
+    from hydralight.core.sweeps import optuna_plots as plots
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert plots.plot_study(small_study(), tmp_path, "val/acc") == [plots.MATPLOTLIB_MISSING]
+    assert 'pip install -e ".[plots]"' in plots.MATPLOTLIB_MISSING and not any(tmp_path.iterdir())

@@ -28,7 +28,7 @@ from hydralight.core.sweeps import share
 from hydralight.core.sweeps.isolation import entry_command, job_overrides, may_start_processes
 from hydralight.core.sweeps.share import slot_gpus
 from hydralight.core.sweeps.storage import sqlite_path
-from hydralight.core.sweeps.summary import SweepSummary
+from hydralight.core.sweeps.summary import SweepSummary, is_test_metric
 from hydralight.testing import CONFIG_DIR, QUICK, assert_ok, run_cli, write_project
 
 pytestmark = pytest.mark.sweeps
@@ -138,6 +138,8 @@ def test_an_optuna_search_minimizes_the_monitor_into_its_sqlite_study(optuna, tm
     told = sorted(trial.value for trial in study.trials)
     assert told == pytest.approx([job["metrics"]["val/loss_best"] for job in jobs])
     assert not (tmp_path / "outputs").exists()
+    if importlib.util.find_spec("matplotlib") is not None:  # the plots extra: the study's pictures, named
+        assert f"Written: {tmp_path / 'sweep' / 'optuna_metric_per_trial.png'}" in result.stdout
 
 
 @pytest.mark.slow
@@ -324,6 +326,36 @@ def test_folds_of_one_setting_form_one_group_and_a_sweep_without_replicates_has_
     plain = [([f"lr={lr}", "seed=1"], {"val/r2_best": 0.9}) for lr in (0.1, 0.2)]
     report = run_summary(tmp_path / "plain", plain)
     assert report["groups"] == [] and not (tmp_path / "plain" / "groups.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("test/acc", True), ("test_acc", True), ("testAcc", True), ("test-acc", True), ("test.acc", True),
+     ("TestAcc", True), ("testing_time", False), ("test", False), ("val_acc", False), ("latest/acc", False)],
+)  # fmt: skip
+def test_a_test_metric_is_test_and_a_separator_or_a_capital(name, expected):
+    assert is_test_metric(name) is expected
+
+
+def test_the_tables_show_the_test_metrics_of_any_naming_ranked_by_monitor(tmp_path, capsys):
+    """A module that logs test_acc, testAcc or test-loss (not test/...) gets them in the printed table and the groups
+    table beside the sort metric (val_acc, maximized), best first; other metrics stay in summary.csv only."""
+    metrics = [{"val_acc": val, "test_acc": val - 0.1, "testAcc": val - 0.2, "test-loss": 1 - val, "train_loss": 0.5,
+                "testing_s": 3.0} for val in (0.5, 0.9, 0.7, 0.8)]  # fmt: skip
+    jobs = [([f"seed={seed}", f"lr={lr}"], metrics[2 * i + j]) for i, lr in enumerate((0.1, 0.2))
+            for j, seed in enumerate((1, 2))]  # fmt: skip
+    report = run_summary(tmp_path, jobs, metric="val_acc")
+    assert [job["job"] for job in report["jobs"]] == [1, 3, 2, 0]
+    out = capsys.readouterr().out
+    title, header, first = out.splitlines()[:3]
+    assert title.endswith("best first by val_acc (maximize)")
+    assert header.split() == ["job", "status", "seed", "lr", "val_acc", "test-loss", "testAcc", "test_acc"]
+    assert first.split() == ["1", "ok", "2", "0.1", "0.9000", "0.1000", "0.7000", "0.8000"]
+    groups = out[out.index("Groups over seed") :].splitlines()[1].split()
+    assert [name for name in groups if name.startswith(("val", "test"))] == ["val_acc", "test-loss", "testAcc",
+                                                                            "test_acc"]  # fmt: skip
+    with open(tmp_path / "summary.csv", newline="") as file:
+        assert {"train_loss", "testing_s"} <= set(next(csv.reader(file)))
 
 
 def test_parallel_jobs_get_gpus_of_their_own_and_never_share_one():

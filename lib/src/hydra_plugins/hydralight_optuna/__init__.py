@@ -4,8 +4,10 @@ over Optuna's ask-and-tell API (optuna >= 4.5), with pruning and one study share
 Each trial is one Hydra job: the sweeper asks the study for a trial, launches the job with the trial's point of the
 search space as overrides (any launcher: basic, joblib, submitit) plus `hydra.sweeper.trial=<number>`, which the
 job's pruning callback (hydralight.core.sweeps.pruning) reports to; then tells the study the job's return value,
-or that the trial was pruned or failed. Hydra imports every plugin on every start: this module imports no Optuna
-(hydralight.core.sweeps.optuna holds what does, imported when a search starts).
+or that the trial was pruned or failed. At the end it reports the study, with PNGs of each trial's metric and each
+parameter's importance when matplotlib is installed (hydralight.core.sweeps.optuna_plots). Hydra imports every plugin
+on every start: this module imports no Optuna and no matplotlib (hydralight.core.sweeps.optuna holds what does,
+imported when a search starts).
 """
 
 import importlib.util

@@ -37,6 +37,7 @@ from hydralight.compat.optuna import retry_stale_trials
 from hydralight.core import files
 from hydralight.core.errors import UserError, choices_message
 from hydralight.core.sweeps.groups import finite_number
+from hydralight.core.sweeps.optuna_plots import plot_study
 from hydralight.core.sweeps.storage import sqlite_path
 from hydralight.core.sweeps.summary import JOB_RECORD
 
@@ -414,7 +415,8 @@ def record_trial(job: JobReturn, trial: FrozenTrial) -> None:
 def report(
     study: optuna.Study, here: Sequence[FrozenTrial], storage: str, sweep_dir: str | Path, metric: str | None
 ) -> str:
-    """What this sweep did to the study, and its best trial; also written to <sweep dir>/optimization_results.yaml."""
+    """What this sweep did to the study, and its best trial; also written to <sweep dir>/optimization_results.yaml,
+    with the study's plots beside it (sweeps/optuna_plots.py)."""
     states = [trial.state for trial in here]
     counts = ", ".join(f"{states.count(state)} {name}" for state, name in (
         (TrialState.COMPLETE, "complete"), (TrialState.PRUNED, "pruned"), (TrialState.FAIL, "failed")))  # fmt: skip
@@ -439,6 +441,7 @@ def report(
     path = Path(sweep_dir) / RESULTS
     files.write_text(path, yaml.safe_dump(results, sort_keys=False))
     lines.append(f"Written: {path}")
+    lines.extend(plot_study(study, sweep_dir, metric))
     return "\n".join(lines)
 
 

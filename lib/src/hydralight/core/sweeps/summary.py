@@ -12,6 +12,7 @@ ranks after the completed jobs), with the epoch it stopped at.
 import csv
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -48,6 +49,8 @@ ABORTS_ON_FAILED_JOB = (BASIC_SWEEPER,)
 # The jobs that finished, in the order they rank: completed, then stopped early by an Optuna pruner.
 FINISHED = ("completed", "pruned")
 DIRECTIONS = {"maximize": "maximize", "max": "maximize", "minimize": "minimize", "min": "minimize"}
+# A test metric however a module names it: test/acc, test_acc, test-acc, test.acc, testAcc (not "testing").
+TEST_METRIC = re.compile(r"[Tt]est(?:[/_.\-]|[A-Z])")
 
 
 def _write_json(path: Path, data: object) -> None:
@@ -57,6 +60,11 @@ def _write_json(path: Path, data: object) -> None:
 def first_line(text: str, width: int = 200) -> str:
     line = (text.strip().splitlines() or [""])[0]
     return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def is_test_metric(name: str) -> bool:
+    """Whether a metric is a test metric, the columns the printed tables keep beside the sort metric."""
+    return TEST_METRIC.match(name) is not None
 
 
 def _direction(value: object) -> str:
@@ -202,7 +210,7 @@ class SweepSummary(Callback):
     def metric_names(self, records: list[dict[str, Any]], everything: bool) -> list[str]:
         names = sorted({name for record in records for name in record["metrics"]})
         if not everything:  # the printed table: the sort metric and the test metrics
-            names = [name for name in names if name.startswith("test/")]
+            names = [name for name in names if is_test_metric(name)]
         return ([self.metric] if self.metric else []) + [name for name in names if name != self.metric]
 
     def write_csv(self, path: Path, records: list[dict[str, Any]], varied: list[str]) -> None:
