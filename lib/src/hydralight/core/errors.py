@@ -1,8 +1,8 @@
 """Exceptions that end a run with a documented exit code and one clear line instead of a traceback.
 
 Exit codes: 0 finished, 1 internal error (with traceback), 2 user error, 3 training diverged (non-finite loss or
-gradient), 74 the disk is full (what is on disk is intact), 75 preempted (a checkpoint
-was saved: re-run the same command to continue), 130 interrupted (Ctrl-C).
+gradient), 4 an exported file does not compute what its checkpoint does (export.py), 74 the disk is full (what is on
+disk is intact), 75 preempted (a checkpoint was saved: re-run the same command to continue), 130 interrupted (Ctrl-C).
 """
 
 
