@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hydralight.core.errors import UserError
-from hydralight.testing import compose
+from hydralight.testing import QUICK, assert_ok, compose, run_cli
 from hydralight.testing.images import PIXEL_MAX, ImageData, random_images
 
 pytest.importorskip("datasets", reason="the ondisk extra: pip install -e '.[ondisk]'")
@@ -292,3 +292,166 @@ def test_a_config_without_its_prepared_dataset_is_one_clear_error(make_cfg, tmp_
         f"error: data.path='{tmp_path / 'nothing'}' holds no prepared dataset (no prepared.json). Write one with "
         'python prepare.py source=digits|text|folder out=<dir> (README "Data larger than memory").\n'
     )
+
+
+# First use: experiment=ondisk_images writes its dataset (source=images) through the data module's prepare_data, the
+# first time a run finds nothing at data.path. The writer is prepare.py's (hydralight.core.prepare.prepare_once).
+
+
+def images_source() -> dict:
+    """source=images as prepare.py and experiment=ondisk_images both compose it."""
+    from omegaconf import OmegaConf
+
+    from hydralight.testing import CONFIG_DIR
+
+    return OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "source" / "images.yaml"))
+
+
+def first_use_answers(project: Path) -> dict:
+    """What `${prepared:...}` gives experiment=ondisk_images in `project`: the model's shape and classes, the
+    transform's pixel scale."""
+    from omegaconf import OmegaConf
+
+    cfg = compose("train", project / "run", ("experiment=ondisk_images",))
+    return {"model": OmegaConf.to_container(cfg.model, resolve=True), "max_value": cfg.data.transforms[0].max_value}
+
+
+def test_the_first_run_writes_its_dataset_once_what_prepare_writes(project, tmp_path):
+    """experiment=ondisk_images on a fresh project: the config resolves from the source itself before anything is
+    written, the run trains, and the dataset it wrote is what `python prepare.py` writes for that source (the same
+    prepared.json), with the resolver's answers unchanged. A second use writes nothing."""
+    from hydralight.core.build import build_datamodule
+    from hydralight.core.prepare import planned_description
+
+    data = project / "data" / "images"
+    before = first_use_answers(project)
+    assert not data.exists()  # resolving wrote nothing
+    assert (before["model"]["input_shape"], before["model"]["num_classes"], before["max_value"]) == (
+        [1, 8, 8],
+        3,
+        PIXEL_MAX,
+    )
+    planned = planned_description(images_source(), rows=True)
+
+    result = run_cli("train.py", "experiment=ondisk_images", *QUICK, cwd=project)
+    assert_ok(result)
+    assert f"Writing the dataset of hydralight.testing.images.image_source to {data} on first use (once)" in (
+        result.stdout + result.stderr
+    )
+    written = json.loads((data / "prepared.json").read_text())
+    by_prepare = json.loads((prepare_dataset(tmp_path / "by_prepare" / "images") / "prepared.json").read_text())
+    assert written == by_prepare == planned
+    assert first_use_answers(project) == before
+    assert sorted(path.name for path in data.parent.iterdir()) == ["images"]  # no staging left
+
+    stamps = {path: path.stat().st_mtime_ns for path in data.rglob("*")}
+    build_datamodule(compose("train", project / "run", ("experiment=ondisk_images",)).data).prepare_data()
+    assert {path: path.stat().st_mtime_ns for path in data.rglob("*")} == stamps
+
+
+def test_a_data_path_of_ones_own_holding_nothing_is_one_line_and_never_written(project):
+    """experiment=ondisk_images data.path=<another dir>: that dir is the user's, never written; today's one line,
+    exit 2, no run dir, and the experiment's own dir is not written either."""
+    mine = project / "mine"
+    result = run_cli("train.py", "experiment=ondisk_images", f"data.path={mine}", *QUICK, cwd=project)
+    assert result.returncode == UserError.exit_code, result.stderr
+    assert result.stderr == (
+        f"error: data.path='{mine}' holds no prepared dataset (no prepared.json). Write one with python prepare.py "
+        'source=digits|text|folder out=<dir> (README "Data larger than memory").\n'
+    )
+    assert not mine.exists() and not (project / "data").exists()
+    assert not [path for path in (project / "outputs").rglob("*") if path.is_file()]  # no run dir, no log
+
+
+def test_two_processes_writing_at_once_leave_one_whole_dataset(tmp_path, monkeypatch, caplog):
+    """Two writers of the same dir, both done writing before either puts its copy in place (a forced race): the
+    first rename wins, the other keeps it and removes its own copy; one whole dataset, nothing else beside it."""
+    import threading
+
+    from datasets import load_from_disk
+
+    from hydralight.core import prepare
+
+    both_written = threading.Barrier(2, timeout=120)
+    real_place = prepare.place
+
+    def place_together(*args, **kwargs):
+        both_written.wait()
+        return real_place(*args, **kwargs)
+
+    monkeypatch.setattr(prepare, "place", place_together)
+    out, results = tmp_path / "data" / "images", []
+    threads = [
+        threading.Thread(target=lambda: results.append(prepare.prepare_once(images_source(), out))) for _ in range(2)
+    ]
+    with caplog.at_level("INFO"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=180)
+    assert f"Another process wrote {out} first: keeping its dataset" in caplog.text
+    assert len(results) == 2 and results[0] == results[1]
+    assert json.loads((out / "prepared.json").read_text()) == results[0]
+    assert {split: len(rows) for split, rows in load_from_disk(str(out)).items()} == results[0]["rows"]
+    assert [path.name for path in out.parent.iterdir()] == ["images"]
+
+
+def test_a_write_killed_halfway_leaves_nothing_at_the_path(tmp_path):
+    """kill -9 while the rows are being written: nothing at the path (the staging dir only), and the next first use
+    writes the dataset and removes what the dead writer left."""
+    import multiprocessing
+    import os
+    import signal
+
+    from hydralight.core import prepare
+
+    out, context = tmp_path / "data" / "images", multiprocessing.get_context("fork")
+    halfway = context.Event()
+
+    def write_and_stall() -> None:
+        source = prepare.built_source(images_source())
+        rows = source.rows
+
+        def stalling_rows(split):
+            yield from rows(split) if split != "test" else ()
+            halfway.set()  # train and val are written: now the kill
+            signal.pause()
+
+        source.rows = stalling_rows
+        prepare.prepare_once(images_source(), out)
+
+    writer = context.Process(target=write_and_stall)
+    writer.start()
+    assert halfway.wait(timeout=120)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.join()
+    assert not out.exists()
+    (staging,) = out.parent.iterdir()
+    assert staging.name.startswith(".images.") and staging.name.endswith(".partial") and any(staging.rglob("*.arrow"))
+
+    prepare.prepare_once(images_source(), out)
+    assert (out / "prepared.json").is_file()
+    assert [path.name for path in out.parent.iterdir()] == ["images"]  # the dead writer's staging is gone
+
+
+def test_the_first_use_without_the_ondisk_extra_says_which_to_install(project, monkeypatch, capsys):
+    """experiment=ondisk_images with no `datasets` installed: one line naming the extra while the config resolves,
+    before anything is built or written."""
+    import builtins
+
+    from hydralight.core.cli import _train, report_user_errors
+
+    real_import = builtins.__import__
+
+    def without_datasets(name, *args, **kwargs):
+        if name == "datasets" or name.startswith("datasets."):
+            raise ModuleNotFoundError("No module named 'datasets'")
+        return real_import(name, *args, **kwargs)
+
+    cfg = compose("train", project / "run", (*QUICK, "experiment=ondisk_images"))
+    monkeypatch.setattr(builtins, "__import__", without_datasets)
+    with pytest.raises(SystemExit) as stop:
+        report_user_errors(_train)(cfg)
+    assert stop.value.code == UserError.exit_code
+    assert "needs the ondisk extra (pip install -e '.[ondisk]'" in capsys.readouterr().err
+    assert not (project / "data").exists()

@@ -651,6 +651,17 @@ def prepared(out: str, columns: set[str]) -> Callable[[Ran], None]:
     return check
 
 
+def trained_on_what_it_wrote(out: str, names: set[str] = TRAIN_METRICS) -> Callable[[Ran], None]:
+    """A run `trained` accepts, in a dir with no dataset before it: it wrote its embedded one to `out` first."""
+
+    def check(ran: Ran) -> None:
+        trained(names=names)(ran)
+        description = json.loads((ran.cwd / out / "prepared.json").read_text())
+        assert all(description["rows"].values()) and "on first use (once)" in ran.output, description
+
+    return check
+
+
 def write_image_folder(cwd: Path) -> None:
     """my_images/ as a user has it: one subfolder per class of 8-bit grey PNGs (some of the embedded digits)."""
     from PIL import Image
@@ -867,9 +878,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     # Data.
     'pip install -e ".[mnist-download]"': NotRun("CI's own install step; and data.download=true needs a network"),
     'pip install -e ".[ondisk]"': NotRun("CI's own install step (the ondisk extra)"),
-    "python prepare.py": Same("python prepare.py [2]"),
-    "python prepare.py [2]": Run(prepared("data/digits", {"image", "label"}), extra=(), needs=("datasets",)),
-    "python train.py experiment=ondisk_images": Run(trained(), where="python prepare.py [2]", needs=("datasets",)),
+    "python train.py experiment=ondisk_images": Run(trained_on_what_it_wrote("data/digits"), needs=("datasets",)),
     "python prepare.py source=folder source.path=my_images out=data/my_images": Run(
         prepared("data/my_images", {"image", "label"}), extra=(), prepare=write_image_folder, needs=("datasets", "PIL")
     ),
@@ -877,9 +886,8 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
         trained(), where="python prepare.py source=folder source.path=my_images out=data/my_images", needs=("datasets",)
     ),
     # copier:if gpt_example
-    "python prepare.py source=text": Run(prepared("data/text", {"ids"}), extra=(), needs=("datasets",)),
     "python train.py experiment=ondisk_text": Run(
-        trained(names=GPT_METRICS), where="python prepare.py source=text", needs=("datasets",)
+        trained_on_what_it_wrote("data/text", GPT_METRICS), needs=("datasets",)
     ),
     # copier:endif
     # Tests.
@@ -994,9 +1002,7 @@ EARLIER = {
     "python train.py",
     "python train.py run_name=mlp-adam trainer.max_epochs=50",
     "python train.py experiment=shakespeare_gpt",  # copier:if gpt_example
-    "python prepare.py [2]",
     "python prepare.py source=folder source.path=my_images out=data/my_images",
-    "python prepare.py source=text",  # copier:if gpt_example
 }
 
 

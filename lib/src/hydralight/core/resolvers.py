@@ -74,11 +74,13 @@ def process_tag() -> str:
     return f"rank {rank}" + (f" node {node}" if node and "RANK" not in os.environ else "")
 
 
-def prepared(path: str, name: str) -> object:
-    """`${prepared:<path>,<name>}` (hydralight.core.prepared), imported by the configs that use it only."""
+def prepared(path: str, name: str, _root_: Any = None) -> object:
+    """`${prepared:<path>,<name>}` (hydralight.core.prepared), imported by the configs that use it only. The root
+    config's `data.prepare_if_missing`, if any, answers for a dataset it writes on first use."""
     from hydralight.core.prepared import prepared_value
 
-    return prepared_value(path, name)
+    first_use = OmegaConf.select(_root_, "data.prepare_if_missing", default=None) if _root_ is not None else None
+    return prepared_value(path, name, first_use)
 
 
 def register_resolvers() -> None:

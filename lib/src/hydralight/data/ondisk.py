@@ -5,22 +5,24 @@ worker reads the pages of the rows it is asked for and the data never has to fit
 its index), which is what makes the rest exact: a sampler decides the order from the seed and the epoch, a
 `StatefulDataLoader` keeps the position in every checkpoint, and a resumed run reads exactly the rows the
 uninterrupted one would have. `prepared.json` beside the Arrow files says what the columns are (shapes, classes,
-vocabulary); configs read it with `${prepared:<path>,<key>}`.
+vocabulary); configs read it with `${prepared:<path>,<key>}`. A data module given `prepare_if_missing` writes its
+dataset itself on first use (Lightning's `prepare_data`) where nothing is prepared yet.
 """
 
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from omegaconf import OmegaConf
 from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from hydralight.core.errors import UserError
-from hydralight.core.prepared import read_prepared
+from hydralight.core.prepared import read_prepared, require_datasets, same_dir
 from hydralight.data.base import at_current_epoch, data_shard, loader_generator, run_seed
 from hydralight.data.transforms import Pipeline, Transform
 
@@ -108,6 +110,24 @@ def batch_as_is(batch: list[Tensor]) -> list[Tensor]:
     return batch
 
 
+class PrepareIfMissing:
+    """`data.prepare_if_missing`: the dataset to write at `path` on first use, the rows of `source` (a source config:
+    `_target_` and arguments, as conf/source/ holds them; built only when written), the one writer of prepare.py
+    doing the writing. A data module whose `path` is another dir never writes (a dir a user named holds their data).
+    Configs give it `_recursive_: false`, so that Hydra leaves the source a config."""
+
+    def __init__(self, path: str, source: Mapping[str, Any], max_shard_size: str = "500MB") -> None:
+        self.path, self.max_shard_size = str(path), max_shard_size
+        self.source = OmegaConf.to_container(source, resolve=True) if OmegaConf.is_config(source) else dict(source)
+
+    def __call__(self, path: str) -> None:
+        """Write the dataset at `path` if it is this one's dir and nothing is prepared there yet."""
+        if same_dir(path, self.path):
+            from hydralight.core.prepare import prepare_once
+
+            prepare_once(self.source, self.path, self.max_shard_size)
+
+
 class PreparedDataModule(LightningDataModule):
     """The train/val/test splits of a dataset prepared on disk (`python prepare.py`), memory-mapped.
 
@@ -115,6 +135,8 @@ class PreparedDataModule(LightningDataModule):
     classifier, [input, target] for a language model). `transforms` apply to every split (decoding, scaling), then
     `train_transforms` to training samples only (augmentation); both are lists of callables, see data/transforms.py.
     `keep_in_memory=true` reads the whole dataset into RAM instead (the benchmark compares the two).
+    `prepare_if_missing` (a PrepareIfMissing) writes the dataset on first use: Lightning calls `prepare_data` once
+    per node (local rank 0) before any process reads.
     """
 
     def __init__(
@@ -130,6 +152,7 @@ class PreparedDataModule(LightningDataModule):
         persistent_workers: bool = True,
         prefetch_factor: int | None = 2,
         keep_in_memory: bool = False,
+        prepare_if_missing: PrepareIfMissing | None = None,
     ) -> None:
         super().__init__()
         self.path = str(path)
@@ -143,13 +166,18 @@ class PreparedDataModule(LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.prefetch_factor = prefetch_factor if num_workers > 0 else None
         self.keep_in_memory = keep_in_memory
+        self.prepare_if_missing = prepare_if_missing
         self.splits: dict[str, Any] = {}
         self.shapes: dict[str, list[int]] = {}
+
+    def prepare_data(self) -> None:
+        if self.prepare_if_missing is not None:
+            self.prepare_if_missing(self.path)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        from datasets import load_from_disk  # the ondisk extra; a second or two to import
+        load_from_disk = require_datasets("data=ondisk reads").load_from_disk  # the ondisk extra
 
         description = read_prepared(self.path)
         self.shapes = {name: column["shape"] for name, column in description["columns"].items()}
