@@ -135,8 +135,8 @@ class RepeatedDigits:
 def write_worker(specs: dict[str, list[str]], out: Path) -> None:
     """Each dataset of `specs` (name -> prepare.py overrides) written by prepare(), the code of `python prepare.py`;
     its seconds (the write alone, no imports), rows and bytes on disk to `out`."""
-    from hydralight.core.cli import compose_config
     from hydralight.core.prepare import prepare
+    from hydralight.testing import compose_config
 
     records = {}
     for name, overrides in specs.items():

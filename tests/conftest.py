@@ -8,7 +8,6 @@ import pytest
 from omegaconf import DictConfig
 
 from hydralight import testing
-from hydralight.core import cli
 from hydralight.testing import assert_ok  # noqa: F401 (the project tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +30,7 @@ TINY = (
 
 def compose_config(config_name: str, output_dir: Path, overrides: tuple[str, ...] | list[str] = ()) -> DictConfig:
     """The config a user gets from `python <config_name>.py <overrides>` in the repo root, writing into `output_dir`."""
-    return cli.compose_config(config_name, output_dir, overrides, root_dir=ROOT, conf=CONFIG_DIR)
+    return testing.compose_config(config_name, output_dir, overrides, root_dir=ROOT, conf=CONFIG_DIR)
 
 
 @pytest.fixture

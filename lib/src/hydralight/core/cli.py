@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from omegaconf.errors import InterpolationKeyError, InterpolationResolutionError
 
 from hydralight.core.errors import Interrupted, Preempted, RunStopped, UserError
@@ -34,32 +34,6 @@ def config_dir() -> str:
         f"no conf/ directory beside {sys.argv[0] or 'the command'} or in {Path.cwd()}: run the project's train.py (or "
         "the hydralight-* commands) from the project's root, where conf/ holds its configs."
     )
-
-
-def compose_config(
-    config_name: str,
-    output_dir: str | Path,
-    overrides: Sequence[str] = (),
-    root_dir: str | Path | None = None,
-    conf: str | Path | None = None,
-) -> DictConfig:
-    """The config `python <config_name>.py <overrides>` gets, outside Hydra's runtime (tests, benchmarks, notebooks):
-    what the runtime would fill in is set here, the run writing into `output_dir`, started in `root_dir` (cwd), its
-    project's configs in `conf` (default: `config_dir()`)."""
-    from hydra import compose, initialize_config_dir
-
-    from hydralight.core.trust import remember_config_sources
-
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(conf or config_dir()), version_base="1.3"):
-        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-    remember_config_sources(cfg.hydra.runtime.config_sources)  # what the runtime would keep in HydraConfig
-    with open_dict(cfg):
-        del cfg.hydra
-        cfg.paths.root_dir = str(root_dir or Path.cwd())
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.log_dir = str(Path(output_dir).parent)
-    return cfg
 
 
 def _resolver_errors_unwrapped(task: Callable[[DictConfig], object], cfg: DictConfig) -> object:

@@ -121,13 +121,13 @@ def _load_yaml(path: Path) -> Any:
         return None
 
 
-# The search path of the last config composed outside Hydra's runtime (cli.compose_config: tests, notebooks): the
+# The search path of the last config composed outside Hydra's runtime (hydralight.testing.compose_config: tests, benchmarks): the
 # runtime keeps its own in HydraConfig, the compose API nowhere once its context has closed.
 _composed_sources: list[Any] = []
 
 
 def remember_config_sources(sources: Iterable[Any]) -> None:
-    """Called by `cli.compose_config` with `hydra.runtime.config_sources` of the config it composed."""
+    """Called by `hydralight.testing.compose_config` with `hydra.runtime.config_sources` of the config it composed."""
     _composed_sources[:] = list(sources)
 
 
