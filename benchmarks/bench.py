@@ -76,7 +76,7 @@ QUICK_SIZES: dict[str, list[str]] = {
 SWITCHES: dict[str, list[str]] = {
     "default (fp32)": [],
     "precision=bf16-mixed": ["precision=bf16-mixed"],
-    "model.compile=true": ["model.compile=true"],
+    "compile=true": ["compile=true"],
     "float32_matmul_precision=high": ["float32_matmul_precision=high"],
     "float32_matmul_precision=medium": ["float32_matmul_precision=medium"],
     "cpu_threads=1": ["cpu_threads=1"],
@@ -228,7 +228,7 @@ def run_lightning(cfg: Any, timer_path: Path, defaults: bool) -> dict[str, Any]:
 
 def worker(args: argparse.Namespace) -> None:
     """One run of one variant; writes its timing record as JSON to --out."""
-    from hydralight.core.cli import compose_config
+    from hydralight.testing import compose_config
 
     sys.path.insert(0, str(BENCH_DIR))
     out = Path(args.out)

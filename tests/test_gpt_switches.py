@@ -1,9 +1,11 @@
 """The switches whose work on the second task, the character GPT (`experiment=shakespeare_gpt`), is its own code's:
-the precision its attention and MLP compute in, its `model.compile`, and its export (token ids in, logits out). Shrunk
-to one block of width 32 over 16 characters. What each switch does on any task is the library's to prove
-(lib/tests: test_numerics.py, test_dp.py, test_sharded.py, ...); DDP on the GPT is tests/test_task_gpt.py's.
+the precision its attention and MLP compute in, `compile=true` on its net, and its export (token ids in, logits out).
+Shrunk to one block of width 32 over 16 characters. What each switch does on any task is the library's to prove
+(lib/tests: test_numerics.py, test_dp.py, test_sharded.py, test_compile.py, ...); DDP on the GPT is
+tests/test_task_gpt.py's.
 """
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,6 @@ from typing import Any
 import pytest
 import torch
 from hydra.utils import instantiate
-from torch import nn
 
 from hydralight.core.export import FORMATS, run_exported
 from hydralight.core.export import export as export_task
@@ -59,26 +60,24 @@ def test_the_gpt_computes_in_the_precision_asked(make_cfg, tmp_path, precision, 
 # torch.compile.
 
 
-def test_model_compile_compiles_the_net_and_saves_plain_keys(make_cfg, tmp_path, caplog, monkeypatch):
-    """model.compile=true: the net runs compiled in training (dynamo compiles frames) and the checkpoint's keys are a
+def test_compile_compiles_the_net_and_saves_plain_keys(make_cfg, tmp_path, caplog, monkeypatch):
+    """compile=true: the net runs compiled in training (dynamo compiles frames) and the checkpoint's keys are a
     plain GPT's (no `_orig_mod.`), so it loads without compiling. The backend is aot_eager here: dynamo's tracing and
     autograd's graphs as with inductor, without its C++ code generation (tens of seconds cold, torch's own to test)."""
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    compile_module = nn.Module.compile
-    aot_eager = lambda self, **kwargs: compile_module(self, backend="aot_eager", **kwargs)  # noqa: E731
-    monkeypatch.setattr(nn.Module, "compile", aot_eager)
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     torch._dynamo.reset()  # an earlier compile in this process would be reused and count nothing
     counters.clear()
     caplog.set_level(logging.INFO, logger="hydralight")
     try:
-        train(make_cfg(*GPT_TINY, *NO_TEST, "model.compile=true", "trainer.limit_val_batches=1"))
+        train(make_cfg(*GPT_TINY, *NO_TEST, "compile=true", "trainer.limit_val_batches=1"))
         assert counters["frames"]["ok"] >= 1, dict(counters)
     finally:
         torch._dynamo.reset()
     assert any(message.endswith("GPT, compiled (net)") for message in caplog.messages), caplog.messages
-    plain = instantiate(make_cfg(*GPT_TINY).model)  # model.compile=false
+    plain = instantiate(make_cfg(*GPT_TINY).model)  # never compiled
     plain.load_state_dict(load_last(tmp_path / "run")["state_dict"])  # strict: the very same keys
 
 

@@ -88,6 +88,7 @@ CASES = {
         ["async_checkpoint='maybe'", "true or false"],
     ),
     "test=maybe": ("train.py", ["test=maybe"], OURS, ["test='maybe'", "true or false"]),
+    "compile=sometimes": ("train.py", ["compile=sometimes"], OURS, ["compile='sometimes'", "true or false"]),
     "init_from_strict=perhaps": ("train.py", ["init_from_strict=perhaps"], OURS, ["init_from_strict='perhaps'"]),
     "trainer.limit_train_batches=0": (
         "train.py",

@@ -1,6 +1,8 @@
 """Each entry of hydralight.compat against the installed Lightning, Hydra, OmegaConf and torch: an upgrade that moves
 a private attribute the library relies on fails here, the test named after the entry, not somewhere deep in a run."""
 
+import copy
+import functools
 import importlib
 import importlib.util
 from pathlib import Path
@@ -196,6 +198,38 @@ def test_torch_foreach_norm_and_checkpoint():
     block = torch.nn.Linear(2, 2)
     torch_compat.composable_checkpoint(block)
     assert list(dict(block.named_parameters())) == ["weight", "bias"]  # names kept
+
+
+def test_torch_compile_in_place_traces_torchs_own_modules(monkeypatch):
+    """An nn.Sequential, which nn.Module.compile leaves untraced (torch #150915), compiles in place, even after a first
+    call under FlopCounterMode (torch #190286): dynamo traces a frame, the names and the outputs are the module's
+    own, and a copy is uncompiled."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+    from torch.utils.flop_counter import FlopCounterMode
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))  # tracing only
+    torch._dynamo.reset()
+    counters.clear()
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Tanh())
+    names = list(net.state_dict())
+    assert not torch_compat.compiled_in_place(net)
+    torch_compat.compile_in_place(net)
+    assert torch_compat.compiled_in_place(net) and list(net.state_dict()) == names
+    plain = copy.deepcopy(net)
+    assert not torch_compat.compiled_in_place(plain)
+    x = torch.randn(3, 2)
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as flops:  # what Lightning's model summary does
+            net(x)
+        assert flops.get_total_flops() > 0 and not counters["frames"]["ok"]
+        assert torch.equal(net(x), plain(x))
+        assert counters["frames"]["ok"] >= 1, dict(counters)
+    finally:
+        torch._dynamo.reset()
+    linear = torch.nn.Linear(2, 2)
+    linear.compile()  # nn.Module.compile: seen as compiled too
+    assert torch_compat.compiled_in_place(linear)
 
 
 def test_torch_onnx_registration_logger_names_a_module():

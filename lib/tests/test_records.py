@@ -78,7 +78,7 @@ def test_the_trainer_line_states_strategy_devices_accumulation_and_clipping(make
 
 @pytest.mark.slow  # torch.compile imports torch._dynamo
 def test_the_model_line_says_whether_the_net_is_compiled(make_cfg):
-    """A module that compiles its net (torch.compile, in place, as a `compile: true` switch of a task does): the log
+    """A module that compiles its net (torch.compile, in place, as compile=true does): the log
     line says so, and which part."""
     model = instantiate(make_cfg().model)
     assert compiled_state(model) == "not compiled"

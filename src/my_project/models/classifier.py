@@ -34,7 +34,6 @@ class Classifier(EpochMetrics, LightningModule):
         optimizer: Mapping,
         scheduler: Mapping | None = None,
         num_classes: int = 10,
-        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -43,12 +42,9 @@ class Classifier(EpochMetrics, LightningModule):
                 "optimizer": plain(optimizer),
                 "scheduler": plain(scheduler) or None,  # an empty scheduler config means a constant LR
                 "num_classes": num_classes,
-                "compile": compile,
             }
         )
         self.net: nn.Module = build(self.hparams.net)
-        if compile:
-            self.net.compile()  # in place: parameter names keep no `_orig_mod.` prefix
         # ModuleDict keys cannot be "train" (nn.Module.train), hence the "_" suffix.
         self.accuracy = nn.ModuleDict({f"{s}_": MulticlassAccuracy(num_classes, average="micro") for s in STAGES})
         self.mean_loss = nn.ModuleDict({f"{s}_": WeightedMean() for s in STAGES})

@@ -46,7 +46,6 @@ class GPT(EpochMetrics, LightningModule):
         max_new_tokens: int = 200,
         temperature: float = 1.0,
         top_k: int | None = None,
-        compile: bool = False,
     ) -> None:
         super().__init__()
         if not vocab or len(set(vocab)) != len(vocab):
@@ -64,12 +63,9 @@ class GPT(EpochMetrics, LightningModule):
                 "max_new_tokens": max_new_tokens,
                 "temperature": temperature,
                 "top_k": top_k,
-                "compile": compile,
             }
         )
         self.net = Transformer(len(vocab), block_size, n_layer, n_head, n_embd, dropout)
-        if compile:
-            self.net.compile()  # in place: parameter names keep no `_orig_mod.` prefix
         self._index = {char: i for i, char in enumerate(vocab)}
         # ModuleDict keys cannot be "train" (nn.Module.train), hence the "_" suffix.
         self.mean_loss = nn.ModuleDict({f"{s}_": WeightedMean() for s in STAGES})

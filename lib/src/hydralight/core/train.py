@@ -208,6 +208,10 @@ def fit_and_test(cfg: DictConfig, built: list[pl.Trainer]) -> float | None:
         from hydralight.core.switch_checks import check_manual_optimization
 
         check_manual_optimization(cfg, model)
+    if cfg.get("compile"):
+        from hydralight.core.compiling import compile_networks
+
+        compile_networks(model)  # lazy: each network compiles at its first call, after any sharding of it
     info("Model: %s, %s", cfg.model._target_, compiled_state(model))
     loggers = build_loggers(cfg.get("logger"))
     preemption = Preemption()

@@ -39,7 +39,7 @@ PRECISIONS = (
 )  # fmt: skip
 CLIP_ALGORITHMS = ("norm", "value")
 RESUME_MODES = ("auto", "never")
-BOOLEAN_SWITCHES = ("test", "print_config", "init_from_strict", "keep_freed_memory", "async_checkpoint")
+BOOLEAN_SWITCHES = ("test", "print_config", "init_from_strict", "keep_freed_memory", "async_checkpoint", "compile")
 MONITOR_MODES = ("max", "min")  # Lightning's ModelCheckpoint / EarlyStopping `mode`
 MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")  # Lightning's names; "gpu" is cuda or mps

@@ -15,6 +15,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.strategies import ParallelStrategy
 from torch import Tensor, nn
 
+from hydralight.compat.torch import compiled_in_place
 from hydralight.core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,16 @@ def _only(networks: list[str], module: LightningModule) -> str:
         f"strategy.module_name=null: {type(module).__name__} has no `net` and several sub-modules with parameters, "
         f"so strategy=dp cannot tell which network its forward runs. Choose one of: {', '.join(networks)}"
     )
+
+
+def refuse_compiled_replicas(net: nn.Module, device_ids: list[int]) -> None:
+    """DataParallel copies the network to each GPU at every step, and each copy of a network compiled in place
+    (compile=true) keeps calling the original's compiled forward, on the first GPU's weights: refuse it."""
+    if len(device_ids) > 1 and compiled_in_place(net):
+        raise UserError(
+            f"compile=true with strategy=dp over {len(device_ids)} GPUs: DataParallel's per-step copies of a compiled "
+            "network would all run the original on the first GPU. Use strategy=ddp with compile=true, or compile=false."
+        )
 
 
 class DataParallelStrategy(ParallelStrategy):
@@ -94,6 +105,7 @@ class DataParallelStrategy(ParallelStrategy):
             )
             self._said_no_cuda = True
         net = getattr(module, self.wrapped)
+        refuse_compiled_replicas(net, device_ids)
         setattr(module, self.wrapped, nn.DataParallel(net, device_ids=device_ids or None))
 
     def teardown(self) -> None:
