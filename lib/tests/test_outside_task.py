@@ -32,17 +32,21 @@ from hydralight.testing import QUICK, assert_ok, compose, run_cli, write_project
 
 OUTSIDE = Path(__file__).resolve().parent / "outside_task"
 SEARCHPATH = "hydra.searchpath=[file://conf]"  # relative to the dir the command starts in, as a user types it
-# Each task, the metric it logs for `monitor`, and its test metric.
-TASKS = {"my_regression": ("val/mse", "test/mse"), "boring": ("val/loss", "test/loss")}
+# Each task (its model config), its data config, the metric it logs for `monitor` and its mode, and its test metric.
+TASKS = {
+    "my_regression": ("my_regression", "val/mse", "min", "test/mse"),
+    "boring": ("boring", "val/loss", "min", "test/loss"),
+    "gan": ("points", "val_acc", "max", "test_acc"),  # two optimizers stepped by hand; metrics without a `/`
+}
 SHORT = ("trainer.max_epochs=2",)  # only what shortens a run
-SHORTER = {"my_regression": (), "boring": ("trainer.limit_train_batches=16", "trainer.limit_val_batches=16")}
+SHORTER = {"my_regression": (), "boring": ("trainer.limit_train_batches=16", "trainer.limit_val_batches=16"), "gan": ()}
 TINY = (*QUICK, "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")
 
 
 def task_args(name: str) -> list[str]:
-    """`model=<name> data=<name> monitor=<its metric> mode=min`, shortened."""
-    monitor = TASKS[name][0]
-    return [f"model={name}", f"data={name}", f"monitor={monitor}", "mode=min", *SHORT, *SHORTER[name]]
+    """`model=<name> data=<its data> monitor=<its metric> mode=<its mode>`, shortened."""
+    data, monitor, mode, _ = TASKS[name]
+    return [f"model={name}", f"data={data}", f"monitor={monitor}", f"mode={mode}", *SHORT, *SHORTER[name]]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -172,6 +176,48 @@ def test_help_lists_the_outside_options_with_the_projects(tmp_path):
     assert "_target_: my_task.RegressionModule" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("switch", "refused"),
+    [
+        ("gradient_clip_val=1.0", r"gradient_clip_val=1.0: PointsGAN steps its own optimizers .*self.clip_gradients"),
+        ("accumulate_grad_batches=2", r"accumulate_grad_batches=2: PointsGAN steps its own optimizers"),
+        ("tune=lr_find", r"tune=lr_find: PointsGAN steps its own optimizers"),
+        ("strategy=dp", r"strategy.module_name=null: PointsGAN has no `net` and several"),
+        ("precision=bf16-mixed", None),
+        ("callbacks=ema", None),
+    ],
+)
+def test_each_switch_trains_the_gan_or_stops_in_one_line_before_training(outside_cfg, switch, refused):
+    """The done-when of issue 27 for a module stepping its own optimizers: a switch works, or says in one line what
+    to do instead, before anything is written."""
+    cfg = outside_cfg(*task_args("gan"), switch)
+    if refused is None:
+        train(cfg)
+        assert "test_acc" in json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+        return
+    with pytest.raises(UserError, match=refused):
+        train(cfg)
+    assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt"))
+
+
+def test_the_gan_exports_its_generator_with_its_input_named(outside_cfg, tmp_path):
+    """export.py on the GAN's checkpoint: forward's one input (`noise`) by its name, checked against the checkpoint."""
+    pytest.importorskip("onnxruntime")
+    from hydralight.core.export import export
+
+    trained = outside_cfg(*task_args("gan"), "test=false")
+    train(trained)
+    best = next((Path(trained.paths.output_dir) / "checkpoints").glob("epoch*.ckpt"))
+    searchpath = f"hydra.searchpath=[file://{OUTSIDE / 'conf'}]"
+    cfg = compose("export", tmp_path / "export", (searchpath, f"ckpt_path={best}", "format=onnx"))
+    result = export(cfg)
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(result["path"], providers=["CPUExecutionProvider"])
+    assert [node.name for node in session.get_inputs()] == ["noise"]
+    assert result["max_abs_diff"] <= cfg.tolerance
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Subprocesses: the commands as a user types them, from the outside project's dir, with default run dirs.
 
@@ -206,7 +252,8 @@ def epoch_values(run_dir: Path, metric: str) -> dict[int, float]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(TASKS))
 def test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric(tmp_path, name):
-    monitor, test_metric = TASKS[name]
+    _, monitor, mode, test_metric = TASKS[name]
+    best_of = min if mode == "min" else max
     project = outside_project(tmp_path)
     trained = run_outside(project, "train.py", SEARCHPATH, *task_args(name))
     assert_ok(trained)
@@ -214,9 +261,9 @@ def test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert f"{test_metric} " in trained.stdout  # the final table prints the test metric
 
-    # The best checkpoint is the epoch of the lowest `monitor`, and it is what the run tested.
+    # The best checkpoint is the epoch of the best `monitor`, and it is what the run tested.
     per_epoch = epoch_values(run_dir, monitor)
-    best_epoch = min(per_epoch, key=per_epoch.get)
+    best_epoch = best_of(per_epoch, key=per_epoch.get)
     [best] = (run_dir / "checkpoints").glob("epoch*.ckpt")
     assert best.name.startswith(f"epoch{best_epoch:03d}-")
     assert metrics[f"{monitor}_best"] == pytest.approx(per_epoch[best_epoch])
@@ -237,16 +284,20 @@ def test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric(
 
 @pytest.mark.slow
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two CPU processes need two cores")
-def test_outside_task_trains_under_ddp_on_two_cpu_processes(tmp_path):
+@pytest.mark.parametrize("name", ["my_regression", "gan"])
+def test_outside_task_trains_under_ddp_on_two_cpu_processes(tmp_path, name):
+    """As typed: the GAN's backward passes each leave the other network's parameters unused, which DDP is told."""
+    _, monitor, _, test_metric = TASKS[name]
     project = outside_project(tmp_path)
-    result = run_outside(
-        project, "train.py", SEARCHPATH, *task_args("my_regression"), "strategy=ddp", "trainer.devices=2"
-    )
+    result = run_outside(project, "train.py", SEARCHPATH, *task_args(name), "strategy=ddp", "trainer.devices=2")
     assert_ok(result)
+    assert "Traceback" not in result.stderr
     run_dir = only_dir(project / "outputs" / "train" / "runs")  # both ranks, one run dir
     log = (run_dir / "train.log").read_text()
     assert "strategy=DDPStrategy (2 x cpu)" in log
-    assert {"val/mse_best", "test/mse"} <= set(json.loads((run_dir / "metrics.json").read_text()))
+    if name == "gan":
+        assert "strategy.find_unused_parameters=true: PointsGAN steps its own optimizers" in log
+    assert {f"{monitor}_best", test_metric} <= set(json.loads((run_dir / "metrics.json").read_text()))
 
 
 @pytest.mark.slow
@@ -262,3 +313,19 @@ def test_outside_task_sweep_summary_ranks_by_its_metric_ascending(tmp_path):
     assert [job["status"] for job in jobs] == ["completed", "completed"]
     scores = [job["metrics"]["val/mse_best"] for job in jobs]
     assert scores == sorted(scores) and scores[0] < scores[1]
+
+
+@pytest.mark.slow
+@pytest.mark.sweeps
+def test_gan_sweep_ranks_by_val_acc_and_shows_test_acc(tmp_path):
+    """Metric names without a `/`: the sweep ranks by `val_acc` (maximize) and its printed table shows `test_acc`."""
+    project = outside_project(tmp_path)
+    result = run_outside(project, "train.py", "-m", SEARCHPATH, *task_args("gan"), "model.lr=0.002,0.02")
+    assert_ok(result)
+    assert "best first by val_acc_best (maximize)" in result.stdout
+    header = next(line for line in result.stdout.splitlines() if "val_acc_best" in line and "test_acc" in line)
+    assert header.index("val_acc_best") < header.index("test_acc")
+    summary = json.loads((only_dir(project / "outputs" / "train" / "multiruns") / "summary.json").read_text())
+    scores = [job["metrics"]["val_acc_best"] for job in summary["jobs"]]
+    assert [job["status"] for job in summary["jobs"]] == ["completed", "completed"]
+    assert scores == sorted(scores, reverse=True)

@@ -144,3 +144,22 @@ def check_manual_optimization(cfg: DictConfig, model: "LightningModule") -> None
             "learning-rate finder drives one optimizer through automatic optimization. Drop tune=lr_find and set "
             "the learning rates in the module's config."
         )
+
+
+def find_unused_parameters_for(trainer: "Trainer", model: "LightningModule") -> None:
+    """Under DDP a module that steps its own optimizers (a GAN) leaves, in each of its backward passes, the other
+    networks' parameters without a gradient, which DDP refuses unless told (a RuntimeError at the first step): tell
+    it, in one line, as `strategy.find_unused_parameters=true` would."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from hydralight.compat.lightning import ddp_kwargs
+    from hydralight.core.console import info
+
+    if not isinstance(trainer.strategy, DDPStrategy) or ddp_kwargs(trainer.strategy).get("find_unused_parameters"):
+        return
+    ddp_kwargs(trainer.strategy)["find_unused_parameters"] = True
+    info(
+        "strategy.find_unused_parameters=true: %s steps its own optimizers, and each of its backward passes leaves "
+        "the other networks' parameters unused, which DDP must be told",
+        type(model).__name__,
+    )

@@ -224,6 +224,10 @@ def fit_and_test(cfg: DictConfig, built: list[pl.Trainer]) -> float | None:
     callbacks.append(TrainingStarts())
     trainer = build_trainer(cfg, callbacks, loggers)
     built.append(trainer)
+    if not model.automatic_optimization:
+        from hydralight.core.switch_checks import find_unused_parameters_for
+
+        find_unused_parameters_for(trainer, model)
     if trainer.precision == "16-true":
         from hydralight.core.switch_checks import check_half_precision
 
