@@ -875,6 +875,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     ),
     "python train.py tune=lr_find": Run(lr_found, extra=(*SHORT, "callbacks.lr_find.num_training_steps=20")),
     "make help": Run(make_help_lists_targets, extra=(), where="repo"),
+    'pip install -e ".[hf]"': NotRun("CI's own install step (the hf extra)"),
     # Data.
     'pip install -e ".[mnist-download]"': NotRun("CI's own install step; and data.download=true needs a network"),
     'pip install -e ".[ondisk]"': NotRun("CI's own install step (the ondisk extra)"),
@@ -894,7 +895,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     'pytest -m "not slow"': NotRun("this suite itself"),
     "pytest": NotRun("this suite itself"),
     "pytest --cov": NotRun("this suite itself"),
-    'pip install -e ./lib -e ".[dev,sweeps,slurm,plots,notebooks,loggers,onnx,template,ondisk]"': NotRun(
+    'pip install -e ./lib -e ".[dev,sweeps,slurm,plots,notebooks,loggers,onnx,template,ondisk,hf]"': NotRun(
         "CI's own install step"
     ),
 }
