@@ -63,6 +63,10 @@ class LightningModuleContract:
       on the doubled batch, only for a loss that is a mean over equal-sized micro-batches of independent samples:
       BatchNorm couples a batch's samples (build without it). These two train with plain SGD, not the module's
       optimizer: Adam's update ignores the gradient's scale, so a loss summed instead of averaged would pass.
+    Batches may be tensors, tuples or dicts (Hugging Face's `{"input_ids", "attention_mask", "labels"}`). A module
+    that steps its own optimizers (`automatic_optimization = False`, a GAN) runs every property that applies to it:
+    its step is checked to repeat itself from the same seed, DDP to keep the replicas equal; the properties that
+    need a loss Lightning minimizes (a lower loss, overfitting, accumulation) skip, saying why.
     A property that does not hold by design is switched off in the subclass, e.g. for a net with BatchNorm:
     `test_accumulating_4_micro_batches_equals_one_batch_of_4x = None`.
     Class attributes tune the rest (overfit_steps, overfit_ratio, sgd_lr, rtol, atol).
@@ -72,6 +76,7 @@ class LightningModuleContract:
     pytestmark = pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
 
     equality_steps: ClassVar[int] = 3  # optimizer steps of each accumulation / DDP run
+    lowering_steps: ClassVar[int] = 3  # steps after which the module's own optimizer must have lowered the loss
     overfit_steps: ClassVar[int] = 100  # steps of the module's own optimizer on one batch ...
     overfit_ratio: ClassVar[float] = 0.1  # ... to bring its loss below this fraction of the first loss
     sgd_lr: ClassVar[float] = 0.1  # of the plain SGD the equality runs train with
@@ -116,9 +121,22 @@ class LightningModuleContract:
         assert tensors_of(outputs), "forward returned no tensor"
         assert all(t.isfinite().all() for t in tensors_of(outputs))
 
+    def skip_unless_lightning_optimizes(self, what: str) -> None:
+        """Skip a property that needs Lightning's own optimization loop, saying why, for a module that steps its own
+        optimizers."""
+        module = self.fresh_module()
+        if not module.automatic_optimization:
+            pytest.skip(f"{type(module).__name__} steps its own optimizers (automatic_optimization=False): {what}")
+
     def test_training_step_gives_the_same_loss_every_time(self) -> None:
         """In train mode the same weights and batch give the same finite scalar loss whatever the RNG holds: what
-        every comparison of two runs below needs (dropout breaks it)."""
+        every comparison of two runs below needs (dropout breaks it). A module stepping its own optimizers: one
+        training step through a Trainer from the same weights, batch and seed ends with the same weights (its step
+        may draw noise, as a GAN's does)."""
+        if not self.fresh_module().automatic_optimization:
+            first, second = (self.weights_after_one_manual_step(seed=1) for _ in range(2))
+            assert_same_weights(first, second, rtol=0, atol=0)
+            return
         module, batch = self.fresh_module().train(), self.make_batch()
         torch.manual_seed(1)
         first = training_loss(module, batch)
@@ -127,14 +145,23 @@ class LightningModuleContract:
         assert first.ndim == 0 and first.requires_grad and first.isfinite()
         assert torch.equal(first, second), f"train-mode loss {first} then {second}: build the module without dropout"
 
-    def test_one_optimizer_step_lowers_the_loss(self) -> None:
-        """One step of the module's own optimizer (and scheduler) on a fixed batch lowers that batch's loss."""
-        losses = fit_on_one_batch(self.fresh_module(), self.make_batch(), steps=2)
-        assert losses[1] < losses[0], f"loss before the step {losses[0]}, after {losses[1]}"
+    def weights_after_one_manual_step(self, seed: int) -> dict[str, Tensor]:
+        module = self.fresh_module()
+        torch.manual_seed(seed)
+        Trainer(**QUIET_CPU, max_steps=1).fit(module, train_dataloaders=repeated(self.make_batch(), 1))
+        return weights(module)
+
+    def test_the_first_optimizer_steps_lower_the_loss(self) -> None:
+        """The first `lowering_steps` steps of the module's own optimizer (and scheduler) on a fixed batch lower that
+        batch's loss (more than one: a warm-up from a learning rate of 0, as Hugging Face's, steps first at 0)."""
+        self.skip_unless_lightning_optimizes(NO_LOSS)
+        losses = fit_on_one_batch(self.fresh_module(), self.make_batch(), steps=self.lowering_steps + 1)
+        assert losses[-1] < losses[0], f"loss before the first step {losses[0]}, after {self.lowering_steps}: {losses}"
 
     def test_overfits_one_batch(self) -> None:
         """`overfit_steps` steps of the module's own optimizer on one batch bring its loss below `overfit_ratio` x
         the first loss: the module can learn at all."""
+        self.skip_unless_lightning_optimizes(NO_LOSS)
         losses = fit_on_one_batch(self.fresh_module(), self.make_batch(), steps=self.overfit_steps)
         assert losses[-1] < self.overfit_ratio * losses[0], f"loss {losses[0]} -> {losses[-1]}"
 
@@ -162,6 +189,9 @@ class LightningModuleContract:
     def test_accumulating_4_micro_batches_equals_one_batch_of_4x(self) -> None:
         """accumulate_grad_batches=4 over 4 micro-batches of b ends with the weights of one step on the 4b batch
         (plain SGD, `equality_steps` steps), to rtol/atol; and the weights did move."""
+        self.skip_unless_lightning_optimizes(
+            "Lightning accumulates only the steps it takes itself; the module accumulates in its own training_step"
+        )
         batch, size = self.divisible_batch(4)
         accumulated = self.fresh_module()
         initial = weights(accumulated)
@@ -184,6 +214,9 @@ class LightningModuleContract:
         for name, value in {**LOOPBACK, "MASTER_PORT": str(free_port()), "OMP_NUM_THREADS": "1"}.items():
             monkeypatch.setenv(name, value)  # restored afterwards: Lightning leaves MASTER_PORT set
         batch, size = self.divisible_batch(2)
+        if not self.fresh_module().automatic_optimization:
+            self.check_ddp_keeps_replicas_equal(batch, size)
+            return
         # A dataset of exactly the doubled batch: each step covers all of it, whatever order a sampler picks.
         distributed = self.fresh_module()
         initial = weights(distributed)
@@ -197,6 +230,41 @@ class LightningModuleContract:
         )
         assert_moved(initial, weights(single), self.atol)
         assert_same_weights(weights(distributed), weights(single), self.rtol, self.atol)
+
+    def check_ddp_keeps_replicas_equal(self, batch: Any, size: int) -> None:
+        """A module stepping its own optimizers under DDP (its own optimizers; DDP told of the parameters each of
+        its backward passes leaves unused): after `equality_steps` steps both ranks hold the same weights, and they
+        moved. Not compared with one process: its steps may draw noise, which each rank draws for itself."""
+        from lightning.pytorch.strategies import DDPStrategy
+
+        module = self.fresh_module()
+        initial = weights(module)
+        start = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        strategy = DDPStrategy(start_method=start, find_unused_parameters=True)
+        Trainer(**{**QUIET_CPU, "devices": 2}, strategy=strategy, max_steps=self.equality_steps,
+                callbacks=[ReplicasEqual(self.rtol, self.atol)]).fit(
+            module, train_dataloaders=split(batch, size // 2)
+        )  # fmt: skip
+        assert_moved(initial, weights(module), self.atol)
+
+
+NO_LOSS = "its training_step returns no loss Lightning minimizes (a GAN's two losses pull against each other)"
+
+
+class ReplicasEqual(Callback):
+    """At the end of training, every rank's weights equal rank 0's (an error in a rank fails its process)."""
+
+    def __init__(self, rtol: float, atol: float) -> None:
+        self.rtol, self.atol = rtol, atol
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        flat = torch.cat([p.detach().reshape(-1) for p in pl_module.parameters()])
+        gathered = trainer.strategy.all_gather(flat)
+        for rank in range(1, len(gathered)):
+            message = f"rank {rank}'s weights differ from rank 0's"
+            torch.testing.assert_close(
+                gathered[rank], gathered[0], rtol=self.rtol, atol=self.atol, msg=lambda m, s=message: f"{s}: {m}"
+            )
 
 
 # Helpers: batches, losses and weights.

@@ -23,6 +23,7 @@ class TwoStepRegression(LightningModule):
         self.save_hyperparameters({"net": dict(net or TINY_NET), "lr": lr})
         self.first: nn.Module = instantiate(self.hparams.net, _convert_="all")
         self.second: nn.Module = instantiate(self.hparams.net, _convert_="all")
+        self.example_input_array = torch.zeros(1, self.hparams.net.get("in_features", 4))  # export's sample
 
     def forward(self, x: Tensor) -> Tensor:
         return ((self.first(x) + self.second(x)) / 2).squeeze(-1)
