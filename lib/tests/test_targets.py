@@ -31,7 +31,7 @@ def test_unknown_argument_in_a_users_yaml_file_is_named_by_its_key(make_cfg, tmp
     (tmp_path / "mine" / "experiment" / "typo.yaml").write_text(
         "# @package _global_\nmodel:\n  optimizer:\n    weight_decy: 0.1\n"
     )
-    cfg = make_cfg(CONFIGURED, f"hydra.searchpath=[file://{tmp_path / 'mine'}]", "+experiment=typo")
+    cfg = make_cfg(CONFIGURED, f"hydra.searchpath=[file://{tmp_path / 'mine'}]", "experiment=typo")
     with pytest.raises(UserError, match=r"^model\.optimizer\.weight_decy=0\.1 .*did you mean weight_decay\?"):
         validate_targets(cfg)
 

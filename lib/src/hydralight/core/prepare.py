@@ -26,6 +26,7 @@ from hydralight.core.files import PARTIAL, fsync_dir, fsync_file
 from hydralight.core.prepared import (
     PREPARED_FILE,
     SPLITS,
+    entry,
     first_write_allowed,
     read_prepared,
     require_datasets,
@@ -88,6 +89,14 @@ def planned_description(config: Mapping[str, Any], rows: bool = False) -> dict[s
     source = built_source(config)
     counts = {split: sum(1 for _ in source.rows(split)) for split in SPLITS} if rows else None
     return describe(source, config, counts)
+
+
+def planned_value(path: str, name: str, prepare_if_missing: Any) -> Any:
+    """`${prepared:<path>,<name>}` for a dataset `prepare_if_missing` writes on first use and has not written yet:
+    the entry of the description the write will give it (building the source imports its module: torch)."""
+    require_datasets(f"data.path={path!r} holds no dataset yet, and its first use writes")  # stop before the run
+    source = OmegaConf.to_container(prepare_if_missing.source, resolve=True)
+    return entry(planned_description(source, rows=name == "rows"), path, name)
 
 
 def write_dataset(source: Any, dataset: Path, cache: Path, max_shard_size: str) -> dict[str, int]:

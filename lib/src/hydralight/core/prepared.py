@@ -57,19 +57,13 @@ def written_on_first_use(path: str, prepare_if_missing: Any) -> bool:
     return not (Path(path) / PREPARED_FILE).is_file() and first_write_allowed(Path(path).expanduser().absolute())
 
 
-def prepared_value(path: str, name: str, prepare_if_missing: Any = None) -> Any:
-    """`${prepared:<path>,<name>}`: one entry of a prepared dataset's prepared.json (e.g. input_shape, vocab), or of
-    the one `prepare_if_missing` will write there on first use."""
-    if written_on_first_use(path, prepare_if_missing):
-        from omegaconf import OmegaConf
+def prepared_value(path: str, name: str) -> Any:
+    """`${prepared:<path>,<name>}`: one entry of a prepared dataset's prepared.json (e.g. input_shape, vocab)."""
+    return entry(read_prepared(path), path, name)
 
-        from hydralight.core.prepare import planned_description  # builds the source: imports its module (torch)
 
-        require_datasets(f"data.path={path!r} holds no dataset yet, and its first use writes")  # stop before the run
-        source = OmegaConf.to_container(prepare_if_missing.source, resolve=True)
-        description = planned_description(source, rows=name == "rows")
-    else:
-        description = read_prepared(path)
+def entry(description: dict[str, Any], path: str, name: str) -> Any:
+    """Entry `name` of the description of the dataset at `path`, or one line naming what it has."""
     if name not in description:
         raise UserError(
             f"${{prepared:{path},{name}}}: {PREPARED_FILE} of {path!r} has no {name!r}. It has: "

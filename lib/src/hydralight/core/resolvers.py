@@ -76,11 +76,15 @@ def process_tag() -> str:
 
 def prepared(path: str, name: str, _root_: Any = None) -> object:
     """`${prepared:<path>,<name>}` (hydralight.core.prepared), imported by the configs that use it only. The root
-    config's `data.prepare_if_missing`, if any, answers for a dataset it writes on first use."""
-    from hydralight.core.prepared import prepared_value
+    config's `data.prepare_if_missing`, if any, answers for a dataset it writes on first use (core.prepare)."""
+    from hydralight.core.prepared import prepared_value, written_on_first_use
 
     first_use = OmegaConf.select(_root_, "data.prepare_if_missing", default=None) if _root_ is not None else None
-    return prepared_value(path, name, first_use)
+    if written_on_first_use(path, first_use):
+        from hydralight.core.prepare import planned_value
+
+        return planned_value(path, name, first_use)
+    return prepared_value(path, name)
 
 
 def register_resolvers() -> None:

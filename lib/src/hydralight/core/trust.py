@@ -121,8 +121,8 @@ def _load_yaml(path: Path) -> Any:
         return None
 
 
-# The search path of the last config composed outside Hydra's runtime (hydralight.testing.compose_config: tests, benchmarks): the
-# runtime keeps its own in HydraConfig, the compose API nowhere once its context has closed.
+# The search path of the last config composed outside Hydra's runtime (hydralight.testing.compose_config: tests,
+# benchmarks): the runtime keeps its own in HydraConfig, the compose API nowhere once its context has closed.
 _composed_sources: list[Any] = []
 
 
