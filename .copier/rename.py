@@ -6,8 +6,11 @@ environment; this extension's `preprocess` hook first turns each one into a Jinj
 
 - every mention of the template's own package (`my_project`: its tasks) becomes the matching answer (`package_name`
   in imports, paths and `_target_`s, `dist_name` where pip reads it); the library, `hydralight`, keeps its name;
-- the few lines that carry other answers (pyproject's description, authors and Python version, the README's title)
-  are edited by the rules in FILE_EDITS (a required rule that no longer matches stops the copy);
+- the few lines that carry other answers (pyproject's description, authors and Python version, the CI's matrix) are
+  edited by the rules in FILE_EDITS (a required rule that no longer matches stops the copy);
+- a file in COPY_TEMPLATES is not the template's file at all in a copy: it renders a real Jinja template kept in
+  .copier/ (never copied), e.g. README.md, which in the template is the template's README and in a copy a short one
+  about the project (.copier/README.md.jinja);
 - blocks from a `copier:template-only-start` line to a `copier:template-only-end` line (and one blank line after)
   are dropped;
 - what belongs to an optional part (a yes/no question in CONDITIONS) is kept only where the answer is yes: a line
@@ -30,7 +33,6 @@ from jinja2.ext import Extension
 
 OLD_NAME = "my_project"  # the template's own package: its tasks; `hydralight` (the library) keeps its name
 OLD_DIST = "my-project"  # what pip knows it by
-README_TITLE = "hydralight"  # the template's README title, which becomes the project's
 
 # One mention of the old name, and the answer it becomes (EXPRESSION_OF), by context:
 MENTION = re.compile(
@@ -103,11 +105,6 @@ FILE_EDITS: dict[str, tuple[Edit, ...]] = {
             "target-version = \"py{{ python_version | replace('.', '') }}\"",
         ),
     ),
-    "README.md": (
-        # The title and the template's own pitch (the first paragraph) become the project's name and description.
-        Edit(re.compile(rf"\A# {README_TITLE}\n\n(?:[^\n]+\n)+"), "# {{ project_name }}\n\n{{ description }}\n"),
-        Edit(re.compile(r"Python >= 3\.\d+"), "Python >= {{ python_version }}", required=False),
-    ),
     # Where the copy installs the library from: it has no lib/ (copier.yml's computed `hydralight_source`).
     ".ci/install": (Edit(re.compile(r"library=\(-e \./lib\)"), "library=({{ hydralight_source | tojson }})"),),
     # Without the digits example the project has no default task: `model: ???` makes `python train.py` say what to
@@ -125,6 +122,13 @@ FILE_EDITS: dict[str, tuple[Edit, ...]] = {
         ),
     ),
 }
+
+
+# Files a copy gets from a template of their own (a real Jinja template of the answers, in .copier/, which copier.yml
+# keeps out of copies) instead of from the template's file of the same name: the template's README is about the
+# template, the copy's about the project. An `{% include %}`, as copier's docs show ("Importing Jinja templates and
+# macros"): copier renders README.md as usual, so `copier update` merges it like any other file.
+COPY_TEMPLATES = {"README.md": ".copier/README.md.jinja"}
 
 
 def to_jinja(source: str, name: str) -> str:
@@ -190,6 +194,8 @@ class RenameProject(Extension):
     def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
         if name is None:  # copier's `from_string`: path parts and copier.yml values
             return rename_string(source)
-        if "{{" in name:  # a file whose name is a Jinja expression is a real Jinja template (the answers file)
+        if name in COPY_TEMPLATES:
+            return f"{{% include {json.dumps(COPY_TEMPLATES[name])} %}}"
+        if "{{" in name or name in COPY_TEMPLATES.values():  # real Jinja templates: the answers file, COPY_TEMPLATES'
             return source
         return to_jinja(source, name)

@@ -7,6 +7,7 @@ is on disk. Slow (a fresh virtualenv, a training run, the copy's own tests), and
 import importlib.util
 import os
 import re
+import shlex
 import shutil
 import site
 import subprocess
@@ -32,14 +33,17 @@ ANSWERS = {
     # The running Python, so the copy installs here; not the default 3.10, so the version rules are exercised.
     "python_version": PYTHON if PYTHON in ("3.10", "3.11", "3.12", "3.13") else "3.10",
 }
-# Files copier edits beyond the renaming (FILE_EDITS in .copier/rename.py); every other file is the template's,
-# with the name replaced and nothing else.
+# Files copier edits beyond the renaming (FILE_EDITS in .copier/rename.py; README.md is rendered from its own template,
+# COPY_TEMPLATES); every other file is the template's, with the name replaced and nothing else.
 EDITED = {"pyproject.toml", "README.md", ".github/workflows/ci.yml", ".ci/install"}
 # What stays in the template: the library (a copy installs it by version), the template's own tests, benchmarks and
 # copier machinery.
 NOT_COPIED = ("lib/", "benchmarks/", "tests/template/", ".copier/", ".git/")
 NOT_COPIED_FILES = {"copier.yml", "{{_copier_conf.answers_file}}", "docs/copier.md"}
 COPY_PYTHON_LINES = 3000  # what a user reads to own the copy (issue "A template you can own")
+COPY_README_LINES = 120  # the copy's README (.copier/README.md.jinja): read in a few minutes
+# The words of each example, which a copy's README must not say once the example is left out.
+EXAMPLE_WORDS = {"digits_example": r"digits|classifier|mnist", "gpt_example": r"gpt|shakespeare"}
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "test",
     "GIT_AUTHOR_EMAIL": "test@example.org",
@@ -115,6 +119,15 @@ def project_without_gpt(template, tmp_path_factory) -> Path:
     answers = data_args({**ANSWERS, "gpt_example": "false"})
     copier("copy", "--trust", "--defaults", "--quiet", *answers, template, "digit-net", cwd=workdir)
     return workdir / "digit-net"
+
+
+@pytest.fixture(scope="module")
+def project_without_examples(template, tmp_path_factory) -> Path:
+    """A copy that answered no to every example question: a project with no task yet."""
+    workdir = tmp_path_factory.mktemp("bare")
+    answers = data_args({**ANSWERS, "digits_example": "false", "gpt_example": "false"})
+    copier("copy", "--trust", "--defaults", "--quiet", *answers, template, "bare", cwd=workdir)
+    return workdir / "bare"
 
 
 def test_a_copy_without_the_gpt_task_has_no_trace_of_it_and_its_configs_build(project_without_gpt, project):
@@ -327,13 +340,12 @@ class Noise(LightningDataModule):
 }
 
 
-def test_a_copy_without_examples_says_what_to_add_then_trains_the_task_added(template, tmp_path):
+def test_a_copy_without_examples_says_what_to_add_then_trains_the_task_added(project_without_examples, tmp_path):
     """Every example question answered no: no example file is copied; `python train.py` says in one line what to add
     and writes nothing; with a module, a data module and their two configs added, `python train.py model=<m>
     data=<d> monitor=... mode=...` trains and tests, and the copy's own suite passes."""
-    answers = data_args({**ANSWERS, "digits_example": "false", "gpt_example": "false"})
-    copier("copy", "--trust", "--defaults", "--quiet", *answers, template, "bare", cwd=tmp_path)
     copy = tmp_path / "bare"
+    shutil.copytree(project_without_examples, copy)  # the fixture's copy stays as copier made it
     assert sorted(path.name for path in (copy / "src" / "digitnet").rglob("*.py")) == ["__init__.py"] * 3
     example_dirs = [copy / "conf" / group for group in ("data", "experiment", "hparams_search")] + [copy / "notebooks"]
     assert not [path for directory in example_dirs for path in directory.rglob("*") if path.is_file()]
@@ -355,15 +367,17 @@ def test_a_copy_without_examples_says_what_to_add_then_trains_the_task_added(tem
 
 
 def readme_drop_commands(readme: str) -> dict[str, str]:
-    """The README's "Drop an example" commands, by the example each one drops (its trailing comment)."""
-    section = readme.split("### Drop an example", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    """The README's "Drop an example" commands (the template's, or a copy's), by the example each one drops (its
+    trailing comment)."""
+    section = re.split(r"^#+ Drop an example$", readme, maxsplit=1, flags=re.M)[1].split("```bash\n", 1)[1]
+    section = section.split("```", 1)[0]
     lines = [re.sub(r"\s+# copier:if \w+$", "", line) for line in section.splitlines() if line]  # the template's
     return {line.rsplit("# ", 1)[-1].strip(): line for line in lines}
 
 
-def test_the_readme_drops_each_example_by_the_files_copier_leaves_out(template):
+def test_the_readme_drops_each_example_by_the_files_copier_leaves_out(project):
     """The files README "Drop an example" deletes for an example are exactly those copier.yml leaves out of a copy
-    without it."""
+    without it; a copy's README (.copier/README.md.jinja) types the same commands, renamed."""
     yaml = pytest.importorskip("yaml")
     excluded = [entry for entry in yaml.safe_load((ROOT / "copier.yml").read_text())["_exclude"] if "{%" in entry]
     by_question = {
@@ -377,6 +391,8 @@ def test_the_readme_drops_each_example_by_the_files_copier_leaves_out(template):
     for question, files in by_question.items():
         command = commands[examples[question]].split("#")[0].split()
         assert command[:2] == ["rm", "-r"] and sorted(command[2:]) == sorted(files), question
+    renamed = {example: command.replace(f"src/{OLD}/", "src/digitnet/") for example, command in commands.items()}
+    assert readme_drop_commands((project / "README.md").read_text()) == renamed
 
 
 def test_a_copy_whose_examples_are_deleted_as_the_readme_says_passes_its_suite(project, tmp_path):
@@ -392,6 +408,58 @@ def test_a_copy_whose_examples_are_deleted_as_the_readme_says_passes_its_suite(p
     refused = subprocess.run([sys.executable, "train.py"], cwd=copy, capture_output=True, text=True, env=env,
                              timeout=120)  # fmt: skip
     assert refused.returncode == 2 and "no data and no model chosen" in refused.stderr, refused.stderr
+    run(sys.executable, "train.py", "--help", cwd=copy, env=env)
+
+
+def readme_shell_lines(readme: str) -> list[str]:
+    """The command lines of the README's ```bash blocks, without their trailing comments."""
+    blocks = re.findall(r"^```bash\n(.*?)^```$", readme, re.DOTALL | re.MULTILINE)
+    lines = (re.sub(r"\s+#\s.*$", "", line).strip() for block in blocks for line in block.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("fixture", ["project", "project_without_gpt", "project_without_examples"])
+def test_the_copy_readme_is_about_the_project_and_its_commands_run(fixture, request, tmp_path):
+    """A copy's README is its own: the project's title and description, short, no word of an example the copy left
+    out, no template syntax; its commands run as typed in the copy (`make` ones as a dry run, `python` ones composing
+    their config with `--cfg job`, those with a `<placeholder>` not at all), and its "Drop an example" commands leave
+    a project whose `python train.py --help` works."""
+    yaml = pytest.importorskip("yaml")
+    copy = request.getfixturevalue(fixture)
+    readme = (copy / "README.md").read_text()
+    title = f"# {ANSWERS['project_name']}\n\n{ANSWERS['description']}\n\n"
+    assert readme.startswith(title)
+    assert len(readme.splitlines()) <= COPY_README_LINES, len(readme.splitlines())
+    assert not re.search(r"\{\{|\{%|\{#|copier:|my_project|my-project", readme), readme
+    assert "hydralight" in readme and f"src/{ANSWERS['package_name']}/" in readme
+    answers = yaml.safe_load((copy / ".copier-answers.yml").read_text())
+    body = readme[len(title) :]  # the description (ours) may say "digits"
+    for question, words in EXAMPLE_WORDS.items():
+        said = re.findall(words, body, re.IGNORECASE)
+        assert bool(said) == answers[question], (question, answers[question], said)
+
+    env = {**os.environ, "PYTHONPATH": str(copy / "src"), "HYDRA_FULL_ERROR": "0"}  # the copy, not installed here
+    drops = []
+    for line in readme_shell_lines(readme):
+        words = shlex.split(line)
+        if "<" in line:  # a placeholder for the user's own value
+            continue
+        if words[:2] == ["rm", "-r"]:
+            drops.append(line)
+        elif words[0] == "make":
+            run("make", "-n", *words[1:], cwd=copy, env=env)
+        elif words[0] == "python":
+            cfg = [] if {"--help", "--cfg"} & set(words) else ["--cfg", "job"]
+            run(sys.executable, *words[1:], *cfg, cwd=copy, env=env)
+        else:
+            raise AssertionError(f"a README command this test does not know how to run: {line}")
+    assert len(drops) == sum(answers[question] for question in EXAMPLE_WORDS)
+    if drops:
+        dropped = tmp_path / "dropped"
+        shutil.copytree(copy, dropped)
+        for command in drops:
+            run("bash", "-c", command, cwd=dropped)
+        run(sys.executable, "train.py", "--help", cwd=dropped, env={**env, "PYTHONPATH": str(dropped / "src")})
 
 
 def test_copier_update_brings_a_later_template_change(template, tmp_path):

@@ -227,7 +227,8 @@ def _hydra_main(task: Callable[[DictConfig], object], config_name: str) -> None:
         conf = config_dir()
         overrides = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
         check_group_keys(conf, overrides)
-        check_task_chosen(conf, config_name, overrides)
+        if not {"--help", "-h"} & set(sys.argv[1:]):  # help needs no task: it lists the options to choose from
+            check_task_chosen(conf, config_name, overrides)
     except UserError as error:  # before Hydra: no run dir exists yet
         print(f"{error.prefix}: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
