@@ -1,8 +1,9 @@
 """A task defined outside the project, as a user adds one: a package of their own (lib/tests/outside_task/my_task: a
-regression, and Lightning's BoringModel/BoringDataModule) and a config dir of their own whose files hold only
-`_target_` and the class's own arguments, found through `hydra.searchpath`. The harness trains it, evaluates its
-checkpoints, runs it under DDP and sweeps it, with `monitor=<its metric> mode=min` and no edit to the project (here
-the testing project of hydralight.testing, written to a dir of its own).
+regression, a GAN stepping its own two optimizers, and Lightning's BoringModel/BoringDataModule; and configs naming a
+module of dict inputs) and a config dir of their own whose files hold only `_target_` and the class's own arguments,
+found through `hydra.searchpath`. The harness trains it, evaluates its checkpoints, runs it under DDP, sweeps it and
+exports it, with `monitor=<its metric> mode=<its mode>` and no edit to the project (here the testing project of
+hydralight.testing, written to a dir of its own).
 
 The commands run as a user types them, from the outside project's own dir with default run dirs:
 
@@ -37,16 +38,17 @@ TASKS = {
     "my_regression": ("my_regression", "val/mse", "min", "test/mse"),
     "boring": ("boring", "val/loss", "min", "test/loss"),
     "gan": ("points", "val_acc", "max", "test_acc"),  # two optimizers stepped by hand; metrics without a `/`
+    "masked": ("masked", "val/loss", "min", "test/loss"),  # dict batches, forward(values, mask)
 }
 SHORT = ("trainer.max_epochs=2",)  # only what shortens a run
-SHORTER = {"my_regression": (), "boring": ("trainer.limit_train_batches=16", "trainer.limit_val_batches=16"), "gan": ()}
+SHORTER = {"boring": ("trainer.limit_train_batches=16", "trainer.limit_val_batches=16")}
 TINY = (*QUICK, "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2")
 
 
 def task_args(name: str) -> list[str]:
     """`model=<name> data=<its data> monitor=<its metric> mode=<its mode>`, shortened."""
     data, monitor, mode, _ = TASKS[name]
-    return [f"model={name}", f"data={data}", f"monitor={monitor}", f"mode={mode}", *SHORT, *SHORTER[name]]
+    return [f"model={name}", f"data={data}", f"monitor={monitor}", f"mode={mode}", *SHORT, *SHORTER.get(name, ())]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -200,21 +202,23 @@ def test_each_switch_trains_the_gan_or_stops_in_one_line_before_training(outside
     assert not list(Path(cfg.paths.output_dir).rglob("*.ckpt"))
 
 
-def test_the_gan_exports_its_generator_with_its_input_named(outside_cfg, tmp_path):
-    """export.py on the GAN's checkpoint: forward's one input (`noise`) by its name, checked against the checkpoint."""
+@pytest.mark.parametrize(("name", "inputs"), [("gan", ["noise"]), ("masked", ["values", "mask"])])
+def test_export_keeps_every_input_of_an_outside_module_by_name(outside_cfg, tmp_path, name, inputs):
+    """export.py on an outside module's checkpoint, to ONNX: every input of forward, by its name (the GAN's generator
+    takes `noise`; the dict-input module `values` and `mask`), checked against the checkpoint."""
     pytest.importorskip("onnxruntime")
+    import onnxruntime
+
     from hydralight.core.export import export
 
-    trained = outside_cfg(*task_args("gan"), "test=false")
+    trained = outside_cfg(*task_args(name), "test=false")
     train(trained)
     best = next((Path(trained.paths.output_dir) / "checkpoints").glob("epoch*.ckpt"))
     searchpath = f"hydra.searchpath=[file://{OUTSIDE / 'conf'}]"
     cfg = compose("export", tmp_path / "export", (searchpath, f"ckpt_path={best}", "format=onnx"))
     result = export(cfg)
-    import onnxruntime
-
     session = onnxruntime.InferenceSession(result["path"], providers=["CPUExecutionProvider"])
-    assert [node.name for node in session.get_inputs()] == ["noise"]
+    assert [node.name for node in session.get_inputs()] == inputs
     assert result["max_abs_diff"] <= cfg.tolerance
 
 
@@ -284,7 +288,7 @@ def test_outside_task_trains_by_its_monitor_and_eval_reproduces_its_test_metric(
 
 @pytest.mark.slow
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="two CPU processes need two cores")
-@pytest.mark.parametrize("name", ["my_regression", "gan"])
+@pytest.mark.parametrize("name", ["my_regression", "gan", "masked"])
 def test_outside_task_trains_under_ddp_on_two_cpu_processes(tmp_path, name):
     """As typed: the GAN's backward passes each leave the other network's parameters unused, which DDP is told."""
     _, monitor, _, test_metric = TASKS[name]

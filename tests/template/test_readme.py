@@ -375,6 +375,15 @@ def trained(name: str | None = None, epochs: int = 1, names: set[str] = TRAIN_ME
     return check
 
 
+def every_experiment(ran: Ran) -> None:
+    """One sweep, a job per file of conf/experiment/, each completed: on a fresh dir too (the on-disk experiments write
+    their embedded data first)."""
+    experiments = sorted(path.stem for path in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    jobs = json.loads((ran.sweep_dir() / "summary.json").read_text())["jobs"]
+    assert len(jobs) == len(experiments), (experiments, jobs)
+    assert all(job["status"] == "completed" for job in jobs), jobs
+
+
 def swept(jobs: int, columns: tuple[str, ...] = ()) -> Callable[[Ran], Path]:
     """One new sweep dir with `jobs` job dirs, each with metrics.json and last.ckpt, and the summary of them all."""
 
@@ -718,6 +727,7 @@ ENTRIES: dict[str, Run | tuple[Run, ...] | NotRun | Covered | Same] = {
     "python train.py accumulate_grad_batches=4 gradient_clip_val=1.0": Run(trained()),
     "python train.py model/net=cnn model/optimizer=sgd model/scheduler=onecycle": Run(trained()),
     "python train.py experiment=digits_cnn": Run(trained()),
+    "python train.py -m 'experiment=glob(*)' trainer.max_epochs=1": Run(every_experiment, needs=("datasets",)),
     # copier:if gpt_example
     "python train.py experiment=shakespeare_gpt strategy=fsdp trainer.devices=2": Run(sharded(2, GPT_METRICS)),
     "python train.py experiment=shakespeare_gpt strategy=model_parallel trainer.devices=2 strategy.tensor_parallel_size=2": Run(  # noqa: E501
