@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
-from torch.utils.data import DataLoader, StackDataset
+from torch.utils.data import StackDataset
 from torchmetrics.classification import MulticlassAccuracy
 from transformers import BertConfig, BertForSequenceClassification, get_linear_schedule_with_warmup
 
 from hydralight.modules import plain
+from hydralight.testing.tasks import SplitsData
 
 CLS, MARKER = 1, 2  # token ids: 0 is unused, 3 and up are the sequences' other tokens
 
@@ -123,7 +124,7 @@ def marker_sequences(n_samples: int, length: int, vocab_size: int, min_length: i
     return {"input_ids": ids, "attention_mask": attention_mask, "labels": labels}
 
 
-class MarkerData(LightningDataModule):
+class MarkerData(SplitsData):
     """Dict batches {input_ids, attention_mask, labels} of `marker_sequences`, from their own seeded generator (the
     same data in every process): `n_train` to train on, `n_eval` each to validate and test on."""
 
@@ -146,21 +147,6 @@ class MarkerData(LightningDataModule):
             for stage, (start, stop) in bounds.items()
         }
         self.batch_size = batch_size
-
-    def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.splits[stage], batch_size=self.batch_size, shuffle=shuffle)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
 
 class ShardingRecord(Callback):

@@ -2,9 +2,11 @@
 export every input of, where the regression and the images take one tensor."""
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningModule
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, StackDataset
+from torch.utils.data import StackDataset
+
+from hydralight.testing.tasks import SplitsData
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -50,7 +52,7 @@ class MaskedMeanRegression(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
 
 
-class MaskedMeanData(LightningDataModule):
+class MaskedMeanData(SplitsData):
     """Dict batches {values, mask, target}: a target that is a linear function of the masked mean plus noise, from its
     own seeded generator, split in thirds. Every mask keeps at least its first step."""
 
@@ -71,18 +73,3 @@ class MaskedMeanData(LightningDataModule):
             for i, stage in enumerate(("train", "val", "test"))
         }
         self.batch_size = batch_size
-
-    def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(self.splits[stage], batch_size=self.batch_size, shuffle=shuffle)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")

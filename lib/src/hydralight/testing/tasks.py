@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 
 class TinyNet(nn.Sequential):
@@ -67,20 +67,12 @@ class NoisyTestRegression(NetRegression):
         )
 
 
-class RegressionData(LightningDataModule):
-    """`y = x . w + noise` from its own seeded generator (the same data in every process), split in thirds."""
+class SplitsData(LightningDataModule):
+    """A data module of ready-made splits: its subclass sets `self.splits` (a dataset for each of train, val and test)
+    and `self.batch_size`; training batches are shuffled, predict reads the test split."""
 
-    def __init__(self, n_samples: int = 96, in_features: int = 4, batch_size: int = 16, seed: int = 0) -> None:
-        super().__init__()
-        generator = torch.Generator().manual_seed(seed)
-        x = torch.randn(n_samples, in_features, generator=generator)
-        y = x @ torch.randn(in_features, generator=generator) + 0.1 * torch.randn(n_samples, generator=generator)
-        third = n_samples // 3
-        self.splits = {
-            stage: TensorDataset(x[i * third : (i + 1) * third], y[i * third : (i + 1) * third])
-            for i, stage in enumerate(("train", "val", "test"))
-        }
-        self.batch_size = batch_size
+    splits: dict[str, Dataset]
+    batch_size: int
 
     def _loader(self, stage: str, shuffle: bool = False) -> DataLoader:
         return DataLoader(self.splits[stage], batch_size=self.batch_size, shuffle=shuffle)
@@ -96,3 +88,19 @@ class RegressionData(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+
+class RegressionData(SplitsData):
+    """`y = x . w + noise` from its own seeded generator (the same data in every process), split in thirds."""
+
+    def __init__(self, n_samples: int = 96, in_features: int = 4, batch_size: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(n_samples, in_features, generator=generator)
+        y = x @ torch.randn(in_features, generator=generator) + 0.1 * torch.randn(n_samples, generator=generator)
+        third = n_samples // 3
+        self.splits = {
+            stage: TensorDataset(x[i * third : (i + 1) * third], y[i * third : (i + 1) * third])
+            for i, stage in enumerate(("train", "val", "test"))
+        }
+        self.batch_size = batch_size
