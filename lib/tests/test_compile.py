@@ -10,8 +10,7 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torchmetrics import MeanMetric
 
-from hydralight.core.build import compiled_state
-from hydralight.core.compiling import compile_networks
+from hydralight.core.compiling import compile_networks, compiled_state
 from hydralight.core.errors import UserError
 from hydralight.core.strategies.dp import refuse_compiled_replicas
 from hydralight.core.train import train
@@ -52,7 +51,7 @@ def test_compile_true_trains_compiled_to_the_weights_and_keys_of_an_uncompiled_r
     plain = make_cfg(*SHORT, quick=False)
     plain.paths.output_dir = str(tmp_path / "plain")
     train(plain)
-    assert any(message.endswith("NetRegression, not compiled") for message in caplog.messages)
+    assert any(message.endswith("Model: hydralight.testing.NetRegression") for message in caplog.messages)
 
     got = load_last(compiled.paths.output_dir)["state_dict"]
     want = load_last(Path(plain.paths.output_dir))["state_dict"]

@@ -10,7 +10,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from hydralight.core.build import build_trainer, compiled_state
+from hydralight.core.build import build_trainer
+from hydralight.core.compiling import compiled_state
 from hydralight.core.train import train
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="16-mixed stays 16-mixed on a CUDA machine")

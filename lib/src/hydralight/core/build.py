@@ -26,7 +26,6 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
-from hydralight.compat.torch import compiled_in_place
 from hydralight.core.callbacks.reports import MetricsJson
 from hydralight.core.console import info
 from hydralight.core.errors import UserError
@@ -66,17 +65,6 @@ def configure_torch(cfg: DictConfig) -> None:
     torch.set_float32_matmul_precision(cfg.get("float32_matmul_precision", "highest"))
     if cfg.get("keep_freed_memory", False):
         keep_freed_memory()
-
-
-def compiled_state(model: torch.nn.Module) -> str:
-    """Whether torch.compile really wraps any part of the model (compile=true compiles its networks), and which."""
-    compiled = [
-        name or "the whole model"
-        for name, module in model.named_modules()
-        if compiled_in_place(module)  # nn.Module.compile()
-        or hasattr(module, "_orig_mod")  # what torch.compile(module) returns
-    ]
-    return f"compiled ({', '.join(compiled)})" if compiled else "not compiled"
 
 
 def build_datamodule(cfg: DictConfig) -> LightningDataModule:

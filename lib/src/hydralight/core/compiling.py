@@ -5,7 +5,7 @@ import logging
 import torch
 from torchmetrics import Metric
 
-from hydralight.compat.torch import compile_in_place
+from hydralight.compat.torch import compile_in_place, compiled_in_place
 
 log = logging.getLogger(__name__)
 
@@ -27,3 +27,14 @@ def compile_networks(model: torch.nn.Module) -> list[str]:
             type(model).__name__,
         )
     return compiled
+
+
+def compiled_state(model: torch.nn.Module) -> str:
+    """Whether torch.compile really wraps any part of the model (compile=true compiles its networks), and which."""
+    compiled = [
+        name or "the whole model"
+        for name, module in model.named_modules()
+        if compiled_in_place(module)  # nn.Module.compile()
+        or hasattr(module, "_orig_mod")  # what torch.compile(module) returns
+    ]
+    return f"compiled ({', '.join(compiled)})" if compiled else "not compiled"

@@ -17,7 +17,6 @@ from hydralight.core.build import (
     build_loggers,
     build_trainer,
     close_run,
-    compiled_state,
     log_hyperparameters,
 )
 from hydralight.core.callbacks.reports import best_metrics, monitoring_checkpoint
@@ -209,10 +208,12 @@ def fit_and_test(cfg: DictConfig, built: list[pl.Trainer]) -> float | None:
 
         check_manual_optimization(cfg, model)
     if cfg.get("compile"):
-        from hydralight.core.compiling import compile_networks
+        from hydralight.core.compiling import compile_networks, compiled_state
 
         compile_networks(model)  # lazy: each network compiles at its first call, after any sharding of it
-    info("Model: %s, %s", cfg.model._target_, compiled_state(model))
+        info("Model: %s, %s", cfg.model._target_, compiled_state(model))
+    else:
+        info("Model: %s", cfg.model._target_)
     loggers = build_loggers(cfg.get("logger"))
     preemption = Preemption()
     callbacks = build_callbacks(cfg.get("callbacks"), cfg.paths.output_dir, bool(loggers), cfg.get("monitor"))
