@@ -17,8 +17,9 @@ import inspect
 import json
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,18 +50,15 @@ class ExportMismatch(RunStopped):
     exit_code = 4
 
 
-def call(function: Callable[..., Tensor], batch: Batch) -> Tensor:
+def call(function: Callable[..., Any], batch: Batch) -> Any:
     """`function` on `batch` as Lightning calls forward on example_input_array: a dict by keyword, a tuple in order."""
-    if isinstance(batch, dict):
-        return function(**batch)
-    if isinstance(batch, tuple | list):
-        return function(*batch)
-    return function(batch)
+    args, kwargs = _arguments(batch)
+    return function(*args, **kwargs)
 
 
 def _arguments(batch: Batch) -> tuple[tuple[Tensor, ...], dict[str, Tensor]]:
-    if isinstance(batch, dict):
-        return (), batch
+    if isinstance(batch, Mapping):
+        return (), dict(batch)
     return (tuple(batch) if isinstance(batch, tuple | list) else (batch,)), {}
 
 

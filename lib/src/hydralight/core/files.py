@@ -4,7 +4,8 @@ The finished file is written under a temporary name in the destination's own dir
 filesystem is atomic; Lightning's own save renames from `$TMPDIR`, a copy across filesystems), flushed to disk,
 renamed over the destination, and the directory flushed too, so that after a crash or a kill -9 the path holds the
 old file or the new one, never part of one. A temporary name that a dead process left behind is recognised by
-`is_partial` and removed at the next start (`remove_partials`).
+`is_partial` and removed at the next start (`remove_partials`). `process_alive` tells whether the process that left
+a run's lock or a dataset's staging dir still runs.
 """
 
 import contextlib
@@ -102,3 +103,14 @@ def out_of_space(error: BaseException | None) -> bool:
             return True
         error = error.__cause__ or error.__context__
     return False
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine is running (another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -11,6 +11,7 @@ one whole dataset. An existing dir is never touched unless `overwrite=true` and 
 import errno
 import json
 import os
+import re
 import shutil
 import socket
 import uuid
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hydralight.core.console import info
 from hydralight.core.errors import UserError
-from hydralight.core.files import PARTIAL, fsync_dir, fsync_file
+from hydralight.core.files import PARTIAL, fsync_dir, fsync_file, process_alive
 from hydralight.core.prepared import (
     PREPARED_FILE,
     SPLITS,
@@ -127,23 +128,14 @@ def staging_dir(out: Path) -> Path:
     return out.with_name(f".{out.name}.{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}{PARTIAL}")
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def remove_dead_staging(out: Path) -> list[Path]:
     """Remove the staging dirs of `out` that a process of this machine left when it died (a kill during a write);
     those of running processes, and of other machines, whose processes this one cannot see, are left alone."""
-    prefix, removed = f".{out.name}.", []
-    for path in out.parent.glob(f"{prefix}*{PARTIAL}"):
-        host, _, pid = path.name[len(prefix) : -len(PARTIAL)].rpartition("-")[0].rpartition("-")  # host-pid-token
-        if path.is_dir() and host == socket.gethostname() and pid.isdigit() and not _running(int(pid)):
+    name = re.compile(rf"\.{re.escape(out.name)}\.(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]+{re.escape(PARTIAL)}")  # staging
+    removed = []
+    for path in out.parent.glob(f".{out.name}.*{PARTIAL}"):
+        match = name.fullmatch(path.name)
+        if path.is_dir() and match and match["host"] == socket.gethostname() and not process_alive(int(match["pid"])):
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed

@@ -17,6 +17,8 @@ from lightning_utilities.core.apply_func import apply_to_collection
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from hydralight.core.export import call  # forward on example_input_array as export and Lightning call it
+
 SEED = 0
 LOOPBACK = {"GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}  # the DDP property's two processes talk here
 
@@ -117,7 +119,7 @@ class LightningModuleContract:
         module = self.fresh_module().eval()
         assert module.example_input_array is not None, "set example_input_array: export and the summary need it"
         with torch.no_grad():
-            outputs = forward(module, module.example_input_array)
+            outputs = call(module, module.example_input_array)
         assert tensors_of(outputs), "forward returned no tensor"
         assert all(t.isfinite().all() for t in tensors_of(outputs))
 
@@ -179,11 +181,11 @@ class LightningModuleContract:
         trained.eval()
         example = trained.example_input_array
         with torch.no_grad():
-            expected = tensors_of(forward(trained, example))
-            before = tensors_of(forward(restored, example))
+            expected = tensors_of(call(trained, example))
+            before = tensors_of(call(restored, example))
             assert not all(map(torch.equal, before, expected)), "untrained, other seed, same outputs: proves nothing"
             restored.load_state_dict(checkpoint["state_dict"])
-            for got, want in zip(tensors_of(forward(restored, example)), expected, strict=True):
+            for got, want in zip(tensors_of(call(restored, example)), expected, strict=True):
                 torch.testing.assert_close(got, want, rtol=0, atol=0, msg=lambda m: f"state dict misses state: {m}")
 
     def test_accumulating_4_micro_batches_equals_one_batch_of_4x(self) -> None:
@@ -268,15 +270,6 @@ class ReplicasEqual(Callback):
 
 
 # Helpers: batches, losses and weights.
-def forward(module: LightningModule, example: Any) -> Any:
-    """Lightning's convention: a tuple example is the positional arguments, a dict the keyword arguments."""
-    if isinstance(example, tuple):
-        return module(*example)
-    if isinstance(example, Mapping):
-        return module(**example)
-    return module(example)
-
-
 def tensors_of(outputs: Any) -> list[Tensor]:
     found: list[Tensor] = []
     apply_to_collection(outputs, Tensor, found.append)

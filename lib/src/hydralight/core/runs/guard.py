@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from hydralight.core.errors import UserError, choices_message
+from hydralight.core.files import process_alive
 from hydralight.core.resolvers import created_dirs
 from hydralight.core.validation import RESUME_MODES
 
@@ -108,12 +109,9 @@ def _owner_is_gone(owner: dict[str, Any]) -> bool:
     if owner.get("host") != mine["host"]:
         return False  # another machine's process: cannot tell, so it counts as alive
     try:
-        os.kill(int(owner.get("pid", 0)), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError, OverflowError):
+        return not process_alive(int(owner.get("pid", 0)))
+    except (ValueError, OverflowError):
         return False
-    return False
 
 
 class RunLock:
